@@ -1,0 +1,34 @@
+"""distopt: multi-objective hyperparameter search on Ray, streamed to an Arrow store.
+
+The data flow is space -> strategy -> orchestrator -> worker -> store -> analysis::
+
+    study = distopt.Study(space={...}, objectives={"test_mse": "min"}, store="runs/demo")
+    reader = study.optimize(objective, budget=64, workers=4)
+    reader.pareto_front()
+"""
+
+from ._context import device, report
+from ._errors import ConfigError, DistoptError, StoreError
+from ._problem import Problem, TrialResult
+from ._study import Study
+from .space import Categorical, Float, Int, Space
+from .store import StoreReader, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Categorical",
+    "ConfigError",
+    "DistoptError",
+    "Float",
+    "Int",
+    "Problem",
+    "Space",
+    "StoreError",
+    "StoreReader",
+    "Study",
+    "TrialResult",
+    "device",
+    "open_store",
+    "report",
+]

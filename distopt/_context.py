@@ -1,0 +1,114 @@
+"""What an objective sees of the trial it runs in: ``report`` and ``device``.
+
+The worker actor installs a :class:`TrialContext` before calling the objective and removes it after.
+``report`` only appends to an in-memory list under a lock (microseconds); the worker ships the rows to
+the driver, which alone writes the store. Outside a trial (an objective called directly in a notebook
+or a unit test) ``report`` validates its input and keeps the rows on :data:`last_reports`, so the same
+objective code runs everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import ConfigError
+
+#: Rows reported outside any trial, newest last (kept for inspection and tests).
+last_reports: list[dict[str, Any]] = []
+
+
+@dataclass
+class TrialContext:
+    """Per-trial state shared by the objective (writer) and the worker (reader)."""
+
+    trial_id: int
+    device: str = "cpu"
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    n_reported: int = 0
+    stop_requested: bool = False
+
+    def take_rows(self) -> list[dict[str, Any]]:
+        """Hand over the rows reported since the last call, leaving the buffer empty."""
+        with self.lock:
+            rows, self.rows = self.rows, []
+        return rows
+
+
+_current: TrialContext | None = None
+
+
+def _set_context(context: TrialContext | None) -> None:
+    global _current
+    _current = context
+
+
+def current_context() -> TrialContext | None:
+    """The trial running in this process, or None outside a trial."""
+    return _current
+
+
+def _as_number(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"report: metric {name!r} must be a number; got {type(value).__name__} {value!r}"
+        ) from None
+    return number
+
+
+def report(step: int | None = None, **metrics: Any) -> None:
+    """Record one row of intermediate metrics (a learning-curve point) for the current trial.
+
+    Args:
+        step: the epoch or iteration, an int >= 0; by default one more than the previous report.
+        **metrics: metric name to number (Python, NumPy or 0-d torch values). NaN is allowed here
+            (a diverging curve is information); only the objective's return value must be finite.
+
+    The row is buffered in the worker and streamed to the driver's store within about a second.
+    """
+    if not metrics:
+        raise ConfigError("report: give at least one metric, e.g. report(step=epoch, loss=0.3)")
+    context = _current
+    if step is None:
+        step = context.n_reported if context is not None else len(last_reports)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        if hasattr(step, "__index__") and not isinstance(step, bool) and int(step) >= 0:
+            step = int(step)
+        else:
+            raise ConfigError(f"report: step must be an int >= 0; got {step!r}")
+    row: dict[str, Any] = {"step": step, "time": time.time()}
+    for name, value in metrics.items():
+        if name in ("step", "time", "trial_id"):
+            raise ConfigError(f"report: {name!r} is a reserved column; rename the metric")
+        row[name] = _as_number(name, value)
+    if context is None:
+        last_reports.append(row)
+        return
+    with context.lock:
+        context.rows.append(row)
+        context.n_reported += 1
+
+
+def device() -> Any:
+    """The ``torch.device`` an objective should use: its GPU when the trial was given one, else CPU.
+
+    Inside a trial Ray has already restricted ``CUDA_VISIBLE_DEVICES`` to the trial's GPU, so this
+    is ``cuda`` (index 0 of what the process sees). Outside a trial: CUDA if available, else CPU.
+    """
+    import torch  # lazy: `distopt show` must start without importing torch
+
+    context = _current
+    if context is not None:
+        return torch.device(context.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_finite_number(value: float) -> bool:
+    """True for a finite float (helper shared by the worker's result validation)."""
+    return not (math.isnan(value) or math.isinf(value))

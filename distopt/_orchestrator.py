@@ -1,0 +1,334 @@
+"""The asynchronous loop: ask -> dispatch to actors -> collect -> store -> tell.
+
+One worker slot holds one Ray actor and runs one trial at a time. A finished trial frees its slot
+at once (no generation barrier): the loop waits for *any* trial, writes every trial that is ready
+in one batch, tells the strategy, and refills the free slots with configurations asked with the
+running ones as ``pending``.
+
+Faults handled here: a worker process that dies mid-trial is replaced and its trial retried up
+to ``max_retries`` times, then recorded FAILED with the cause; a trial past ``trial_timeout`` is
+stopped (its actor killed and replaced) and recorded TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import DistoptError
+from ._problem import Problem, TrialResult
+from ._worker import COMPLETE, TrialWorker
+from .store import StoreWriter
+from .store._schema import RESERVED
+from .strategies import Strategy
+
+TIMEOUT = "TIMEOUT"
+FAILED = "FAILED"
+#: Seconds the loop waits for a result before checking timeouts, curves and progress.
+TICK = 0.25
+#: Seconds between two collections of report rows from a running trial.
+DRAIN_INTERVAL = 1.0
+#: Seconds to wait for the worker actors to start before blaming the resources asked for.
+START_TIMEOUT = 180.0
+
+
+@dataclass
+class _Running:
+    trial_id: int
+    config: dict[str, Any]
+    attempt: int
+    slot: int
+    started: float
+    drained: float = field(default=0.0)
+
+
+@dataclass
+class Progress:
+    """A snapshot of a running search, passed to the progress callback."""
+
+    finished: int
+    running: int
+    failed: int
+    budget: int
+    front_size: int
+    hypervolume: float | None
+
+
+class Orchestrator:
+    """Runs ``budget`` trials of ``objective`` on ``workers`` Ray actors (see module docstring)."""
+
+    def __init__(self, problem: Problem, strategy: Strategy, writer: StoreWriter,
+                 objective: Callable[[dict[str, Any]], Any], *, budget: int, workers: int,
+                 resources: Mapping[str, float], max_retries: int = 2,
+                 trial_timeout: float | None = None,
+                 on_progress: Callable[[Progress], None] | None = None):
+        self.problem = problem
+        self.strategy = strategy
+        self.writer = writer
+        self.objective = objective
+        self.budget = budget
+        self.n_workers = workers
+        self.resources = dict(resources)
+        self.max_retries = max_retries
+        self.trial_timeout = trial_timeout
+        self.on_progress = on_progress
+        self._slots: list[Any] = []
+        self._running: dict[Any, _Running] = {}      # run ref -> trial
+        self._draining: dict[Any, int] = {}          # drain ref -> trial id
+        self._requeue: deque[tuple[int, dict[str, Any], int]] = deque()
+        self._next_id = 0
+        self.n_finished = 0
+        self.n_failed = 0
+        self._front_points: list[list[float]] = []   # feasible points, pruned to the front
+        self._initial_points: list[list[float]] = []  # feasible points until the ref is fixed
+        self._progress_at = 0.0
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def resume_from(self, results: Iterable[TrialResult], in_flight: Iterable[tuple[int, dict, int]],
+                    max_id: int) -> None:
+        """Rebuild from a store: tell the strategy every stored trial, re-run the in-flight ones."""
+        results = list(results)
+        self.strategy.tell(results)
+        self.n_finished = len(results)
+        self.n_failed = sum(r.status != COMPLETE for r in results)
+        for result in results:
+            self._note_front(result.status, result.metrics)
+        for trial_id, config, attempt in in_flight:
+            self._requeue.append((trial_id, config, attempt))
+        self._next_id = max_id + 1
+
+    def _actor_options(self) -> dict[str, Any]:
+        custom = {k: v for k, v in self.resources.items() if k not in ("cpu", "gpu")}
+        options: dict[str, Any] = {
+            "num_cpus": self.resources.get("cpu", 1),
+            "num_gpus": self.resources.get("gpu", 0),
+            "max_concurrency": 2,  # ``drain`` must run beside ``run``
+            "max_restarts": 0,     # the orchestrator replaces dead actors itself, with a fresh slot
+            "scheduling_strategy": "SPREAD",
+        }
+        if custom:
+            options["resources"] = custom
+        return options
+
+    def _spawn(self, slot: int) -> Any:
+        import ray
+
+        actor_class = ray.remote(TrialWorker)
+        return actor_class.options(**self._actor_options()).remote(
+            self._objective_ref, self.problem.metric_names, RESERVED, f"worker-{slot}")
+
+    def _start_workers(self) -> None:
+        import ray
+
+        self._objective_ref = ray.put(self.objective)  # shipped once, not once per actor
+        self._slots = [self._spawn(slot) for slot in range(self.n_workers)]
+        pending = [actor.ready.remote() for actor in self._slots]
+        ready, not_ready = ray.wait(pending, num_returns=len(pending), timeout=START_TIMEOUT)
+        if not_ready:
+            raise DistoptError(
+                f"{len(not_ready)} of {self.n_workers} workers did not start within "
+                f"{START_TIMEOUT:.0f} s; the cluster has {ray.available_resources()} free and each "
+                f"worker asks {self.resources}: lower workers or resources_per_trial")
+        try:
+            ray.get(ready)
+        except ray.exceptions.RayError as error:
+            raise DistoptError(
+                f"workers could not load the objective: {_cause(error)}; the objective's module "
+                f"must be importable on every Ray node (install it there or use a runtime_env)"
+            ) from None
+
+    def _stop_workers(self) -> None:
+        import ray
+
+        for actor in self._slots:
+            if actor is not None:
+                ray.kill(actor)
+        self._slots = []
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run trials until ``budget`` have finished (any status)."""
+        self._start_workers()
+        try:
+            while self.n_finished < self.budget:
+                self._fill()
+                self._collect(self._wait())
+                self._check_timeouts()
+                self._drain_long_trials()
+                self._report_progress()
+            self._report_progress(force=True)
+        finally:
+            self._stop_workers()
+
+    def _free_slots(self) -> list[int]:
+        busy = {r.slot for r in self._running.values()}
+        return [s for s in range(len(self._slots)) if s not in busy]
+
+    def _fill(self) -> None:
+        free = self._free_slots()
+        room = self.budget - self.n_finished - len(self._running)
+        count = min(len(free), room)
+        if count <= 0:
+            return
+        batch = []
+        while self._requeue and len(batch) < count:
+            batch.append(self._requeue.popleft())
+        if len(batch) < count:
+            pending = [r.config for r in self._running.values()] + [b[1] for b in batch]
+            for config in self.strategy.ask(count - len(batch), pending):
+                batch.append((self._next_id, config, 1))
+                self._next_id += 1
+        now = time.time()
+        self.writer.add_dispatched([{"trial_id": t, "attempt": a, "time": now, "config": c}
+                                    for t, c, a in batch])
+        for (trial_id, config, attempt), slot in zip(batch, free):
+            ref = self._slots[slot].run.remote(trial_id, config, attempt)
+            self._running[ref] = _Running(trial_id, config, attempt, slot, time.monotonic(),
+                                          time.monotonic())
+
+    def _wait(self) -> list[Any]:
+        import ray
+
+        refs = list(self._running) + list(self._draining)
+        if not refs:
+            return []
+        ready, rest = ray.wait(refs, num_returns=1, timeout=TICK)
+        if ready and rest:  # take everything else already done, so it is written in one batch
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        return ready
+
+    def _collect(self, ready: list[Any]) -> None:
+        import ray
+
+        rows, curves = [], []
+        for ref in ready:
+            if ref in self._draining:
+                self._draining.pop(ref)
+                try:
+                    curves += ray.get(ref)
+                except ray.exceptions.RayError:
+                    pass  # the run call of the same actor reports the failure
+                continue
+            trial = self._running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                row = self._worker_lost(trial, error)
+                if row is not None:
+                    rows.append(row)
+                continue
+            curves += result.pop("curves")
+            rows.append(result)
+        self._finish(rows, curves)
+
+    def _finish(self, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> None:
+        # Curves first: when a trial row is durable, its learning curve already is.
+        self.writer.add_curves(curves)
+        if not rows:
+            return
+        self.writer.add_trials(rows)
+        results = [TrialResult(r["trial_id"], r["config"], r["status"], r["metrics"]) for r in rows]
+        self.n_finished += len(rows)
+        for result in results:
+            self.n_failed += result.status != COMPLETE
+            self._note_front(result.status, result.metrics)
+        self.strategy.tell(results)
+
+    def _worker_lost(self, trial: _Running, error: Exception) -> dict[str, Any] | None:
+        """Replace the dead actor; retry the trial or return its FAILED row."""
+        self._slots[trial.slot] = self._spawn(trial.slot)
+        if trial.attempt <= self.max_retries:
+            self._requeue.append((trial.trial_id, trial.config, trial.attempt + 1))
+            return None
+        return self._ended_row(trial, FAILED,
+                               f"worker died {trial.attempt} times; last cause: {_cause(error)}")
+
+    def _ended_row(self, trial: _Running, status: str, error: str) -> dict[str, Any]:
+        return {"trial_id": trial.trial_id, "status": status, "config": trial.config,
+                "metrics": {}, "error": error, "attempts": trial.attempt,
+                "start_time": time.time() - (time.monotonic() - trial.started),
+                "end_time": time.time(), "worker": f"worker-{trial.slot}", "node_id": None}
+
+    def _check_timeouts(self) -> None:
+        if self.trial_timeout is None:
+            return
+        import ray
+
+        now = time.monotonic()
+        late = [(ref, t) for ref, t in self._running.items() if now - t.started > self.trial_timeout]
+        rows = []
+        for ref, trial in late:
+            self._running.pop(ref)
+            ray.kill(self._slots[trial.slot])
+            self._slots[trial.slot] = self._spawn(trial.slot)
+            rows.append(self._ended_row(
+                trial, TIMEOUT, f"stopped after trial_timeout={self.trial_timeout} s"))
+        self._finish(rows, [])
+
+    def _drain_long_trials(self) -> None:
+        now = time.monotonic()
+        draining = set(self._draining.values())
+        for trial in self._running.values():
+            if now - trial.drained >= DRAIN_INTERVAL and trial.trial_id not in draining:
+                trial.drained = now
+                self._draining[self._slots[trial.slot].drain.remote()] = trial.trial_id
+
+    # -- progress ---------------------------------------------------------------------------------
+
+    def _note_front(self, status: str, metrics: Mapping[str, float]) -> None:
+        if status == COMPLETE and self.problem.feasible([metrics])[0]:
+            point = [metrics[m] for m in self.problem.objectives]
+            self._front_points.append(point)
+            if self.writer.metadata.get("ref_point") is None:
+                self._initial_points.append(point)
+                self._ensure_ref_point()
+
+    def _ensure_ref_point(self) -> None:
+        """Fix the reference point once the initial design has run, and record it.
+
+        It is the nadir of the first 2*(d+1) feasible trials, pushed out by 10% of their range:
+        fixed early so that hypervolume over time is comparable, generous so that later fronts
+        lie inside it.
+        """
+        needed = min(self.budget, 2 * (self.problem.space.dim + 1))
+        if len(self._initial_points) < needed:
+            return
+        from . import pareto
+
+        ref = pareto.reference_point(self._initial_points, maximize=self.problem.maximize,
+                                     front_only=False)
+        self.writer.record(ref_point=dict(zip(self.problem.objectives, map(float, ref))))
+        self._initial_points = []
+
+    def _report_progress(self, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._progress_at < 0.5:
+            return
+        self._progress_at = now
+        from . import pareto
+
+        front_size, hv = 0, None
+        if self._front_points:
+            mask = pareto.is_non_dominated(self._front_points, maximize=self.problem.maximize)
+            self._front_points = [p for p, keep in zip(self._front_points, mask) if keep]
+            front_size = len(self._front_points)
+            ref = self.writer.metadata.get("ref_point")
+            if ref is not None:
+                hv = pareto.hypervolume(self._front_points,
+                                        [ref[m] for m in self.problem.objectives],
+                                        maximize=self.problem.maximize)
+        self.on_progress(Progress(self.n_finished, len(self._running), self.n_failed, self.budget,
+                                  front_size, hv))
+
+
+def _cause(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__

@@ -1,0 +1,53 @@
+"""Joining or starting Ray for a search, and checking that the cluster can hold the workers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from ._errors import field_error
+
+
+@contextmanager
+def ray_session(address: str | None, *, workers: int,
+                resources: Mapping[str, float]) -> Iterator[None]:
+    """Use the running Ray, join ``address``, or start an embedded local Ray (and stop it after).
+
+    The embedded Ray has the dashboard off and at least ``workers * cpu`` logical CPUs, so asking
+    for more workers than cores oversubscribes (the user's choice) rather than hanging.
+    """
+    import ray
+
+    owned = False
+    if not ray.is_initialized():
+        quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
+        if address is None:
+            cpus = max(os.cpu_count() or 1, math.ceil(workers * resources.get("cpu", 1)))
+            ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+        owned = True
+    try:
+        check_resources(workers, resources)
+        yield
+    finally:
+        if owned:
+            ray.shutdown()
+
+
+def check_resources(workers: int, resources: Mapping[str, float]) -> None:
+    """Raise a ConfigError when no node could ever host one worker (instead of hanging)."""
+    import ray
+
+    total = ray.cluster_resources()
+    needs = {"CPU": resources.get("cpu", 1), "GPU": resources.get("gpu", 0)}
+    needs.update({k: v for k, v in resources.items() if k not in ("cpu", "gpu")})
+    for name, amount in needs.items():
+        if amount and total.get(name, 0) < amount:
+            key = name.lower() if name in ("CPU", "GPU") else name
+            raise field_error(f"resources_per_trial.{key}",
+                              f"asks {amount} per trial but the Ray cluster has {total.get(name, 0)}",
+                              f"set {key} to 0 or join a cluster that has {name} (--address)")

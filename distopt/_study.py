@@ -1,0 +1,184 @@
+"""The user-facing Study: validates everything, then hands off to the orchestrator."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ._errors import field_error
+from ._problem import Problem
+from .space import Space
+from .store import StoreReader, StoreWriter
+from .store._metadata import library_versions
+from .store._schema import configs_from_table
+from .strategies import Strategy, make_strategy
+
+Objective = Callable[[dict[str, Any]], Mapping[str, float]]
+
+
+class Study:
+    """A multi-objective search: what to search, what to optimise, where to store it.
+
+    Args:
+        space: parameter name -> ``Float`` / ``Int`` / ``Categorical`` (or a YAML-style spec, or a
+            constant passed to every trial).
+        objectives: metric -> ``"min"`` or ``"max"``.
+        constraints: metric -> ``("<=", threshold)`` or ``(">=", threshold)``.
+        strategy: ``"random"``, ``"bayes"``, ``"pareto"``, ``"tpe"``, ``"jacobian"``, a
+            ``{"name": ..., "options": {...}}`` mapping, or a ``Strategy`` instance.
+        store: folder of the Arrow store; an existing store of the same study is resumed.
+        seed: seed of the strategy.
+        ref_point: metric -> value bounding the hypervolume; inferred and recorded when omitted.
+    """
+
+    def __init__(self, space: Mapping[str, Any] | Space, objectives: Mapping[str, str] | str,
+                 constraints: Mapping[str, Any] | None = None, *,
+                 strategy: str | Mapping[str, Any] | Strategy = "random",
+                 store: str | os.PathLike[str] | None = None, seed: int | None = 0,
+                 ref_point: Mapping[str, float] | None = None):
+        self.problem = Problem(space, objectives, constraints)
+        self.strategy_spec = strategy
+        self.strategy = make_strategy(strategy, seed=seed)
+        self.seed = seed
+        self.store_path = Path(store) if store is not None else Path(
+            "runs", time.strftime("study-%Y%m%d-%H%M%S"))
+        self.ref_point = _check_ref_point(ref_point, self.problem)
+
+    @property
+    def space(self) -> Space:
+        """The search space."""
+        return self.problem.space
+
+    def _metadata(self) -> dict[str, Any]:
+        spec = self.strategy_spec
+        strategy = spec if isinstance(spec, (str, Mapping)) else {"name": type(spec).__name__}
+        metadata = {
+            "problem": self.problem.to_dict(),
+            "config_types": self.problem.space.arrow_types(),
+            "metric_order": self.problem.metric_names,
+            "strategy": strategy,
+            "seed": self.seed,
+            "versions": library_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if self.ref_point is not None:
+            metadata["ref_point"] = self.ref_point
+        return metadata
+
+    def optimize(self, objective: Objective, budget: int, workers: int = 1, *,
+                 resources_per_trial: Mapping[str, float] | None = None,
+                 address: str | None = None, max_retries: int = 2,
+                 trial_timeout: float | None = None, progress: bool = False) -> StoreReader:
+        """Run trials until the store holds ``budget`` finished ones; return its reader.
+
+        Args:
+            objective: ``config -> {metric: number}``, run inside Ray worker actors; it may call
+                ``distopt.report`` for learning curves and ``distopt.device`` for its device.
+            budget: total finished trials (any status) wanted in the store, counting those
+                already there when resuming.
+            workers: trials run at once (one Ray actor each).
+            resources_per_trial: ``{"cpu": 1, "gpu": 0.25, <custom>: n}``; fractional GPUs pack
+                several trials on one device.
+            address: Ray cluster to join (``"auto"``, ``"ray://host:10001"``); None starts an
+                embedded local Ray for this call.
+            max_retries: re-runs of a trial whose worker process died, before it is FAILED.
+            trial_timeout: seconds after which a trial is stopped and recorded TIMEOUT.
+            progress: show a live progress bar on stderr.
+        """
+        if not callable(objective):
+            raise field_error("objective", f"must be callable; got {objective!r}",
+                              "pass a function config -> dict of metrics")
+        _check_int("budget", budget, 1)
+        _check_int("workers", workers, 1)
+        _check_int("max_retries", max_retries, 0)
+        resources = _check_resources(resources_per_trial)
+        if trial_timeout is not None and (isinstance(trial_timeout, bool) or not isinstance(
+                trial_timeout, (int, float)) or not trial_timeout > 0):
+            raise field_error("trial_timeout", f"must be a number of seconds > 0; got "
+                                               f"{trial_timeout!r}")
+        if address is not None and not isinstance(address, str):
+            raise field_error("address", f"must be a string such as 'auto'; got {address!r}")
+
+        from ._orchestrator import Orchestrator
+        from ._progress import ProgressBar
+        from ._ray import ray_session
+
+        writer = StoreWriter(self.store_path, self._metadata())
+        bar = None
+        try:
+            reader = StoreReader(self.store_path)
+            results = reader.results()
+            self.strategy.bind(self.problem)
+            if len(results) >= budget:
+                return reader
+            bar = ProgressBar(budget) if progress else None
+            orchestrator = Orchestrator(
+                self.problem, self.strategy, writer, objective, budget=budget, workers=workers,
+                resources=resources, max_retries=max_retries, trial_timeout=trial_timeout,
+                on_progress=bar.update if bar else None)
+            orchestrator.resume_from(results, *_in_flight(reader, results))
+            with ray_session(address, workers=workers, resources=resources):
+                orchestrator.run()
+        finally:
+            if bar is not None:
+                bar.close()
+            writer.close()
+        return StoreReader(self.store_path)
+
+
+def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int, dict, int]], int]:
+    """Trials dispatched but never finished (a crash or Ctrl-C), and the largest id used."""
+    finished = {r.trial_id for r in results}
+    max_id = max(finished, default=-1)
+    table = reader.dispatched()
+    if table is None:
+        return [], max_id
+    latest: dict[int, tuple[dict, int]] = {}
+    for trial_id, attempt, config in zip(table["trial_id"].to_pylist(),
+                                         table["attempt"].to_pylist(), configs_from_table(table)):
+        latest[trial_id] = (config, attempt)
+        max_id = max(max_id, trial_id)
+    again = [(t, c, a) for t, (c, a) in sorted(latest.items()) if t not in finished]
+    return again, max_id
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise field_error(name, f"must be an int >= {minimum}; got {value!r}")
+
+
+def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:
+    if resources is None:
+        return {"cpu": 1.0, "gpu": 0.0}
+    if not isinstance(resources, Mapping):
+        raise field_error("resources_per_trial", f"must be a mapping like {{'cpu': 1, 'gpu': 0.5}}; "
+                                                 f"got {resources!r}")
+    out = {"cpu": 1.0, "gpu": 0.0}
+    for key, amount in resources.items():
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(
+                amount) or amount < 0:
+            raise field_error(f"resources_per_trial.{key}", f"must be a number >= 0; got {amount!r}")
+        out[str(key)] = float(amount)
+    gpu = out["gpu"]
+    if gpu > 1 and gpu != int(gpu):
+        raise field_error("resources_per_trial.gpu", f"must be a fraction <= 1 or a whole number; "
+                                                     f"got {gpu}", "e.g. 0.25 packs 4 trials per GPU")
+    return out
+
+
+def _check_ref_point(ref_point: Any, problem: Problem) -> dict[str, float] | None:
+    if ref_point is None:
+        return None
+    if not isinstance(ref_point, Mapping) or set(ref_point) != set(problem.objectives):
+        raise field_error("ref_point", f"must map every objective {list(problem.objectives)} to a "
+                                       f"number; got {ref_point!r}")
+    out = {}
+    for name, value in ref_point.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise field_error(f"ref_point.{name}", f"must be a finite number; got {value!r}")
+        out[name] = float(value)
+    return out

@@ -1,0 +1,138 @@
+"""The worker: runs one trial at a time in a Ray actor and returns its row to the driver.
+
+The worker never writes the store. It returns the finished trial (and any report rows not yet
+collected) as the value of ``run``; for long trials the driver also calls ``drain`` about once a
+second to stream learning curves while the trial runs. ``drain`` can run beside ``run`` because
+the actor is created with ``max_concurrency=2``.
+
+Everything a user's objective can do wrong (raise, return a non-dict, NaN, a missing or
+non-numeric metric) becomes a FAILED row with the reason; only the worker process dying is left to
+the orchestrator.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._context import TrialContext, _set_context, current_context
+
+COMPLETE, FAILED = "COMPLETE", "FAILED"
+#: Longest error text kept per trial (the head of a traceback is what users need).
+MAX_ERROR_CHARS = 4000
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)  # int, float, numpy scalars, 0-d tensors
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def check_metrics(returned: Any, required: Sequence[str],
+                  reserved: frozenset[str]) -> tuple[dict[str, float], str | None]:
+    """Validate an objective's return value: ``(metrics, None)`` or ``({...}, reason)``."""
+    if not isinstance(returned, Mapping):
+        return {}, (f"objective returned {type(returned).__name__}; return a dict of metric "
+                    f"name to number, e.g. {{'{required[0] if required else 'loss'}': 0.1}}")
+    metrics: dict[str, float] = {}
+    problems = []
+    for name, value in returned.items():
+        if not isinstance(name, str) or name in reserved or name.startswith("config/"):
+            problems.append(f"metric name {name!r} is reserved; rename it")
+            continue
+        number = _number(value)
+        if number is None:
+            problems.append(f"metric {name!r} is not a number: {value!r}")
+            continue
+        metrics[name] = number
+    missing = [m for m in required if m not in returned]
+    if missing:
+        problems.append(f"objective did not return metric(s) {missing}; returned "
+                        f"{sorted(map(str, returned))}")
+    bad = [m for m in required if m in metrics and not math.isfinite(metrics[m])]
+    if bad:
+        problems.append(f"metric(s) {bad} are not finite: "
+                        + ", ".join(f"{m}={metrics[m]}" for m in bad))
+    return metrics, "; ".join(problems) or None
+
+
+class TrialWorker:
+    """Runs trials of one objective; created once per worker slot as a Ray actor."""
+
+    def __init__(self, objective: Callable[[dict[str, Any]], Any], required: Sequence[str],
+                 reserved: frozenset[str], name: str):
+        self._objective = objective
+        self._required = list(required)
+        self._reserved = reserved
+        self._name = name
+        self._node_id = _node_id()
+        self._device = _assigned_device()
+
+    def ready(self) -> dict[str, Any]:
+        """Where this worker runs (answers once the actor has started)."""
+        return {"worker": self._name, "node_id": self._node_id, "pid": os.getpid(),
+                "device": self._device}
+
+    def run(self, trial_id: int, config: dict[str, Any], attempt: int = 1) -> dict[str, Any]:
+        """Run the objective on ``config``; return the trial row plus undrained report rows."""
+        context = TrialContext(trial_id=trial_id, device=self._device)
+        _set_context(context)
+        start = time.time()
+        error = None
+        metrics: dict[str, float] = {}
+        try:
+            returned = self._objective(dict(config))
+            metrics, error = check_metrics(returned, self._required, self._reserved)
+        except Exception as exc:  # the user's objective failed: record it, keep the study going
+            error = "".join(traceback.format_exception(exc)).strip()[-MAX_ERROR_CHARS:]
+        finally:
+            _set_context(None)
+        return {
+            "trial_id": trial_id,
+            "status": FAILED if error else COMPLETE,
+            "config": config,
+            "metrics": metrics,
+            "error": error,
+            "attempts": attempt,
+            "start_time": start,
+            "end_time": time.time(),
+            "worker": self._name,
+            "node_id": self._node_id,
+            "curves": _tag(trial_id, context.take_rows()),
+        }
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Report rows of the running trial not yet sent (empty when idle)."""
+        context = current_context()
+        return [] if context is None else _tag(context.trial_id, context.take_rows())
+
+
+def _tag(trial_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for row in rows:
+        row["trial_id"] = trial_id
+    return rows
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (unit tests call the worker directly)
+        return None
+
+
+def _assigned_device() -> str:
+    try:
+        import ray
+
+        return "cuda" if ray.get_gpu_ids() else "cpu"
+    except Exception:
+        return "cpu"

@@ -1,0 +1,169 @@
+"""The store reader: trials, curves, the feasible Pareto front and its hypervolume.
+
+It needs neither Ray nor a lock, and may run while a search writes the store: each call reads the
+segments as they are on disk at that moment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import pareto
+from .._problem import Problem, TrialResult
+from ._lock import StoreLock
+from ._metadata import read_metadata
+from ._schema import (CURVE_HEAD, TRIAL_HEAD, TRIAL_TAIL, config_fields, configs_from_table,
+                      metric_columns)
+from ._segments import read_table, segment_paths
+
+COMPLETE = "COMPLETE"
+
+
+class StoreReader:
+    """Read access to a store folder written by :class:`~distopt.store.StoreWriter`."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.metadata: dict[str, Any] = read_metadata(self.path)
+        self.problem = Problem.from_dict(self.metadata["problem"])
+
+    def __repr__(self) -> str:
+        return f"StoreReader({str(self.path)!r})"
+
+    def _read(self, name: str) -> pa.Table | None:
+        folder = self.path / name
+        live = None
+        if StoreLock.is_held(self.path):
+            paths = segment_paths(folder)
+            live = paths[-1] if paths else None
+        return read_table(folder, live_segment=live)
+
+    def _empty_trials(self) -> pa.Table:
+        fields = TRIAL_HEAD + config_fields(self.metadata["config_types"]) + [
+            (m, pa.float64()) for m in self.metadata.get("metric_order", [])] + TRIAL_TAIL
+        return pa.schema(fields).empty_table()
+
+    def trials(self) -> pa.Table:
+        """One row per finished trial, sorted by ``trial_id``.
+
+        Columns: ``trial_id``, ``status``, ``config/<param>``, one per metric, ``error``,
+        ``attempts``, ``start_time``, ``end_time``, ``worker``, ``node_id``.
+        """
+        table = self._read("trials")
+        if table is None:
+            return self._empty_trials()
+        return _last_per_trial(table).sort_by("trial_id")
+
+    def curves(self, trial_id: int | None = None) -> pa.Table:
+        """``distopt.report`` rows (``trial_id``, ``step``, ``time``, metrics), optionally one trial's."""
+        table = self._read("curves")
+        if table is None:
+            return pa.schema(CURVE_HEAD).empty_table()
+        if trial_id is not None:
+            table = table.filter(pc.equal(table["trial_id"], trial_id))
+        return table.sort_by([("trial_id", "ascending"), ("step", "ascending")])
+
+    def dispatched(self) -> pa.Table | None:
+        """Every hand-out of a trial to a worker (``trial_id``, ``attempt``, ``time``, config)."""
+        return self._read("dispatched")
+
+    def results(self) -> list[TrialResult]:
+        """Finished trials as strategies consume them (used to rebuild a strategy on resume)."""
+        table = self.trials()
+        metrics = metric_columns(table)
+        values = {m: table.column(m).to_pylist() for m in metrics}
+        configs = configs_from_table(table)
+        out = []
+        for i, (trial_id, status) in enumerate(zip(table["trial_id"].to_pylist(),
+                                                   table["status"].to_pylist())):
+            row = {m: values[m][i] for m in metrics if values[m][i] is not None}
+            out.append(TrialResult(trial_id, configs[i], status, row))
+        return out
+
+    # -- analysis -------------------------------------------------------------------------------
+
+    def _complete(self, table: pa.Table) -> pa.Table:
+        return table.filter(pc.equal(table["status"], COMPLETE))
+
+    def _objective_points(self, table: pa.Table) -> np.ndarray:
+        cols = [table.column(m).to_numpy(zero_copy_only=False).astype(float)
+                if m in table.column_names else np.full(table.num_rows, math.nan)
+                for m in self.problem.objectives]
+        return np.stack(cols, axis=1) if cols else np.zeros((table.num_rows, 0))
+
+    def _feasible_mask(self, table: pa.Table) -> np.ndarray:
+        mask = np.ones(table.num_rows, dtype=bool)
+        for name, (op, threshold) in self.problem.constraints.items():
+            if name not in table.column_names:
+                return np.zeros(table.num_rows, dtype=bool)
+            values = table.column(name).to_numpy(zero_copy_only=False).astype(float)
+            with np.errstate(invalid="ignore"):
+                mask &= values <= threshold if op == "<=" else values >= threshold
+        return mask
+
+    def feasible_trials(self) -> pa.Table:
+        """COMPLETE trials that satisfy every constraint."""
+        table = self._complete(self.trials())
+        return table.filter(pa.array(self._feasible_mask(table)))
+
+    def pareto_front(self) -> pa.Table:
+        """COMPLETE, feasible, non-dominated trials (all columns), sorted by the first objective."""
+        table = self.feasible_trials()
+        mask = pareto.is_non_dominated(self._objective_points(table),
+                                       maximize=self.problem.maximize)
+        front = table.filter(pa.array(mask))
+        first = next(iter(self.problem.objectives))
+        order = "descending" if self.problem.objectives[first] == "max" else "ascending"
+        return front.sort_by([(first, order)])
+
+    @property
+    def ref_point(self) -> dict[str, float] | None:
+        """The reference point recorded in the store (metric -> value), if any."""
+        return self.metadata.get("ref_point")
+
+    def hypervolume(self, ref_point: dict[str, float] | list[float] | None = None) -> float:
+        """Hypervolume of the feasible front.
+
+        ``ref_point`` defaults to the one recorded in the store; a store without one (a search that
+        has not yet inferred it) infers it from the current front.
+        """
+        points = self._objective_points(self.feasible_trials())
+        ref = self._ref_vector(ref_point, points)
+        if ref is None:
+            return 0.0
+        return pareto.hypervolume(points, ref, maximize=self.problem.maximize)
+
+    def _ref_vector(self, ref_point: Any, points: np.ndarray) -> np.ndarray | None:
+        ref_point = ref_point if ref_point is not None else self.ref_point
+        if ref_point is None:
+            if not np.isfinite(points).all(axis=1).any():
+                return None
+            return pareto.reference_point(points, maximize=self.problem.maximize)
+        if isinstance(ref_point, dict):
+            missing = set(self.problem.objectives) - set(ref_point)
+            if missing:
+                raise ValueError(f"ref_point lacks objectives {sorted(missing)}")
+            return np.array([float(ref_point[m]) for m in self.problem.objectives])
+        return np.asarray(ref_point, dtype=float)
+
+
+def _last_per_trial(table: pa.Table) -> pa.Table:
+    """Drop all but the last row of any trial id written twice (e.g. across a resume)."""
+    ids = table["trial_id"].to_numpy()
+    if len(np.unique(ids)) == len(ids):
+        return table
+    _, reverse_first = np.unique(ids[::-1], return_index=True)
+    keep = np.sort(len(ids) - 1 - reverse_first)
+    return table.take(pa.array(keep))
+
+
+def open_store(path: str | os.PathLike[str]) -> StoreReader:
+    """Open a store for reading (no Ray needed; safe while a search writes it)."""
+    return StoreReader(path)

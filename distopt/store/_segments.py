@@ -1,0 +1,141 @@
+"""Append-only tables as a folder of Arrow IPC stream segments.
+
+A table (``trials``, ``curves``, ``dispatched``) is a folder of ``part-NNNNN.arrow`` files, each an
+Arrow IPC *stream* (schema, then record batches). The stream format is chosen over the IPC file
+format and Parquet because a stream can be appended batch by batch and flushed after each one,
+and every complete prefix of it is readable: a crash loses at most the batch being written.
+
+A writer never reopens an existing segment. A new writer session, or a row with a column the
+current schema lacks, starts a new segment; readers unify the schemas (missing columns read as
+null), so a metric that first appears late becomes a new nullable column.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+SEGMENT_GLOB = "part-*.arrow"
+
+
+def segment_paths(folder: Path) -> list[Path]:
+    """Segments of a table in write order."""
+    return sorted(folder.glob(SEGMENT_GLOB))
+
+
+class SegmentWriter:
+    """Appends record batches to the newest segment of one table folder, widening as needed."""
+
+    def __init__(self, folder: Path, *, metadata: dict[str, str] | None = None):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        existing = segment_paths(folder)
+        self._next_index = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        self._metadata = metadata or {}
+        self._schema: pa.Schema | None = None
+        self._sink: Any = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def _open(self, schema: pa.Schema) -> None:
+        self._close_segment()
+        path = self.folder / f"part-{self._next_index:05d}.arrow"
+        self._next_index += 1
+        self._schema = schema.with_metadata(self._metadata)
+        self._sink = open(path, "xb")  # "x": never overwrite a segment, even after a clock skew
+        self._writer = pa.ipc.new_stream(self._sink, self._schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch``, starting a wider segment first when it brings new columns."""
+        if self._schema is None or not _covers(self._schema, batch.schema):
+            merged = batch.schema if self._schema is None else pa.unify_schemas(
+                [self._schema.remove_metadata(), batch.schema])
+            self._open(merged)
+        assert self._writer is not None and self._schema is not None
+        if batch.schema != self._schema:
+            batch = _conform(batch, self._schema)
+        self._writer.write_batch(batch)
+        self._sink.flush()  # to the OS: the row survives a crash of this process
+
+    def sync(self) -> None:
+        """Force written batches to the disk (survives a power loss)."""
+        if self._sink is not None:
+            os.fsync(self._sink.fileno())
+
+    def _close_segment(self) -> None:
+        if self._writer is not None:
+            self._writer.close()  # writes the end-of-stream marker
+            self._sink.flush()
+            os.fsync(self._sink.fileno())
+            self._sink.close()
+        self._writer = self._sink = None
+
+    def close(self) -> None:
+        """Finish the current segment cleanly."""
+        self._close_segment()
+
+
+def _covers(schema: pa.Schema, other: pa.Schema) -> bool:
+    return all(schema.get_field_index(f.name) >= 0 for f in other)
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Reorder ``batch``'s columns to ``schema``, filling absent ones with nulls."""
+    columns = []
+    for field in schema:
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            columns.append(pa.nulls(batch.num_rows, type=field.type))
+        else:
+            columns.append(batch.column(index).cast(field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def read_segment(path: Path, *, warn_torn: bool = True) -> pa.Table | None:
+    """Every complete batch of one segment; a torn tail is dropped with a warning.
+
+    Returns None for a segment too short to hold even its schema (a writer that died at once).
+    """
+    batches = []
+    torn = None
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_stream(source)
+            schema = reader.schema
+            while True:
+                try:
+                    batches.append(reader.read_next_batch())
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, OSError) as error:
+                    torn = error
+                    break
+            table = pa.Table.from_batches(batches, schema=schema)
+    except (pa.ArrowInvalid, OSError) as error:
+        if warn_torn and path.stat().st_size > 0:
+            warnings.warn(f"{path}: unreadable segment skipped ({error})", RuntimeWarning,
+                          stacklevel=3)
+        return None
+    if torn is not None and warn_torn:
+        warnings.warn(f"{path}: torn tail after {table.num_rows} complete rows dropped ({torn})",
+                      RuntimeWarning, stacklevel=3)
+    return table
+
+
+def read_table(folder: Path, *, live_segment: Path | None = None) -> pa.Table | None:
+    """All segments of a table concatenated under one unified schema (None if empty).
+
+    ``live_segment`` is the segment a running writer is appending to: its partial last batch is
+    expected, not damage, so it is dropped without a warning.
+    """
+    tables = []
+    for path in segment_paths(folder):
+        table = read_segment(path, warn_torn=path != live_segment)
+        if table is not None:
+            tables.append(table.replace_schema_metadata(None))
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="default")

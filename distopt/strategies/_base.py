@@ -1,0 +1,80 @@
+"""The strategy interface: ``ask(n, pending)`` and ``tell(results)``.
+
+A strategy is a plain, seeded, picklable object that knows nothing about Ray or the store. The
+orchestrator binds it to a :class:`~distopt.Problem` once, replays every stored trial through
+``tell`` when a study resumes (state is rebuilt from data, never unpickled), then alternates
+``ask`` and ``tell`` as workers free up.
+
+The base class validates; subclasses implement ``_ask`` and ``_tell``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from .._errors import DistoptError, field_error
+from .._problem import Problem, TrialResult
+
+
+class Strategy(ABC):
+    """Proposes configurations and learns from finished trials.
+
+    Args:
+        seed: seed of every random choice the strategy makes; the same seed, problem and
+            sequence of ``tell`` calls give the same suggestions.
+    """
+
+    #: Name used by ``strategy="..."`` in the API, the study YAML and ``--strategy``.
+    name: str = ""
+
+    def __init__(self, *, seed: int | None = 0):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise field_error("seed", f"must be an int or None; got {seed!r}")
+        self.seed = seed
+        self._problem: Problem | None = None
+
+    @property
+    def problem(self) -> Problem:
+        """The problem this strategy was bound to."""
+        if self._problem is None:
+            raise DistoptError(f"{type(self).__name__} is not bound; call bind(problem) first")
+        return self._problem
+
+    def bind(self, problem: Problem) -> None:
+        """Attach the problem (space, objectives, constraints); called once before any ask."""
+        self._problem = problem
+        self._setup(problem)
+
+    def ask(self, n: int, pending: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+        """Return ``n`` new configurations.
+
+        Args:
+            n: how many configurations to propose, >= 1.
+            pending: configurations already running, so that model-based strategies can avoid
+                proposing them again (they are treated as fantasised observations).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise field_error("ask.n", f"must be an int >= 1; got {n!r}")
+        configs = self._ask(n, list(pending))
+        if len(configs) != n:
+            raise DistoptError(f"{type(self).__name__}._ask returned {len(configs)} configs; "
+                               f"expected {n}")
+        return configs
+
+    def tell(self, results: Sequence[TrialResult]) -> None:
+        """Learn from finished trials (any status; failed ones carry no usable metrics)."""
+        if results:
+            self._tell(list(results))
+
+    def _setup(self, problem: Problem) -> None:  # noqa: B027 - optional hook
+        """Prepare for ``problem``; the default does nothing."""
+
+    @abstractmethod
+    def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Propose ``n`` configurations given the running ones."""
+
+    @abstractmethod
+    def _tell(self, results: list[TrialResult]) -> None:
+        """Update the strategy's state with finished trials."""
