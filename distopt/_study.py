@@ -47,13 +47,17 @@ class Study:
         self.store_path = Path(store) if store is not None else Path(
             "runs", time.strftime("study-%Y%m%d-%H%M%S"))
         self.ref_point = _check_ref_point(ref_point, self.problem)
+        #: How the objective was named (``module:function`` or a factory call), kept in the store
+        #: so that ``distopt resume STORE`` can import it again.
+        self.objective_spec: Any = None
+        self.study_file: str | None = None
 
     @property
     def space(self) -> Space:
         """The search space."""
         return self.problem.space
 
-    def _metadata(self) -> dict[str, Any]:
+    def _metadata(self, run: dict[str, Any]) -> dict[str, Any]:
         spec = self.strategy_spec
         strategy = spec if isinstance(spec, (str, Mapping)) else {"name": type(spec).__name__}
         metadata = {
@@ -64,9 +68,14 @@ class Study:
             "seed": self.seed,
             "versions": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "run": run,
         }
         if self.ref_point is not None:
             metadata["ref_point"] = self.ref_point
+        if self.objective_spec is not None:
+            metadata["objective"] = self.objective_spec
+        if self.study_file is not None:
+            metadata["study_file"] = self.study_file
         return metadata
 
     def optimize(self, objective: Objective, budget: int, workers: int = 1, *,
@@ -103,11 +112,16 @@ class Study:
         if address is not None and not isinstance(address, str):
             raise field_error("address", f"must be a string such as 'auto'; got {address!r}")
 
+        if self.objective_spec is None:
+            self.objective_spec = _import_path(objective)
+
         from ._orchestrator import Orchestrator
         from ._progress import ProgressBar
         from ._ray import ray_session
 
-        writer = StoreWriter(self.store_path, self._metadata())
+        run = {"budget": budget, "workers": workers, "resources_per_trial": resources,
+               "max_retries": max_retries, "trial_timeout": trial_timeout}
+        writer = StoreWriter(self.store_path, self._metadata(run))
         bar = None
         try:
             reader = StoreReader(self.store_path)
@@ -144,6 +158,15 @@ def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int,
         max_id = max(max_id, trial_id)
     again = [(t, c, a) for t, (c, a) in sorted(latest.items()) if t not in finished]
     return again, max_id
+
+
+def _import_path(objective: Any) -> str | None:
+    """``module:qualname`` of an importable function, else None (lambdas, closures, __main__)."""
+    module = getattr(objective, "__module__", None)
+    qualname = getattr(objective, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

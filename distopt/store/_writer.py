@@ -62,7 +62,7 @@ class StoreWriter:
                     f"store {self.path} holds a different study: {_difference(stored['problem'], metadata['problem'])}; "
                     f"use a new store path, or the study definition recorded in {self.path / METADATA_FILE}")
             stored["resumed"] = stored.get("resumed", 0) + 1
-            for key in ("strategy", "versions"):
+            for key in ("strategy", "versions", "run", "objective", "study_file"):
                 if key in metadata:
                     stored[key] = metadata[key]
             metadata = stored

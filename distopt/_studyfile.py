@@ -1,0 +1,158 @@
+"""Study files: YAML that names an objective, a space, objectives, constraints and run settings.
+
+Trust model: the YAML is parsed with ``yaml.safe_load`` (no Python tags), and the objective is
+only ever *imported* from a ``module:function`` string; no text of the file is evaluated as code.
+A factory form ``{call: "module:factory", with: {...}}`` calls an imported factory with plain data.
+
+Example::
+
+    objective: {call: "objectives.mixed_symmetry:make_task", with: {seed: 0}}
+    space: ../mixed_symmetry.yaml            # or an inline mapping
+    objectives: {test_mse: min, params_m: min}
+    constraints: {equiv_err.rotation: ["<=", 0.05]}
+    strategy: random
+    budget: 24
+    workers: 2
+    seed: 0
+    store: runs/mixed_symmetry
+    resources_per_trial: {cpu: 1, gpu: 0}
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import field_error
+from ._study import Study
+
+_TOP_KEYS = {"objective", "space", "objectives", "constraints", "strategy", "budget", "workers",
+             "seed", "store", "resources_per_trial", "address", "max_retries", "trial_timeout",
+             "ref_point", "name", "description"}
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@dataclass
+class StudyFile:
+    """A loaded study file: the Study, its objective, and how to run it."""
+
+    path: Path | None
+    study: Study
+    objective: Callable[[dict[str, Any]], Any]
+    objective_spec: Any
+    run: dict[str, Any] = field(default_factory=dict)  # budget, workers, resources_per_trial, ...
+
+    def optimize(self, **overrides: Any):
+        """Run the study with the file's settings, updated by ``overrides``."""
+        settings = {**self.run, **{k: v for k, v in overrides.items() if v is not None}}
+        return self.study.optimize(self.objective, **settings)
+
+
+def import_object(spec: str, *, field_name: str = "objective") -> Any:
+    """Import ``module:attribute`` (dotted attributes allowed); errors name ``field_name``."""
+    if not isinstance(spec, str) or not _IMPORT_PATH.match(spec):
+        raise field_error(field_name, f"must be 'module:function'; got {spec!r}",
+                          "e.g. objectives.mixed_symmetry:make_task")
+    module_name, attribute = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise field_error(field_name, f"cannot import module {module_name!r} ({error})",
+                          "install it or run from the folder that contains it") from None
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise field_error(field_name, f"module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    return target
+
+
+def resolve_objective(spec: Any) -> Callable[[dict[str, Any]], Any]:
+    """The objective callable named by a study file's ``objective`` entry."""
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"call", "with"}
+        if unknown or "call" not in spec:
+            raise field_error("objective", f"a mapping needs 'call' (and optional 'with'); got keys "
+                                           f"{sorted(spec)}")
+        kwargs = spec.get("with") or {}
+        if not isinstance(kwargs, Mapping):
+            raise field_error("objective.with", f"must be a mapping of arguments; got {kwargs!r}")
+        factory = import_object(spec["call"], field_name="objective.call")
+        if not callable(factory):
+            raise field_error("objective.call", f"{spec['call']} is not callable")
+        try:
+            objective = factory(**kwargs)
+        except (TypeError, ValueError) as error:
+            raise field_error("objective.with", f"{spec['call']} rejected its arguments: {error}") \
+                from None
+    else:
+        objective = import_object(spec)
+    if not callable(objective):
+        raise field_error("objective", f"{spec!r} does not give a callable objective")
+    return objective
+
+
+def _load_yaml(path: Path, field_name: str) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise field_error(field_name, f"cannot read {path} ({error.strerror})",
+                          "check the path") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise field_error(field_name, f"{path} is not valid YAML{where}",
+                          "fix the syntax there") from None
+
+
+def _resolve_space(spec: Any, base: Path | None) -> Any:
+    if isinstance(spec, str):
+        path = Path(spec) if base is None or Path(spec).is_absolute() else base / spec
+        data = _load_yaml(path, "space")
+        if isinstance(data, Mapping) and set(data) == {"space"}:
+            data = data["space"]
+        return data
+    return spec
+
+
+def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> StudyFile:
+    """Validate a parsed study file (``base`` resolves relative space paths)."""
+    if not isinstance(data, Mapping):
+        raise field_error("study", f"must be a mapping of settings; got {type(data).__name__}",
+                          "see searchspaces/studies/ for examples")
+    data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise field_error(sorted(unknown)[0], "is not a study setting",
+                          f"allowed: {', '.join(sorted(_TOP_KEYS))}")
+    for key in ("objective", "space", "objectives"):
+        if key not in data:
+            raise field_error(key, "is missing", "every study file needs objective, space and "
+                                                 "objectives")
+    study = Study(_resolve_space(data["space"], base), data["objectives"],
+                  data.get("constraints"), strategy=data.get("strategy", "random"),
+                  store=data.get("store"), seed=data.get("seed", 0),
+                  ref_point=data.get("ref_point"))
+    run = {key: data[key] for key in ("budget", "workers", "resources_per_trial", "address",
+                                      "max_retries", "trial_timeout") if key in data}
+    run.setdefault("budget", 32)
+    objective = resolve_objective(data["objective"])
+    study.objective_spec = data["objective"]
+    study.study_file = str(path.resolve()) if path is not None else None
+    return StudyFile(path, study, objective, data["objective"], run)
+
+
+def load_study_file(path: str | Path, **overrides: Any) -> StudyFile:
+    """Load and validate a study YAML; ``overrides`` replace its top-level settings."""
+    path = Path(path)
+    return study_from_dict(_load_yaml(path, "study file"), base=path.parent, path=path,
+                           overrides=overrides)
