@@ -31,6 +31,10 @@ FAILED = "FAILED"
 TICK = 0.25
 #: Seconds between two collections of report rows from a running trial.
 DRAIN_INTERVAL = 1.0
+#: Target duration of one actor call when very short trials are batched into it.
+BATCH_SECONDS = 0.005
+#: Most trials one actor call carries.
+MAX_TRIALS_PER_CALL = 16
 #: Seconds to wait for the worker actors to start before blaming the resources asked for.
 START_TIMEOUT = 180.0
 
@@ -43,6 +47,15 @@ class _Running:
     slot: int
     started: float
     drained: float = field(default=0.0)
+
+
+@dataclass
+class _Call:
+    """One ``run`` call on one actor, carrying one or more trials."""
+
+    slot: int
+    actor: Any
+    trials: list[_Running]
 
 
 @dataclass
@@ -76,8 +89,9 @@ class Orchestrator:
         self.trial_timeout = trial_timeout
         self.on_progress = on_progress
         self._slots: list[Any] = []
-        self._running: dict[Any, _Running] = {}      # run ref -> trial
-        self._draining: dict[Any, int] = {}          # drain ref -> trial id
+        self._running: dict[Any, _Call] = {}         # run ref -> the call's trials
+        self._draining: dict[Any, int] = {}          # drain ref -> slot
+        self._trial_seconds: float | None = None     # moving mean of COMPLETE trial durations
         self._requeue: deque[tuple[int, dict[str, Any], int]] = deque()
         self._next_id = 0
         self.n_finished = 0
@@ -121,12 +135,18 @@ class Orchestrator:
         return actor_class.options(**self._actor_options()).remote(
             self._objective_ref, self.problem.metric_names, RESERVED, f"worker-{slot}")
 
-    def _start_workers(self) -> None:
+    def start_workers(self) -> None:
+        """Create the worker actors without waiting for them (they take ~0.5 s to start)."""
         import ray
 
         self._objective_ref = ray.put(self.objective)  # shipped once, not once per actor
         self._slots = [self._spawn(slot) for slot in range(self.n_workers)]
-        pending = [actor.ready.remote() for actor in self._slots]
+        self._ready_refs = [actor.ready.remote() for actor in self._slots]
+
+    def _await_workers(self) -> None:
+        import ray
+
+        pending = self._ready_refs
         ready, not_ready = ray.wait(pending, num_returns=len(pending), timeout=START_TIMEOUT)
         if not_ready:
             raise DistoptError(
@@ -141,7 +161,8 @@ class Orchestrator:
                 f"must be importable on every Ray node (install it there or use a runtime_env)"
             ) from None
 
-    def _stop_workers(self) -> None:
+    def stop_workers(self) -> None:
+        """Kill the worker actors (idempotent)."""
         import ray
 
         for actor in self._slots:
@@ -152,9 +173,11 @@ class Orchestrator:
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run trials until ``budget`` have finished (any status)."""
-        self._start_workers()
+        """Run trials until ``budget`` have finished (any status); stops the workers after."""
+        if not self._slots:
+            self.start_workers()
         try:
+            self._await_workers()
             while self.n_finished < self.budget:
                 self._fill()
                 self._collect(self._wait())
@@ -163,33 +186,63 @@ class Orchestrator:
                 self._report_progress()
             self._report_progress(force=True)
         finally:
-            self._stop_workers()
+            self.stop_workers()
 
     def _free_slots(self) -> list[int]:
-        busy = {r.slot for r in self._running.values()}
-        return [s for s in range(len(self._slots)) if s not in busy]
+        """One entry per call a slot can still take, least loaded slots first."""
+        # Queued trials would start late, so a per-trial timeout keeps one trial per worker.
+        depth = 1 if self.trial_timeout is not None else max(1, self.strategy.queue_depth)
+        load = [0] * len(self._slots)
+        for call in self._running.values():
+            load[call.slot] += 1
+        return [s for level in range(depth) for s in range(len(self._slots)) if load[s] <= level]
+
+    def _trials_per_call(self) -> int:
+        """How many trials one actor call carries.
+
+        Ray costs about half a millisecond of driver time per actor call, more than a very short
+        trial takes. When trials are measured to be that short and the strategy does not need
+        fresh results for each suggestion, several trials share one call, sized to take about
+        ``BATCH_SECONDS``. Trials of a second or more always go one per call.
+        """
+        if self.trial_timeout is not None or self.strategy.queue_depth < 2 or \
+                self._trial_seconds is None:
+            return 1
+        return int(min(MAX_TRIALS_PER_CALL, max(1, BATCH_SECONDS / max(self._trial_seconds, 1e-6))))
+
+    @property
+    def n_running(self) -> int:
+        """Trials dispatched and not yet finished."""
+        return sum(len(call.trials) for call in self._running.values())
 
     def _fill(self) -> None:
         free = self._free_slots()
-        room = self.budget - self.n_finished - len(self._running)
-        count = min(len(free), room)
+        room = self.budget - self.n_finished - self.n_running
+        per_call = self._trials_per_call()
+        count = min(len(free) * per_call, room)
         if count <= 0:
             return
         batch = []
         while self._requeue and len(batch) < count:
             batch.append(self._requeue.popleft())
         if len(batch) < count:
-            pending = [r.config for r in self._running.values()] + [b[1] for b in batch]
+            pending = [t.config for c in self._running.values() for t in c.trials]
+            pending += [b[1] for b in batch]
             for config in self.strategy.ask(count - len(batch), pending):
                 batch.append((self._next_id, config, 1))
                 self._next_id += 1
         now = time.time()
         self.writer.add_dispatched([{"trial_id": t, "attempt": a, "time": now, "config": c}
                                     for t, c, a in batch])
-        for (trial_id, config, attempt), slot in zip(batch, free):
-            ref = self._slots[slot].run.remote(trial_id, config, attempt)
-            self._running[ref] = _Running(trial_id, config, attempt, slot, time.monotonic(),
-                                          time.monotonic())
+        started = time.monotonic()
+        for index, slot in enumerate(free):
+            chunk = batch[index * per_call:(index + 1) * per_call]
+            if not chunk:
+                break
+            actor = self._slots[slot]
+            ref = actor.run.remote(chunk)
+            self._running[ref] = _Call(slot, actor, [_Running(t, c, a, slot, started, started)
+                                                     for t, c, a in chunk])
 
     def _wait(self) -> list[Any]:
         import ray
@@ -215,16 +268,15 @@ class Orchestrator:
                 except ray.exceptions.RayError:
                     pass  # the run call of the same actor reports the failure
                 continue
-            trial = self._running.pop(ref)
+            call = self._running.pop(ref)
             try:
-                result = ray.get(ref)
+                results = ray.get(ref)
             except ray.exceptions.RayError as error:
-                row = self._worker_lost(trial, error)
-                if row is not None:
-                    rows.append(row)
+                rows += self._worker_lost(call, error)
                 continue
-            curves += result.pop("curves")
-            rows.append(result)
+            for result in results:
+                curves += result.pop("curves")
+                rows.append(result)
         self._finish(rows, curves)
 
     def _finish(self, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> None:
@@ -235,19 +287,28 @@ class Orchestrator:
         self.writer.add_trials(rows)
         results = [TrialResult(r["trial_id"], r["config"], r["status"], r["metrics"]) for r in rows]
         self.n_finished += len(rows)
+        durations = [r["end_time"] - r["start_time"] for r in rows if r["status"] == COMPLETE]
+        if durations:
+            mean = sum(durations) / len(durations)
+            self._trial_seconds = mean if self._trial_seconds is None else \
+                0.8 * self._trial_seconds + 0.2 * mean
         for result in results:
             self.n_failed += result.status != COMPLETE
             self._note_front(result.status, result.metrics)
         self.strategy.tell(results)
 
-    def _worker_lost(self, trial: _Running, error: Exception) -> dict[str, Any] | None:
-        """Replace the dead actor; retry the trial or return its FAILED row."""
-        self._slots[trial.slot] = self._spawn(trial.slot)
-        if trial.attempt <= self.max_retries:
-            self._requeue.append((trial.trial_id, trial.config, trial.attempt + 1))
-            return None
-        return self._ended_row(trial, FAILED,
-                               f"worker died {trial.attempt} times; last cause: {_cause(error)}")
+    def _worker_lost(self, call: _Call, error: Exception) -> list[dict[str, Any]]:
+        """Replace the dead actor; retry its trials, or return FAILED rows past max_retries."""
+        if self._slots[call.slot] is call.actor:  # a second call to the same dead actor: done
+            self._slots[call.slot] = self._spawn(call.slot)
+        rows = []
+        for trial in call.trials:
+            if trial.attempt <= self.max_retries:
+                self._requeue.append((trial.trial_id, trial.config, trial.attempt + 1))
+            else:
+                rows.append(self._ended_row(
+                    trial, FAILED, f"worker died {trial.attempt} times; last cause: {_cause(error)}"))
+        return rows
 
     def _ended_row(self, trial: _Running, status: str, error: str) -> dict[str, Any]:
         return {"trial_id": trial.trial_id, "status": status, "config": trial.config,
@@ -261,23 +322,27 @@ class Orchestrator:
         import ray
 
         now = time.monotonic()
-        late = [(ref, t) for ref, t in self._running.items() if now - t.started > self.trial_timeout]
+        late = [(ref, call) for ref, call in self._running.items()
+                if now - call.trials[0].started > self.trial_timeout]
         rows = []
-        for ref, trial in late:
+        for ref, call in late:  # with a timeout every call carries exactly one trial
             self._running.pop(ref)
-            ray.kill(self._slots[trial.slot])
-            self._slots[trial.slot] = self._spawn(trial.slot)
-            rows.append(self._ended_row(
-                trial, TIMEOUT, f"stopped after trial_timeout={self.trial_timeout} s"))
+            ray.kill(call.actor)
+            if self._slots[call.slot] is call.actor:
+                self._slots[call.slot] = self._spawn(call.slot)
+            rows += [self._ended_row(t, TIMEOUT, f"stopped after trial_timeout="
+                                                 f"{self.trial_timeout} s") for t in call.trials]
         self._finish(rows, [])
 
     def _drain_long_trials(self) -> None:
+        """Ask each busy worker for its new report rows, about once a second."""
         now = time.monotonic()
         draining = set(self._draining.values())
-        for trial in self._running.values():
-            if now - trial.drained >= DRAIN_INTERVAL and trial.trial_id not in draining:
-                trial.drained = now
-                self._draining[self._slots[trial.slot].drain.remote()] = trial.trial_id
+        for call in self._running.values():
+            first = call.trials[0]
+            if now - first.drained >= DRAIN_INTERVAL and call.slot not in draining:
+                first.drained = now
+                self._draining[call.actor.drain.remote()] = call.slot
 
     # -- progress ---------------------------------------------------------------------------------
 
@@ -325,7 +390,7 @@ class Orchestrator:
                 hv = pareto.hypervolume(self._front_points,
                                         [ref[m] for m in self.problem.objectives],
                                         maximize=self.problem.maximize)
-        self.on_progress(Progress(self.n_finished, len(self._running), self.n_failed, self.budget,
+        self.on_progress(Progress(self.n_finished, self.n_running, self.n_failed, self.budget,
                                   front_size, hv))
 
 

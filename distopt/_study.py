@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -122,22 +123,32 @@ class Study:
         run = {"budget": budget, "workers": workers, "resources_per_trial": resources,
                "max_retries": max_retries, "trial_timeout": trial_timeout}
         writer = StoreWriter(self.store_path, self._metadata(run))
+        # Binding imports the strategy's libraries (scipy, BoTorch, Optuna: up to seconds); it
+        # runs in a thread while Ray and the worker actors start.
+        binding = ThreadPoolExecutor(1, thread_name_prefix="distopt-bind")
+        bound = binding.submit(self.strategy.bind, self.problem)
         bar = None
         try:
-            reader = StoreReader(self.store_path)
-            results = reader.results()
-            self.strategy.bind(self.problem)
-            if len(results) >= budget:
-                return reader
             bar = ProgressBar(budget) if progress else None
             orchestrator = Orchestrator(
                 self.problem, self.strategy, writer, objective, budget=budget, workers=workers,
                 resources=resources, max_retries=max_retries, trial_timeout=trial_timeout,
                 on_progress=bar.update if bar else None)
-            orchestrator.resume_from(results, *_in_flight(reader, results))
             with ray_session(address, workers=workers, resources=resources):
-                orchestrator.run()
+                orchestrator.start_workers()
+                try:
+                    # Replaying the store and importing the strategy's libraries overlap with
+                    # the actors' start-up.
+                    reader = StoreReader(self.store_path)
+                    results = reader.results()
+                    bound.result()
+                    orchestrator.resume_from(results, *_in_flight(reader, results))
+                    if len(results) < budget:
+                        orchestrator.run()
+                finally:
+                    orchestrator.stop_workers()
         finally:
+            binding.shutdown(wait=True)
             if bar is not None:
                 bar.close()
             writer.close()

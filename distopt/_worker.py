@@ -80,7 +80,11 @@ class TrialWorker:
         return {"worker": self._name, "node_id": self._node_id, "pid": os.getpid(),
                 "device": self._device}
 
-    def run(self, trial_id: int, config: dict[str, Any], attempt: int = 1) -> dict[str, Any]:
+    def run(self, trials: list[tuple[int, dict[str, Any], int]]) -> list[dict[str, Any]]:
+        """Run ``(trial_id, config, attempt)`` trials one after another; return their rows."""
+        return [self.run_one(*trial) for trial in trials]
+
+    def run_one(self, trial_id: int, config: dict[str, Any], attempt: int = 1) -> dict[str, Any]:
         """Run the objective on ``config``; return the trial row plus undrained report rows."""
         context = TrialContext(trial_id=trial_id, device=self._device)
         _set_context(context)

@@ -28,6 +28,10 @@ class Strategy(ABC):
 
     #: Name used by ``strategy="..."`` in the API, the study YAML and ``--strategy``.
     name: str = ""
+    #: Trials each worker may hold at once (the running one plus queued ones). Model-based
+    #: strategies keep 1 so that every suggestion sees the newest results; strategies whose
+    #: suggestions do not depend on recent results raise it so workers never wait for the driver.
+    queue_depth: int = 1
 
     def __init__(self, *, seed: int | None = 0):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):

@@ -20,6 +20,7 @@ class RandomStrategy(Strategy):
     """
 
     name = "random"
+    queue_depth = 2  # suggestions ignore results, so a queued trial loses nothing
 
     def _setup(self, problem: Any) -> None:
         from scipy.stats import qmc  # lazy: scipy is only needed once a search starts

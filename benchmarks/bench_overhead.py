@@ -1,0 +1,127 @@
+"""Orchestration overhead: trials per second with an instant objective, 2 workers, one local Ray.
+
+Side by side in one run, on one Ray instance started once (its start-up is excluded for all):
+
+- distopt: ``Study(strategy="random").optimize(instant, workers=2)``, store on (every trial row
+  flushed to disk before it counts);
+- Ray Tune: function trainable, ``reuse_actors=True``, per-trial loggers off, 2 concurrent trials;
+- bare Ray: 2 actors driven by ``ActorPool.map_unordered`` (one call in flight per actor).
+
+Targets (issue 3): distopt >= 30x Ray Tune and >= 0.5x the bare ActorPool loop.
+
+    python benchmarks/bench_overhead.py [--trials 3000] [--tune-trials 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def bench_distopt(trials: int, workers: int, folder: str) -> float:
+    import distopt
+    from distopt.examples import instant
+
+    study = distopt.Study({"x": distopt.Float(0.0, 1.0)}, {"f1": "min", "f2": "min"},
+                          strategy="random", store=os.path.join(folder, "distopt"), seed=0)
+    start = time.perf_counter()
+    reader = study.optimize(instant, budget=trials, workers=workers)
+    elapsed = time.perf_counter() - start
+    assert reader.trials().num_rows == trials
+    return trials / elapsed
+
+
+def _tune_trainable(config):
+    return {"f1": config["x"], "f2": 1.0 - config["x"]}
+
+
+def bench_tune(trials: int, workers: int, folder: str) -> float:
+    from ray import tune
+
+    tuner = tune.Tuner(
+        _tune_trainable,
+        param_space={"x": tune.uniform(0.0, 1.0)},
+        tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=workers,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=os.path.join(folder, "tune"), verbose=0,
+                                  callbacks=[]),
+    )
+    start = time.perf_counter()
+    results = tuner.fit()
+    elapsed = time.perf_counter() - start
+    assert len(results) == trials
+    return trials / elapsed
+
+
+def bench_actor_pool(trials: int, workers: int) -> float:
+    import ray
+    from ray.util import ActorPool
+
+    @ray.remote(num_cpus=1)
+    class Runner:
+        def run(self, x):
+            return {"f1": x, "f2": 1.0 - x}
+
+    actors = [Runner.remote() for _ in range(workers)]
+    ray.get([a.run.remote(0.0) for a in actors])  # started, as distopt's and Tune's are
+    start = time.perf_counter()
+    pool = ActorPool(actors)
+    count = sum(1 for _ in pool.map_unordered(lambda a, x: a.run.remote(x),
+                                              [i / trials for i in range(trials)]))
+    elapsed = time.perf_counter() - start
+    assert count == trials
+    for actor in actors:
+        ray.kill(actor)
+    return trials / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=3000)
+    parser.add_argument("--tune-trials", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "bench_overhead.md"))
+    args = parser.parse_args()
+
+    import ray
+
+    ray.init(num_cpus=max(2, args.workers), include_dashboard=False, log_to_driver=False)
+    folder = tempfile.mkdtemp(prefix="distopt-bench-")
+    try:
+        pool = bench_actor_pool(args.trials, args.workers)
+        ours = bench_distopt(args.trials, args.workers, folder)
+        tune_rate = bench_tune(args.tune_trials, args.workers, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        ray.shutdown()
+
+    lines = [
+        f"Orchestration overhead: instant objective, {args.workers} workers, local Ray, "
+        f"{os.cpu_count()} CPUs",
+        "",
+        "| system | trials | trials/s | distopt / system |",
+        "| --- | --- | --- | --- |",
+        f"| distopt (random, store on) | {args.trials} | {ours:,.0f} | 1.00 |",
+        f"| Ray Tune (function, reuse_actors, no loggers) | {args.tune_trials} | {tune_rate:,.1f} | "
+        f"{ours / tune_rate:,.1f}x |",
+        f"| bare Ray ActorPool.map_unordered | {args.trials} | {pool:,.0f} | {ours / pool:.2f}x |",
+        "",
+        f"Targets: >= 30x Ray Tune -> {'met' if ours >= 30 * tune_rate else 'MISSED'}; "
+        f">= 0.5x ActorPool -> {'met' if ours >= 0.5 * pool else 'MISSED'}.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        handle.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
