@@ -1,0 +1,456 @@
+r"""Symmetry groups that sample elements and act on point clouds and on model outputs.
+
+Every group acts on inputs laid out as ``x: (*batch, N, C)``: ``N`` set elements (particles, points),
+each carrying ``C = k * d`` numbers read as ``k`` vectors of ``R^d`` (``k = 1`` for a plain point
+cloud; ``k = T`` for ``T`` past positions of a particle). Euclidean groups act on every ``d``-block,
+permutations act on the ``N`` axis.
+
+How a group acts on a model's *output* is set per instance by ``output``:
+
+* ``"invariant"``: trivially, ``g . y = y`` (any shape).
+* ``"vector"``: ``y: (*batch, C)``, one global quantity of ``k`` free vectors (a velocity, a dipole):
+  rotated/scaled by matrix groups, untouched by translations and permutations.
+* ``"points"``: ``y: (*batch, N, C)``, per-element positions, acted on exactly like the input.
+* ``"tensor"``: ``y: (*batch, d, d)``, a rank-2 tensor, ``g . Y = A Y A^T`` for a matrix element ``A``
+  (an inertia tensor); untouched by translations and permutations.
+
+Elements are tensors, so ``m`` elements are sampled, composed and applied in single tensor operations:
+every method broadcasts the leading (batch) dimensions of elements against those of the data, e.g.
+elements ``(m, 1, *elem)`` against inputs ``(1, B, N, C)`` give ``(m, B, N, C)``.
+
+``frame(x)`` returns a *frame* (Puny et al., "Frame Averaging for Invariant and Equivariant Network
+Design", ICLR 2022): a small set ``F(x)`` of elements with ``F(g . x) = g F(x)``. Averaging a model
+over it gives an exactly equivariant model (:class:`objectives.models.FrameAveraged`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+OutputKind = Literal["invariant", "vector", "points", "tensor"]
+OUTPUT_KINDS: tuple[str, ...] = ("invariant", "vector", "points", "tensor")
+
+__all__ = [
+    "OUTPUT_KINDS",
+    "Embedded",
+    "Group",
+    "MatrixGroup",
+    "Orthogonal",
+    "OutputKind",
+    "Permutation",
+    "Reflection",
+    "Rotation",
+    "Scaling",
+    "Translation",
+    "o2_about",
+    "so2_about",
+]
+
+
+def _check_output(output: str) -> OutputKind:
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"output: got {output!r}; expected one of {', '.join(OUTPUT_KINDS)}")
+    return output  # type: ignore[return-value]
+
+
+def _blocks(x: Tensor, d: int) -> Tensor:
+    """View ``(..., C)`` as ``(..., C // d, d)``; the last axis must be a multiple of ``d``."""
+    if x.shape[-1] % d:
+        raise ValueError(f"last axis has {x.shape[-1]} numbers, not a multiple of dim={d}")
+    return x.unflatten(-1, (x.shape[-1] // d, d))
+
+
+class Group(ABC):
+    """A group ``G`` with a sampler, a group law and actions on inputs and outputs.
+
+    Attributes:
+        name: a short label used in metric names (``equiv_err.<name>``).
+        output: how ``G`` acts on the model output (see the module docstring).
+        elem_ndim: number of trailing dimensions of one element (2 for matrices, 1 for vectors).
+    """
+
+    name: str
+    output: OutputKind
+    elem_ndim: int
+
+    @abstractmethod
+    def sample(
+        self,
+        m: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Draw ``m`` elements; returns ``(m, *elem)``."""
+
+    @abstractmethod
+    def compose(self, g: Tensor, h: Tensor) -> Tensor:
+        """The product ``g h`` (apply ``h`` first), so ``act(compose(g, h), x) == act(g, act(h, x))``."""
+
+    @abstractmethod
+    def inverse(self, g: Tensor) -> Tensor:
+        """Elementwise inverse; ``(*S, *elem) -> (*S, *elem)``."""
+
+    @abstractmethod
+    def act_input(self, g: Tensor, x: Tensor) -> Tensor:
+        """``g . x`` for ``g: (*S, *elem)`` and ``x: (*S', N, C)``; returns ``(*broadcast(S, S'), N, C)``."""
+
+    @abstractmethod
+    def act_output(self, g: Tensor, y: Tensor) -> Tensor:
+        """``g . y`` for ``g: (*S, *elem)`` and ``y: (*S', *out)`` per ``self.output``.
+
+        Returns ``(*broadcast(S, S'), *out)``, except for ``"invariant"`` outputs and groups that act
+        trivially on this kind, which return ``y`` itself (it broadcasts against that shape).
+        """
+
+    @abstractmethod
+    def frame(self, x: Tensor) -> Tensor:
+        """A frame for each input: ``x: (B, N, C) -> (B, F, *elem)`` with ``F(g . x) = g F(x)``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, output={self.output!r})"
+
+
+class MatrixGroup(Group):
+    r"""A group of ``d x d`` matrices acting linearly on every ``d``-block: ``x_i -> A x_i``.
+
+    Outputs: ``"vector"`` and ``"points"`` are mapped by ``A`` blockwise, ``"tensor"`` by
+    ``Y -> A Y A^T``. Subclasses provide the sampler and the frame.
+    """
+
+    elem_ndim = 2
+
+    def __init__(self, dim: int, name: str, output: str = "invariant") -> None:
+        if dim < 1:
+            raise ValueError(f"dim: must be >= 1; got {dim}")
+        self.dim = dim
+        self.name = name
+        self.output = _check_output(output)
+
+    def compose(self, g: Tensor, h: Tensor) -> Tensor:
+        return g @ h
+
+    def inverse(self, g: Tensor) -> Tensor:
+        return torch.linalg.inv(g)
+
+    def identity(self, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The identity element, ``(d, d)``."""
+        return torch.eye(self.dim, device=device, dtype=dtype)
+
+    def _apply_blocks(self, g: Tensor, x: Tensor, extra: int) -> Tensor:
+        # ``extra`` data axes sit between the batch axes and the (k, d) blocks (1 for N, 0 for a
+        # global vector); g gets matching singleton axes so batch axes broadcast.
+        blocks = _blocks(x, self.dim)
+        matrix = g.mT.reshape(*g.shape[:-2], *([1] * extra), self.dim, self.dim)
+        return (blocks @ matrix).flatten(-2)
+
+    def act_input(self, g: Tensor, x: Tensor) -> Tensor:
+        return self._apply_blocks(g, x, extra=1)
+
+    def act_output(self, g: Tensor, y: Tensor) -> Tensor:
+        if self.output == "invariant":
+            return y
+        if self.output == "vector":
+            return self._apply_blocks(g, y, extra=0)
+        if self.output == "points":
+            return self._apply_blocks(g, y, extra=1)
+        return g @ y @ g.mT
+
+
+def _haar_orthogonal(
+    m: int, d: int, generator: torch.Generator | None, device, dtype: torch.dtype
+) -> Tensor:
+    """``m`` Haar-distributed matrices of O(d), ``(m, d, d)`` (QR of a Gaussian with sign fix).
+
+    Mezzadri, "How to generate random matrices from the classical compact groups", 2007.
+    """
+    gauss = torch.randn(m, d, d, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gauss)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    return q.to(device=device, dtype=dtype)
+
+
+def _pca_frames(x: Tensor, d: int, special: bool) -> Tensor:
+    """PCA frames of ``x: (B, N, C)`` read as points of ``R^d``; returns ``(B, F, d, d)``.
+
+    The second moment ``S(x) = sum_i x_i x_i^T`` satisfies ``S(A x) = A S(x) A^T``, so its
+    eigenvectors ``E`` move with ``A`` up to the sign of each column; taking every sign pattern
+    ``E diag(s)`` (only ``det = +1`` ones for SO(d)) gives a frame. It is about the origin, where the
+    group acts, not centred: centring would lose a rank, and two points in ``R^3`` would then leave a
+    degenerate eigenspace. Exactness needs distinct eigenvalues except possibly one zero (points
+    spanning at least ``d - 1`` dimensions), true almost surely for continuous data. Computed in
+    float64 since the frame is only as equivariant as the eigensolver is accurate.
+    """
+    points = _blocks(x, d).flatten(-3, -2).double()  # (B, N * k, d)
+    _, vectors = torch.linalg.eigh(points.mT @ points)  # (B, d, d), columns = eigenvectors
+    signs = torch.tensor(list(itertools.product((1.0, -1.0), repeat=d)), dtype=torch.float64)
+    if special:
+        # Make every E a rotation, then keep sign patterns of product +1, so all frames lie in SO(d).
+        flip = torch.linalg.det(vectors).sign()
+        vectors = torch.cat([vectors[..., :1] * flip[:, None, None], vectors[..., 1:]], dim=-1)
+        signs = signs[signs.prod(dim=-1) > 0]
+    frames = vectors[:, None] * signs.to(vectors.device)[None, :, None, :]
+    return frames.to(x.dtype)
+
+
+class Rotation(MatrixGroup):
+    """The rotation group SO(d), Haar-sampled; ``Rotation(2)`` is SO(2), ``Rotation(3)`` is SO(3)."""
+
+    def __init__(self, dim: int = 3, output: str = "invariant", name: str = "rotation") -> None:
+        super().__init__(dim, name, output)
+
+    def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        if self.dim == 2:
+            angle = 2 * math.pi * torch.rand(m, generator=generator, dtype=torch.float64)
+            cos, sin = angle.cos(), angle.sin()
+            g = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+            return g.to(device=device, dtype=dtype)
+        q = _haar_orthogonal(m, self.dim, generator, "cpu", torch.float64)
+        flip = torch.linalg.det(q).sign()
+        q = torch.cat([q[..., :1] * flip[:, None, None], q[..., 1:]], dim=-1)
+        return q.to(device=device, dtype=dtype)
+
+    def inverse(self, g: Tensor) -> Tensor:
+        return g.mT
+
+    def frame(self, x: Tensor) -> Tensor:
+        return _pca_frames(x, self.dim, special=True)
+
+
+class Orthogonal(MatrixGroup):
+    """The orthogonal group O(d) (rotations and reflections), Haar-sampled."""
+
+    def __init__(self, dim: int = 3, output: str = "invariant", name: str = "orthogonal") -> None:
+        super().__init__(dim, name, output)
+
+    def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        return _haar_orthogonal(m, self.dim, generator, device, dtype)
+
+    def inverse(self, g: Tensor) -> Tensor:
+        return g.mT
+
+    def frame(self, x: Tensor) -> Tensor:
+        return _pca_frames(x, self.dim, special=False)
+
+
+class Reflection(MatrixGroup):
+    r"""The two-element group ``{I, H}`` with ``H = I - 2 n n^T`` the mirror through ``n^\perp``.
+
+    Sampling is uniform over both elements, so the regulariser is the exact group mean in
+    expectation; the frame is the whole group (plain group averaging).
+    """
+
+    def __init__(
+        self, normal: Tensor | list[float] | tuple[float, ...], output: str = "invariant",
+        name: str = "reflection",
+    ) -> None:
+        normal_ = torch.as_tensor(normal, dtype=torch.float64)
+        if normal_.ndim != 1 or not bool(normal_.norm() > 0):
+            raise ValueError(f"normal: need a non-zero vector; got {normal!r}")
+        super().__init__(normal_.numel(), name, output)
+        self.normal = normal_ / normal_.norm()
+
+    def mirror(self, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The non-trivial element ``H``, ``(d, d)``."""
+        n = self.normal
+        return (torch.eye(self.dim, dtype=torch.float64) - 2 * torch.outer(n, n)).to(device, dtype)
+
+    def elements(self, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Both elements, ``(2, d, d)``: identity first."""
+        return torch.stack([self.identity(device=device, dtype=dtype), self.mirror(device=device, dtype=dtype)])
+
+    def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        pick = torch.randint(0, 2, (m,), generator=generator)
+        return self.elements(dtype=dtype)[pick].to(device)
+
+    def inverse(self, g: Tensor) -> Tensor:
+        return g.mT
+
+    def frame(self, x: Tensor) -> Tensor:
+        return self.elements(device=x.device, dtype=x.dtype).expand(x.shape[0], 2, self.dim, self.dim)
+
+
+class Scaling(MatrixGroup):
+    r"""Isotropic scalings ``x -> s x`` stored as ``s I``, with ``log s ~ U(log low, log high)``.
+
+    ``R_{>0}`` is not compact, so "sampling the group" means sampling this range; choose it to cover the
+    scales the data actually vary over. A ``"vector"`` output is then degree-1 homogeneous
+    (``f(s x) = s f(x)``), a ``"tensor"`` output degree 2; ``"invariant"`` means scale-free.
+    The frame is the single element ``rms(x) I``: it canonicalises the input to unit RMS.
+    """
+
+    def __init__(
+        self, dim: int = 3, low: float = 0.5, high: float = 2.0, output: str = "invariant",
+        name: str = "scaling",
+    ) -> None:
+        if not 0 < low <= high:
+            raise ValueError(f"low, high: need 0 < low <= high; got {low}, {high}")
+        super().__init__(dim, name, output)
+        self.low, self.high = float(low), float(high)
+
+    def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        u = torch.rand(m, generator=generator, dtype=torch.float64)
+        s = torch.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        return (s[:, None, None] * eye).to(device=device, dtype=dtype)
+
+    def inverse(self, g: Tensor) -> Tensor:
+        return g.diagonal(dim1=-2, dim2=-1).reciprocal().diag_embed()
+
+    def frame(self, x: Tensor) -> Tensor:
+        rms = x.double().square().mean(dim=(-2, -1)).sqrt()  # (B,)
+        eye = torch.eye(self.dim, dtype=torch.float64, device=x.device)
+        return (rms[:, None, None, None] * eye).to(x.dtype)
+
+
+class Embedded(MatrixGroup):
+    r"""A subgroup acting on a ``k``-plane of ``R^D``: ``A = (I - U U^T) + U h U^T`` for ``h`` in ``inner``.
+
+    ``U: (D, k)`` has orthonormal columns spanning the plane; the orthogonal complement is fixed.
+    With ``inner = Orthogonal(2)`` and ``U`` spanning the plane normal to ``e_z`` this is the O(2) of
+    rotations about ``e_z`` and reflections through planes containing it, a subgroup of O(3), so
+    candidate symmetry types can be nested (SO(2)_z < O(2)_z < O(3)).
+    """
+
+    def __init__(self, inner: MatrixGroup, basis: Tensor, output: str = "invariant", name: str | None = None) -> None:
+        basis = torch.as_tensor(basis, dtype=torch.float64)
+        if basis.ndim != 2 or basis.shape[1] != inner.dim:
+            raise ValueError(f"basis: need shape (D, {inner.dim}); got {tuple(basis.shape)}")
+        gram = basis.mT @ basis
+        if not torch.allclose(gram, torch.eye(inner.dim, dtype=torch.float64), atol=1e-8):
+            raise ValueError("basis: columns must be orthonormal")
+        super().__init__(basis.shape[0], name or f"{inner.name}_embedded", output)
+        self.inner, self.basis = inner, basis
+
+    def embed(self, h: Tensor) -> Tensor:
+        """Inner elements ``(*S, k, k) -> (*S, D, D)``."""
+        u = self.basis.to(device=h.device, dtype=h.dtype)
+        eye = torch.eye(self.dim, device=h.device, dtype=h.dtype)
+        return eye - u @ u.mT + u @ h @ u.mT
+
+    def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        return self.embed(self.inner.sample(m, generator=generator, dtype=torch.float64)).to(device, dtype)
+
+    def inverse(self, g: Tensor) -> Tensor:
+        # Embedding is a homomorphism, so invert in the plane; avoids a general D x D inverse.
+        u = self.basis.to(device=g.device, dtype=g.dtype)
+        return self.embed(self.inner.inverse(u.mT @ g @ u))
+
+    def frame(self, x: Tensor) -> Tensor:
+        u = self.basis.to(device=x.device, dtype=x.dtype)
+        in_plane = (_blocks(x, self.dim) @ u).flatten(-2)  # (B, N, k * inner.dim)
+        return self.embed(self.inner.frame(in_plane))
+
+
+def _plane_basis(axis: Tensor | list[float] | tuple[float, ...]) -> Tensor:
+    """Orthonormal ``(3, 2)`` basis of the plane normal to ``axis``, right-handed with it."""
+    a = torch.as_tensor(axis, dtype=torch.float64)
+    if a.shape != (3,) or not bool(a.norm() > 0):
+        raise ValueError(f"axis: need a non-zero 3-vector; got {axis!r}")
+    a = a / a.norm()
+    helper = torch.eye(3, dtype=torch.float64)[int(torch.argmin(a.abs()))]
+    u1 = torch.linalg.cross(a, helper)
+    u1 = u1 / u1.norm()
+    u2 = torch.linalg.cross(a, u1)
+    return torch.stack([u1, u2], dim=-1)
+
+
+def so2_about(axis=(0.0, 0.0, 1.0), output: str = "invariant", name: str = "so2_z") -> Embedded:
+    """SO(2) of rotations of ``R^3`` about ``axis``."""
+    return Embedded(Rotation(2), _plane_basis(axis), output=output, name=name)
+
+
+def o2_about(axis=(0.0, 0.0, 1.0), output: str = "invariant", name: str = "o2_z") -> Embedded:
+    """O(2) about ``axis``: rotations about it and reflections through planes containing it."""
+    return Embedded(Orthogonal(2), _plane_basis(axis), output=output, name=name)
+
+
+class Translation(Group):
+    r"""Translations ``x_i -> x_i + t`` of every ``d``-block, ``t ~ N(0, scale^2 I)``.
+
+    Acts on ``"points"`` outputs the same way and trivially on ``"vector"``/``"tensor"`` outputs
+    (free vectors and tensors about the centroid do not move). The frame is the centroid.
+    """
+
+    elem_ndim = 1
+
+    def __init__(self, dim: int = 3, scale: float = 1.0, output: str = "invariant", name: str = "translation") -> None:
+        if scale <= 0:
+            raise ValueError(f"scale: must be > 0; got {scale}")
+        self.dim, self.scale, self.name = dim, float(scale), name
+        self.output = _check_output(output)
+
+    def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        t = self.scale * torch.randn(m, self.dim, generator=generator, dtype=torch.float64)
+        return t.to(device=device, dtype=dtype)
+
+    def compose(self, g: Tensor, h: Tensor) -> Tensor:
+        return g + h
+
+    def inverse(self, g: Tensor) -> Tensor:
+        return -g
+
+    def _shift(self, t: Tensor, x: Tensor) -> Tensor:
+        blocks = _blocks(x, self.dim)  # (*S', N, k, d)
+        return (blocks + t[..., None, None, :]).flatten(-2)
+
+    def act_input(self, g: Tensor, x: Tensor) -> Tensor:
+        return self._shift(g, x)
+
+    def act_output(self, g: Tensor, y: Tensor) -> Tensor:
+        return self._shift(g, y) if self.output == "points" else y
+
+    def frame(self, x: Tensor) -> Tensor:
+        return _blocks(x, self.dim).mean(dim=(-3, -2))[:, None, :]
+
+
+class Permutation(Group):
+    r"""The symmetric group S_n permuting the ``N = n`` set elements: ``(g . x)_i = x_{g(i)}``.
+
+    Elements are index vectors ``(n,)``. Acts on ``"points"`` outputs the same way and trivially on
+    global outputs. The frame is the single permutation sorting the elements by their first
+    coordinate (a canonicalisation; ties have probability zero for continuous data).
+    """
+
+    elem_ndim = 1
+
+    def __init__(self, n: int, output: str = "invariant", name: str = "permutation") -> None:
+        if n < 1:
+            raise ValueError(f"n: must be >= 1; got {n}")
+        self.n, self.name = n, name
+        self.output = _check_output(output)
+
+    def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        # ``dtype`` is accepted for a uniform signature; indices are always int64.
+        return torch.rand(m, self.n, generator=generator).argsort(dim=-1).to(device)
+
+    def compose(self, g: Tensor, h: Tensor) -> Tensor:
+        g, h = torch.broadcast_tensors(g, h)
+        return torch.gather(h, -1, g)
+
+    def inverse(self, g: Tensor) -> Tensor:
+        return g.argsort(dim=-1)
+
+    def _permute(self, g: Tensor, x: Tensor) -> Tensor:
+        if x.shape[-2] != self.n:
+            raise ValueError(f"Permutation(n={self.n}) got data with {x.shape[-2]} set elements")
+        batch = torch.broadcast_shapes(g.shape[:-1], x.shape[:-2])
+        index = g.expand(*batch, self.n)[..., None].expand(*batch, self.n, x.shape[-1])
+        return torch.gather(x.expand(*batch, *x.shape[-2:]), -2, index)
+
+    def act_input(self, g: Tensor, x: Tensor) -> Tensor:
+        return self._permute(g, x)
+
+    def act_output(self, g: Tensor, y: Tensor) -> Tensor:
+        return self._permute(g, y) if self.output == "points" else y
+
+    def frame(self, x: Tensor) -> Tensor:
+        # (g . x)_i = x_{g(i)}, so g = argsort(key) lists elements in sorted order: g^{-1} canonicalises.
+        return self.inverse(x[..., 0].argsort(dim=-1))[:, None, :]

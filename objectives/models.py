@@ -1,0 +1,98 @@
+"""Models trained inside trials: a plain MLP on flattened sets, and the frame-averaged hard baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .groups import Group
+
+__all__ = ["ACTIVATIONS", "MLP", "FrameAveraged", "count_parameters", "hard_equivariant"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+
+
+class MLP(nn.Module):
+    """A fully connected network from ``(B, *in_shape)`` to ``(B, *out_shape)``.
+
+    It flattens its input, so it has no built-in symmetry at all: any equivariance it shows is learnt
+    (from data or from a regulariser), which is what the symmetry objectives measure.
+
+    Args:
+        in_shape: shape of one input, e.g. ``(N, C)``.
+        out_shape: shape of one output, e.g. ``()`` for a scalar, ``(3, 3)`` for a tensor.
+        width: hidden units per layer.
+        depth: number of hidden layers (0 gives an affine map).
+        activation: one of :data:`ACTIVATIONS`.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_shape: Sequence[int],
+        width: int = 64,
+        depth: int = 2,
+        activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: got {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        n_in = int(torch.Size(self.in_shape).numel())
+        n_out = int(torch.Size(self.out_shape).numel())
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Linear(n_in if i == 0 else width, width), ACTIVATIONS[activation]()]
+        layers.append(nn.Linear(width if depth else n_in, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, *in_shape) -> (B, *out_shape)``."""
+        y = self.net(x.flatten(-len(self.in_shape)) if self.in_shape else x[..., None])
+        return y.reshape(*y.shape[:-1], *self.out_shape)
+
+
+class FrameAveraged(nn.Module):
+    r"""The exactly ``G``-equivariant model ``fbar(x) = mean_{h in F(x)} h . f(h^{-1} . x)``.
+
+    Because ``F(g x) = g F(x)``, ``fbar(g x) = g fbar(x)`` for every ``g`` (Puny et al., "Frame
+    Averaging for Invariant and Equivariant Network Design", ICLR 2022); with ``F(x) = G`` for a finite
+    group this is plain group averaging. All ``|F|`` canonicalised copies go through ``model`` in one
+    batched forward. Used as the hard-equivariance baseline against soft regularisation.
+    """
+
+    def __init__(self, model: nn.Module, group: Group) -> None:
+        super().__init__()
+        self.model, self.group = model, group
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, N, C) -> (B, *out)``."""
+        frames = self.group.frame(x)  # (B, F, *elem)
+        canonical = self.group.act_input(self.group.inverse(frames), x[:, None])  # (B, F, N, C)
+        out = self.model(canonical.flatten(0, 1)).unflatten(0, canonical.shape[:2])  # (B, F, *out)
+        return self.group.act_output(frames, out).mean(dim=1)
+
+
+def hard_equivariant(model: nn.Module, groups: Sequence[Group]) -> nn.Module:
+    """Nest :class:`FrameAveraged` wrappers, ``groups[0]`` innermost.
+
+    The outermost wrapper is exact for its group. An inner group ``H`` stays exact when its action
+    commutes with the outer group's and the outer frame is ``H``-invariant, ``F(h x) = F(x)``: e.g.
+    permutations inside rotations or scalings (PCA and RMS frames ignore the order of points), but not
+    the other way round (sorting points by a coordinate is not rotation-invariant).
+    """
+    for group in groups:
+        model = FrameAveraged(model, group)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

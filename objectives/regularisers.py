@@ -1,0 +1,123 @@
+r"""Soft equivariance regularisers and the held-out equivariance-error metric.
+
+For a group ``G`` acting on inputs and outputs, the equivariance regulariser of a model ``f`` is
+
+.. math::
+
+    R_G(f) = \mathbb{E}_x \mathbb{E}_{g \sim G} \| f(g \cdot x) - g \cdot f(x) \|^2,
+
+an invariance penalty when ``G`` acts trivially on outputs; the relative form divides by
+``E_x ||f(x)||^2`` so that it is comparable across tasks and scales. Kim et al., "Regularizing Towards
+Soft Equivariance Under Mixed Symmetries", ICML 2023, use one such term per candidate symmetry type.
+
+All ``m`` sampled elements of all ``K`` groups, and the untransformed batch, go through the model in
+one batched forward of ``(1 + K m) B`` inputs; there is no Python loop over group elements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .groups import Group
+
+__all__ = ["equivariance_error", "equivariance_loss", "equivariance_terms"]
+
+Model = Callable[[Tensor], Tensor]
+
+#: Guards the relative form against an all-zero model output.
+EPS = 1e-12
+
+
+def _squared_norm(t: Tensor, lead: int) -> Tensor:
+    """Sum of squares over all but the ``lead`` leading axes."""
+    return t.square().flatten(lead).sum(-1) if t.ndim > lead else t.square()
+
+
+def equivariance_terms(
+    model: Model,
+    groups: Sequence[Group],
+    x: Tensor,
+    samples: int = 2,
+    *,
+    relative: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Model output on ``x`` and ``R_G`` for each group, from one batched forward.
+
+    Args:
+        model: maps ``(n, N, C)`` to ``(n, *out)``.
+        groups: the ``K`` candidate groups.
+        x: inputs ``(B, N, C)``.
+        samples: ``m``, group elements drawn per group (one Monte-Carlo draw of ``E_g``, shared
+            across the batch so it is a single tensor op).
+        relative: divide each term by the batch mean of ``||f(x)||^2``.
+        generator: source of the group samples (CPU ``torch.Generator``).
+
+    Returns:
+        ``(f(x), R)`` with ``f(x): (B, *out)`` (reuse it for the task loss) and ``R: (K,)``,
+        differentiable with respect to the model parameters.
+    """
+    if samples < 1:
+        raise ValueError(f"samples: must be >= 1; got {samples}")
+    elements = [
+        group.sample(samples, generator=generator, device=x.device, dtype=x.dtype) for group in groups
+    ]
+    moved = [group.act_input(g[:, None], x[None]) for group, g in zip(groups, elements)]  # (m, B, N, C)
+    inputs = torch.cat([x[None], *moved], dim=0)  # (1 + K m, B, N, C)
+    out = model(inputs.flatten(0, 1)).unflatten(0, inputs.shape[:2])
+    fx, f_moved = out[0], out[1:].unflatten(0, (len(groups), samples))  # (B, *out), (K, m, B, *out)
+    terms = [
+        _squared_norm(f_moved[k] - group.act_output(g[:, None], fx[None]), lead=2).mean()
+        for k, (group, g) in enumerate(zip(groups, elements))
+    ]
+    residual = torch.stack(terms) if terms else fx.new_zeros(0)
+    if relative:
+        residual = residual / (_squared_norm(fx, lead=1).mean() + EPS)
+    return fx, residual
+
+
+def equivariance_loss(
+    model: Model,
+    group: Group,
+    x: Tensor,
+    samples: int = 2,
+    *,
+    relative: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``R_G(f)`` on the batch ``x: (B, N, C)`` as a differentiable scalar (see :func:`equivariance_terms`)."""
+    return equivariance_terms(model, [group], x, samples, relative=relative, generator=generator)[1][0]
+
+
+@torch.no_grad()
+def equivariance_error(
+    model: Model,
+    groups: Sequence[Group],
+    x: Tensor,
+    samples: int = 16,
+    *,
+    seed: int = 0,
+    chunk: int = 256,
+) -> dict[str, float]:
+    """Held-out relative equivariance error per group: ``R_G(f) / E||f(x)||^2`` without gradients.
+
+    Deterministic for a given ``seed`` (the same group samples for every model compared). About
+    float round-off (< 1e-6) for an exactly equivariant model; of order 1e-2 to 1 for an MLP.
+
+    Args:
+        x: held-out inputs ``(n, N, C)``; processed in chunks of ``chunk`` rows to bound memory.
+    Returns:
+        ``{group.name: error}``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    sums = torch.zeros(len(groups), dtype=torch.float64)
+    norm = 0.0
+    for part in x.split(chunk):
+        fx, residual = equivariance_terms(model, groups, part, samples, generator=generator)
+        sums += residual.double().cpu() * part.shape[0]
+        norm += float(_squared_norm(fx, lead=1).double().sum())
+    norm = norm / x.shape[0] + EPS
+    return {group.name: float(sums[k]) / x.shape[0] / norm for k, group in enumerate(groups)}

@@ -1,0 +1,161 @@
+"""Trial configuration: the keys an objective reads, their defaults, and validation.
+
+A config is the flat dict a search samples, with dotted keys (``lam.rotation``). Missing keys take
+the task's defaults; a bad value raises :class:`ValueError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .models import ACTIVATIONS
+from .penalties import PENALTIES
+
+__all__ = ["AGGREGATORS", "MODES", "TrainSettings", "parse_settings"]
+
+#: Training modes: fixed strengths, Jacobian descent, or strengths set after a warm-up.
+MODES: tuple[str, ...] = ("weighted", "jacobian", "auto")
+
+#: torchjd aggregators selectable by name in ``jacobian`` mode (those usable without extra settings;
+#: CAGrad gets c = 0.5, its paper's default).
+AGGREGATORS: tuple[str, ...] = (
+    "UPGrad", "DualProj", "MGDA", "IMTLG", "AlignedMTL", "ConFIG", "PCGrad", "GradVac",
+    "GradDrop", "CAGrad", "Mean", "Sum", "Random",
+)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Validated training settings of one trial (see :func:`parse_settings` for the config keys)."""
+
+    lams: dict[str, float] = field(default_factory=dict)
+    lr: float = 3e-3
+    width: int = 64
+    depth: int = 2
+    epochs: int = 40
+    batch_size: int = 64
+    mode: str = "weighted"
+    aggregator: str = "UPGrad"
+    penalty: str = "none"
+    penalty_weight: float = 0.0
+    samples: int = 2
+    warmup: int = 5
+    auto_scale: float = 1.0
+    activation: str = "silu"
+    weight_decay: float = 0.0
+    seed: int = 0
+    hard: tuple[str, ...] = ()
+
+    def with_(self, **changes: Any) -> TrainSettings:
+        """A copy with some fields replaced (used for task-specific defaults)."""
+        return replace(self, **changes)
+
+
+# key -> (kind, lower bound, whether the bound is inclusive)
+_NUMERIC: dict[str, tuple[type, float, bool]] = {
+    "lr": (float, 0.0, False),
+    "width": (int, 1, True),
+    "depth": (int, 0, True),
+    "epochs": (int, 1, True),
+    "batch_size": (int, 1, True),
+    "penalty_weight": (float, 0.0, True),
+    "samples": (int, 1, True),
+    "warmup": (int, 0, True),
+    "auto_scale": (float, 0.0, False),
+    "weight_decay": (float, 0.0, True),
+    "seed": (int, 0, True),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": MODES,
+    "aggregator": AGGREGATORS,
+    "penalty": PENALTIES,
+    "activation": tuple(ACTIVATIONS),
+}
+
+
+def _number(key: str, value: Any, kind: type, low: float, inclusive: bool) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ValueError(f"{key}: expected a number; got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{key}: must be finite; got {value!r}")
+    if kind is int:
+        if number != int(number):
+            raise ValueError(f"{key}: expected an integer; got {value!r}")
+        number = int(number)
+    if number < low or (number == low and not inclusive):
+        bound = ">=" if inclusive else ">"
+        raise ValueError(f"{key}: must be {bound} {low:g}; got {value!r}")
+    return number
+
+
+def _hard(value: Any, groups: Sequence[str]) -> tuple[str, ...]:
+    if not groups:
+        raise ValueError("hard: this task has no symmetry groups to build in; remove the key")
+    if not isinstance(value, str):
+        raise ValueError(f"hard: expected 'none' or group names joined by '+'; got {value!r}")
+    if value == "none":
+        return ()
+    names = tuple(value.split("+"))
+    for name in names:
+        if name not in groups:
+            raise ValueError(f"hard: unknown group {name!r} in {value!r}; allowed: none, {', '.join(groups)}")
+    return names
+
+
+def parse_settings(
+    config: Mapping[str, Any],
+    *,
+    groups: Sequence[str] = (),
+    defaults: TrainSettings | None = None,
+    allow_penalty: bool = True,
+) -> TrainSettings:
+    """Validate a trial config and merge it over ``defaults``.
+
+    Keys: ``lam.<group>`` (float >= 0, one per candidate group, default 0 = off), ``lr``, ``width``,
+    ``depth``, ``epochs``, ``batch_size``, ``samples`` (group elements per regulariser per step),
+    ``mode`` (:data:`MODES`), ``aggregator`` (:data:`AGGREGATORS`), ``penalty`` (``none``, ``irm``,
+    ``vrex``, ``mmd``), ``penalty_weight`` (>= 0), ``warmup`` (epochs), ``auto_scale`` (> 0),
+    ``activation``, ``weight_decay``, ``seed``, ``hard`` (``"none"`` or group names joined by ``+``:
+    wrap the model in exact frame averaging over those groups, the hard baseline). Keys starting with ``_`` are ignored (free for the
+    caller's bookkeeping); any other unknown key is an error, so a typo never passes silently.
+
+    Raises:
+        ValueError: naming the key, the received value and what is allowed.
+    """
+    base = defaults or TrainSettings()
+    lams = {name: 0.0 for name in groups}
+    changes: dict[str, Any] = {}
+    allowed = sorted([*(f"lam.{g}" for g in groups), *_NUMERIC, *_CHOICES, *(("hard",) if groups else ())])
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise ValueError(f"config keys must be strings; got {key!r}")
+        if key.startswith("_"):
+            continue
+        if key.startswith("lam."):
+            name = key[4:]
+            if name not in lams:
+                known = ", ".join(f"lam.{g}" for g in groups) or "none (this task has no symmetry groups)"
+                raise ValueError(f"{key}: unknown symmetry group {name!r}; allowed: {known}")
+            lams[name] = float(_number(key, value, float, 0.0, True))
+        elif key in _NUMERIC:
+            changes[key] = _number(key, value, *_NUMERIC[key])
+        elif key == "hard":
+            changes["hard"] = _hard(value, groups)
+        elif key in _CHOICES:
+            if value not in _CHOICES[key]:
+                raise ValueError(f"{key}: got {value!r}; allowed: {', '.join(_CHOICES[key])}")
+            changes[key] = value
+        else:
+            raise ValueError(f"{key}: unknown config key; allowed: {', '.join(allowed)}")
+    settings = base.with_(lams=lams, **changes)
+    if not allow_penalty and settings.penalty != "none":
+        raise ValueError(f"penalty: got {settings.penalty!r}; this task has one environment, allowed: none")
+    if settings.mode == "auto" and settings.warmup < 1:
+        raise ValueError(f"warmup: mode 'auto' needs warmup >= 1 epoch; got {settings.warmup}")
+    if settings.warmup >= settings.epochs and settings.mode == "auto":
+        raise ValueError(f"warmup: must be < epochs ({settings.epochs}) in mode 'auto'; got {settings.warmup}")
+    return settings
