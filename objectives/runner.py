@@ -1,0 +1,120 @@
+"""The body shared by the symmetry regression tasks: train with regularisers, report, measure.
+
+A task provides the data, the candidate groups and a model builder; :func:`run_regression` returns
+the trial's metrics: ``test_mse``, ``val_mse``, ``equiv_err.<group>`` for every candidate group,
+``params_m`` and ``train_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .groups import Group
+from .models import count_parameters, hard_equivariant
+from .regularisers import equivariance_error, equivariance_terms
+from .settings import TrainSettings
+from .training import fit, plan_losses
+
+__all__ = ["RegressionData", "report", "run_regression", "trial_device"]
+
+
+def report(step: int, **metrics: float) -> None:
+    """``distopt.report``; imported lazily so the objectives import without the core package."""
+    from distopt import report as distopt_report
+
+    distopt_report(step=step, **metrics)
+
+
+def trial_device() -> torch.device:
+    """``distopt.device()``: the trial's GPU when it has one, else CPU."""
+    from distopt import device
+
+    return device()
+
+
+@dataclass(frozen=True)
+class RegressionData:
+    """Inputs ``x_*: (n, N, C)`` and targets ``y_*: (n, *out)`` of the three splits."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+    def to(self, device: torch.device) -> RegressionData:
+        return RegressionData(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def _mse(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 1024) -> float:
+    with torch.no_grad():
+        total = sum(float((model(a) - b).square().sum()) for a, b in zip(x.split(chunk), y.split(chunk)))
+    return total / y.numel()
+
+
+def run_regression(
+    data: RegressionData,
+    groups: Mapping[str, Group],
+    settings: TrainSettings,
+    build_model: Callable[[TrainSettings], nn.Module],
+    *,
+    device: torch.device,
+    eval_samples: int = 16,
+) -> dict[str, float]:
+    """Train one model on ``data`` and return the trial metrics.
+
+    The per-step loss vector is ``[mse, R_g for active g]`` from one batched forward
+    (:func:`objectives.regularisers.equivariance_terms`); ``settings.hard`` wraps the model in frame
+    averaging over those groups (permutations innermost). Each epoch reports ``train_mse`` and
+    ``val_mse`` through ``distopt.report``.
+    """
+    torch.manual_seed(settings.seed)
+    model = build_model(settings)
+    if settings.hard:
+        order = sorted(settings.hard, key=lambda name: name != "permutation")
+        model = hard_equivariant(model, [groups[name] for name in order])
+    model = model.to(device)
+    data = data.to(device)
+    plan = plan_losses(settings, list(groups))
+    active = [groups[name] for name in plan.groups]
+    generator = torch.Generator().manual_seed(settings.seed)
+
+    def terms(idx: Tensor) -> Tensor:
+        x, y = data.x_train[idx.to(device)], data.y_train[idx.to(device)]
+        if not active:
+            return (model(x) - y).square().mean()[None]
+        fx, regs = equivariance_terms(model, active, x, settings.samples, generator=generator)
+        return torch.cat([(fx - y).square().mean()[None], regs])
+
+    def on_epoch(epoch: int, summary: dict[str, float]) -> None:
+        report(epoch, train_mse=summary["task"], val_mse=_mse(model, data.x_val, data.y_val))
+
+    start = time.perf_counter()
+    model.train()
+    fit(model, terms, plan, settings, data.x_train.shape[0], generator=generator, on_epoch=on_epoch)
+    train_seconds = time.perf_counter() - start
+    model.eval()
+    errors = equivariance_error(model, list(groups.values()), data.x_test, eval_samples, seed=1)
+    metrics = {
+        "test_mse": _mse(model, data.x_test, data.y_test),
+        "val_mse": _mse(model, data.x_val, data.y_val),
+        **{f"equiv_err.{name}": errors[group.name] for name, group in groups.items()},
+        "params_m": count_parameters(model) / 1e6,
+        "train_seconds": train_seconds,
+    }
+    return finite_metrics(metrics)
+
+
+def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Python floats, with a diverged (NaN/inf) value raised as an error naming the metric."""
+    out = {name: float(value) for name, value in metrics.items()}
+    bad = [name for name, value in out.items() if not torch.isfinite(torch.tensor(value))]
+    if bad:
+        raise FloatingPointError(f"training diverged: non-finite {', '.join(bad)}; lower lr or strengths")
+    return out
