@@ -21,6 +21,14 @@ from ._errors import ConfigError
 last_reports: list[dict[str, Any]] = []
 
 
+class TrialPruned(Exception):
+    """Raised by ``distopt.report`` when a scheduler has stopped the trial early.
+
+    Let it propagate out of the objective (do not catch it with a bare ``except Exception``): the
+    worker records the trial ``PRUNED`` with the metrics of its last report.
+    """
+
+
 @dataclass
 class TrialContext:
     """Per-trial state shared by the objective (writer) and the worker (reader)."""
@@ -31,6 +39,7 @@ class TrialContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
     n_reported: int = 0
     stop_requested: bool = False
+    last_row: dict[str, Any] | None = None  # the newest report row (metrics of a PRUNED trial)
 
     def take_rows(self) -> list[dict[str, Any]]:
         """Hand over the rows reported since the last call, leaving the buffer empty."""
@@ -71,6 +80,9 @@ def report(step: int | None = None, **metrics: Any) -> None:
             (a diverging curve is information); only the objective's return value must be finite.
 
     The row is buffered in the worker and streamed to the driver's store within about a second.
+
+    Raises:
+        TrialPruned: after the row is recorded, when a scheduler has stopped this trial.
     """
     if not metrics:
         raise ConfigError("report: give at least one metric, e.g. report(step=epoch, loss=0.3)")
@@ -93,6 +105,19 @@ def report(step: int | None = None, **metrics: Any) -> None:
     with context.lock:
         context.rows.append(row)
         context.n_reported += 1
+        context.last_row = row
+    if context.stop_requested:
+        raise TrialPruned(f"trial {context.trial_id} stopped early by the scheduler at step {step}")
+
+
+def should_stop() -> bool:
+    """True when a scheduler has asked the current trial to stop (False outside a trial).
+
+    ``distopt.report`` raises :class:`TrialPruned` by itself; this is for objectives that want to
+    save a checkpoint or clean up first.
+    """
+    context = _current
+    return context is not None and context.stop_requested
 
 
 def device() -> Any:
