@@ -2,12 +2,14 @@
 
 The worker never writes the store. It returns the finished trial (and any report rows not yet
 collected) as the value of ``run``; for long trials the driver also calls ``drain`` about once a
-second to stream learning curves while the trial runs. ``drain`` can run beside ``run`` because
-the actor is created with ``max_concurrency=2``.
+second to stream learning curves while the trial runs. ``drain`` and ``stop`` (a scheduler
+stopping the trial early) run beside ``run`` because the actor gives them their own ``control``
+concurrency group, while ``run`` calls (one trial or a batch each) run one at a time.
 
 Everything a user's objective can do wrong (raise, return a non-dict, NaN, a missing or
-non-numeric metric) becomes a FAILED row with the reason; only the worker process dying is left to
-the orchestrator.
+non-numeric metric) becomes a FAILED row with the reason; a trial stopped by a scheduler becomes a
+PRUNED row with the metrics of its last report; only the worker process dying is left to the
+orchestrator.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._context import TrialContext, _set_context, current_context
+from ._context import TrialContext, TrialPruned, _set_context, current_context
 
-COMPLETE, FAILED = "COMPLETE", "FAILED"
+COMPLETE, FAILED, PRUNED = "COMPLETE", "FAILED", "PRUNED"
 #: Longest error text kept per trial (the head of a traceback is what users need).
 MAX_ERROR_CHARS = 4000
 
@@ -91,16 +93,23 @@ class TrialWorker:
         start = time.time()
         error = None
         metrics: dict[str, float] = {}
+        status = COMPLETE
         try:
             returned = self._objective(dict(config))
             metrics, error = check_metrics(returned, self._required, self._reserved)
+        except TrialPruned as exc:  # a scheduler stopped it: keep the metrics of its last report
+            status, error = PRUNED, str(exc)
+            metrics = {k: v for k, v in (context.last_row or {}).items()
+                       if k not in ("trial_id", "step", "time")}
         except Exception as exc:  # the user's objective failed: record it, keep the study going
             error = "".join(traceback.format_exception(exc)).strip()[-MAX_ERROR_CHARS:]
         finally:
             _set_context(None)
+        if error and status == COMPLETE:
+            status = FAILED
         return {
             "trial_id": trial_id,
-            "status": FAILED if error else COMPLETE,
+            "status": status,
             "config": config,
             "metrics": metrics,
             "error": error,
@@ -116,6 +125,17 @@ class TrialWorker:
         """Report rows of the running trial not yet sent (empty when idle)."""
         context = current_context()
         return [] if context is None else _tag(context.trial_id, context.take_rows())
+
+    def stop(self, trial_id: int) -> bool:
+        """Ask trial ``trial_id`` to stop: its next ``distopt.report`` raises ``TrialPruned``.
+
+        Returns False when that trial is not the one running (it has already ended).
+        """
+        context = current_context()
+        if context is None or context.trial_id != trial_id:
+            return False
+        context.stop_requested = True
+        return True
 
 
 def _tag(trial_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
