@@ -7,7 +7,7 @@ The data flow is space -> strategy -> orchestrator -> worker -> store -> analysi
     reader.pareto_front()
 """
 
-from ._context import device, report
+from ._context import TrialPruned, device, report, should_stop
 from ._errors import ConfigError, DistoptError, StoreError
 from ._problem import Problem, TrialResult
 from ._study import Study
@@ -27,8 +27,10 @@ __all__ = [
     "StoreError",
     "StoreReader",
     "Study",
+    "TrialPruned",
     "TrialResult",
     "device",
     "open_store",
     "report",
+    "should_stop",
 ]
