@@ -20,7 +20,7 @@ from typing import Any
 
 from ._errors import DistoptError
 from ._problem import Problem, TrialResult
-from ._worker import COMPLETE, TrialWorker
+from ._worker import COMPLETE, PRUNED, TrialWorker
 from .store import StoreWriter
 from .store._schema import RESERVED
 from .strategies import Strategy
@@ -31,6 +31,8 @@ FAILED = "FAILED"
 TICK = 0.25
 #: Seconds between two collections of report rows from a running trial.
 DRAIN_INTERVAL = 1.0
+#: The actor concurrency group of ``drain`` and ``stop``, which run beside ``run``.
+CONTROL = "control"
 #: Target duration of one actor call when very short trials are batched into it.
 BATCH_SECONDS = 0.005
 #: Most trials one actor call carries.
@@ -77,7 +79,8 @@ class Orchestrator:
                  objective: Callable[[dict[str, Any]], Any], *, budget: int, workers: int,
                  resources: Mapping[str, float], max_retries: int = 2,
                  trial_timeout: float | None = None,
-                 on_progress: Callable[[Progress], None] | None = None):
+                 on_progress: Callable[[Progress], None] | None = None,
+                 scheduler: Any = None):
         self.problem = problem
         self.strategy = strategy
         self.writer = writer
@@ -88,6 +91,12 @@ class Orchestrator:
         self.max_retries = max_retries
         self.trial_timeout = trial_timeout
         self.on_progress = on_progress
+        #: Early stopping (``distopt.schedulers.Scheduler``): sees every report row, may stop
+        #: a running trial; with one, running trials are drained more often.
+        self.scheduler = scheduler
+        self._drain_interval = DRAIN_INTERVAL if scheduler is None else min(
+            DRAIN_INTERVAL, scheduler.drain_interval)
+        self._stop_sent: set[int] = set()
         self._slots: list[Any] = []
         self._running: dict[Any, _Call] = {}         # run ref -> the call's trials
         self._draining: dict[Any, int] = {}          # drain ref -> slot
@@ -108,7 +117,7 @@ class Orchestrator:
         results = list(results)
         self.strategy.tell(results)
         self.n_finished = len(results)
-        self.n_failed = sum(r.status != COMPLETE for r in results)
+        self.n_failed = sum(r.status not in (COMPLETE, PRUNED) for r in results)
         for result in results:
             self._note_front(result.status, result.metrics)
         for trial_id, config, attempt in in_flight:
@@ -120,7 +129,9 @@ class Orchestrator:
         options: dict[str, Any] = {
             "num_cpus": self.resources.get("cpu", 1),
             "num_gpus": self.resources.get("gpu", 0),
-            "max_concurrency": 2,  # ``drain`` must run beside ``run``
+            # ``run`` calls go one at a time (a queued trial waits for the running one, and the
+            # trial context is per process); ``drain`` and ``stop`` use the ``control`` group.
+            "max_concurrency": 1,
             "max_restarts": 0,     # the orchestrator replaces dead actors itself, with a fresh slot
             "scheduling_strategy": "SPREAD",
         }
@@ -131,7 +142,7 @@ class Orchestrator:
     def _spawn(self, slot: int) -> Any:
         import ray
 
-        actor_class = ray.remote(TrialWorker)
+        actor_class = ray.remote(concurrency_groups={CONTROL: 2})(TrialWorker)
         return actor_class.options(**self._actor_options()).remote(
             self._objective_ref, self.problem.metric_names, RESERVED, f"worker-{slot}")
 
@@ -277,7 +288,23 @@ class Orchestrator:
             for result in results:
                 curves += result.pop("curves")
                 rows.append(result)
+        if self.scheduler is not None:
+            self._schedule(curves, rows)
         self._finish(rows, curves)
+
+    def _schedule(self, curves: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+        """Show new report rows to the scheduler; ask the workers of trials it stops to stop."""
+        running = {t.trial_id: call for call in self._running.values() for t in call.trials}
+        for row in curves:
+            trial_id = row["trial_id"]
+            metrics = {k: v for k, v in row.items() if k not in ("trial_id", "step", "time")}
+            stop = self.scheduler.on_report(trial_id, row["step"], metrics)
+            if stop and trial_id in running and trial_id not in self._stop_sent:
+                self._stop_sent.add(trial_id)
+                running[trial_id].actor.stop.options(concurrency_group=CONTROL).remote(trial_id)
+        for row in rows:
+            self.scheduler.on_trial_end(row["trial_id"], row["status"])
+            self._stop_sent.discard(row["trial_id"])
 
     def _finish(self, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> None:
         # Curves first: when a trial row is durable, its learning curve already is.
@@ -293,7 +320,7 @@ class Orchestrator:
             self._trial_seconds = mean if self._trial_seconds is None else \
                 0.8 * self._trial_seconds + 0.2 * mean
         for result in results:
-            self.n_failed += result.status != COMPLETE
+            self.n_failed += result.status not in (COMPLETE, PRUNED)
             self._note_front(result.status, result.metrics)
         self.strategy.tell(results)
 
@@ -335,14 +362,17 @@ class Orchestrator:
         self._finish(rows, [])
 
     def _drain_long_trials(self) -> None:
-        """Ask each busy worker for its new report rows, about once a second."""
+        """Ask each busy worker for its new report rows, about once a second (more often when a
+        scheduler decides from them)."""
         now = time.monotonic()
         draining = set(self._draining.values())
         for call in self._running.values():
             first = call.trials[0]
-            if now - first.drained >= DRAIN_INTERVAL and call.slot not in draining:
+            if now - first.drained >= self._drain_interval and call.slot not in draining:
                 first.drained = now
-                self._draining[call.actor.drain.remote()] = call.slot
+                draining.add(call.slot)
+                drain = call.actor.drain.options(concurrency_group=CONTROL)
+                self._draining[drain.remote()] = call.slot
 
     # -- progress ---------------------------------------------------------------------------------
 
