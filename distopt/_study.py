@@ -82,7 +82,8 @@ class Study:
     def optimize(self, objective: Objective, budget: int, workers: int = 1, *,
                  resources_per_trial: Mapping[str, float] | None = None,
                  address: str | None = None, max_retries: int = 2,
-                 trial_timeout: float | None = None, progress: bool = False) -> StoreReader:
+                 trial_timeout: float | None = None, progress: bool = False,
+                 scheduler: Any = None) -> StoreReader:
         """Run trials until the store holds ``budget`` finished ones; return its reader.
 
         Args:
@@ -98,6 +99,9 @@ class Study:
             max_retries: re-runs of a trial whose worker process died, before it is FAILED.
             trial_timeout: seconds after which a trial is stopped and recorded TIMEOUT.
             progress: show a live progress bar on stderr.
+            scheduler: early stopping from ``distopt.report`` rows, e.g.
+                ``distopt.schedulers.MOASHA(grace_period=2)``, ``"moasha"`` or ``{"name":
+                "moasha", "options": {...}}``; stopped trials are recorded PRUNED.
         """
         if not callable(objective):
             raise field_error("objective", f"must be callable; got {objective!r}",
@@ -112,6 +116,11 @@ class Study:
                                                f"{trial_timeout!r}")
         if address is not None and not isinstance(address, str):
             raise field_error("address", f"must be a string such as 'auto'; got {address!r}")
+        from .schedulers import make_scheduler
+
+        scheduler = make_scheduler(scheduler)
+        if scheduler is not None:
+            scheduler.bind(self.problem)
 
         if self.objective_spec is None:
             self.objective_spec = _import_path(objective)
@@ -122,6 +131,8 @@ class Study:
 
         run = {"budget": budget, "workers": workers, "resources_per_trial": resources,
                "max_retries": max_retries, "trial_timeout": trial_timeout}
+        if scheduler is not None:
+            run["scheduler"] = scheduler.to_dict()
         writer = StoreWriter(self.store_path, self._metadata(run))
         # Binding imports the strategy's libraries (scipy, BoTorch, Optuna: up to seconds); it
         # runs in a thread while Ray and the worker actors start.
@@ -133,7 +144,7 @@ class Study:
             orchestrator = Orchestrator(
                 self.problem, self.strategy, writer, objective, budget=budget, workers=workers,
                 resources=resources, max_retries=max_retries, trial_timeout=trial_timeout,
-                on_progress=bar.update if bar else None)
+                on_progress=bar.update if bar else None, scheduler=scheduler)
             with ray_session(address, workers=workers, resources=resources):
                 orchestrator.start_workers()
                 try:
@@ -143,6 +154,9 @@ class Study:
                     results = reader.results()
                     bound.result()
                     orchestrator.resume_from(results, *_in_flight(reader, results))
+                    if scheduler is not None and results:
+                        scheduler.replay(reader.curves().to_pylist(),
+                                         {r.trial_id: r.status for r in results})
                     if len(results) < budget:
                         orchestrator.run()
                 finally:
