@@ -16,6 +16,7 @@ Example::
     seed: 0
     store: runs/mixed_symmetry
     resources_per_trial: {cpu: 1, gpu: 0}
+    scheduler: {name: moasha, options: {metrics: {val_mse: min}, grace_period: 4}}  # optional
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ._study import Study
 
 _TOP_KEYS = {"objective", "space", "objectives", "constraints", "strategy", "budget", "workers",
              "seed", "store", "resources_per_trial", "address", "max_retries", "trial_timeout",
-             "ref_point", "name", "description"}
+             "ref_point", "name", "description", "scheduler"}
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -143,7 +144,8 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
                   store=data.get("store"), seed=data.get("seed", 0),
                   ref_point=data.get("ref_point"))
     run = {key: data[key] for key in ("budget", "workers", "resources_per_trial", "address",
-                                      "max_retries", "trial_timeout") if key in data}
+                                      "max_retries", "trial_timeout", "scheduler")
+           if key in data}
     run.setdefault("budget", 32)
     objective = resolve_objective(data["objective"])
     study.objective_spec = data["objective"]
