@@ -94,26 +94,34 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+def _read_complete(path: Path) -> tuple[pa.Table, Exception | None]:
+    """The complete batches of a segment and the error that ended the read early (a torn tail).
+
+    Raises ``pa.ArrowInvalid`` or ``OSError`` when not even the schema is readable.
+    """
+    batches = []
+    torn = None
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_stream(source)
+        schema = reader.schema
+        while True:
+            try:
+                batches.append(reader.read_next_batch())
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError) as error:
+                torn = error
+                break
+        return pa.Table.from_batches(batches, schema=schema), torn
+
+
 def read_segment(path: Path, *, warn_torn: bool = True) -> pa.Table | None:
     """Every complete batch of one segment; a torn tail is dropped with a warning.
 
     Returns None for a segment too short to hold even its schema (a writer that died at once).
     """
-    batches = []
-    torn = None
     try:
-        with pa.memory_map(str(path)) as source:
-            reader = pa.ipc.open_stream(source)
-            schema = reader.schema
-            while True:
-                try:
-                    batches.append(reader.read_next_batch())
-                except StopIteration:
-                    break
-                except (pa.ArrowInvalid, OSError) as error:
-                    torn = error
-                    break
-            table = pa.Table.from_batches(batches, schema=schema)
+        table, torn = _read_complete(path)
     except (pa.ArrowInvalid, OSError) as error:
         if warn_torn and path.stat().st_size > 0:
             warnings.warn(f"{path}: unreadable segment skipped ({error})", RuntimeWarning,
@@ -123,6 +131,53 @@ def read_segment(path: Path, *, warn_torn: bool = True) -> pa.Table | None:
         warnings.warn(f"{path}: torn tail after {table.num_rows} complete rows dropped ({torn})",
                       RuntimeWarning, stacklevel=3)
     return table
+
+
+#: The IPC end-of-stream marker a cleanly closed segment ends with.
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+def repair_segment(path: Path) -> str | None:
+    """Cut a segment left torn by a crash back to its complete batches; say what was dropped.
+
+    Only a writer holding the store's lock calls this (no one appends to the segment). The
+    original bytes are kept beside it as ``<segment>.torn`` (readers ignore that name) and the
+    repaired stream replaces the segment atomically, so a crash here loses nothing either.
+    Returns None when the segment is whole (a clean close, or a crash between two batches).
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - len(_END_OF_STREAM)))
+        if handle.read() == _END_OF_STREAM:
+            return None  # closed cleanly
+    backup = path.with_name(path.name + ".torn")
+    index = 1
+    while backup.exists():
+        backup = path.with_name(f"{path.name}.torn{index}")
+        index += 1
+    try:
+        table, torn = _read_complete(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        os.replace(path, backup)
+        return (f"{path}: unreadable ({error}); set aside as {backup.name}, no complete row "
+                f"was in it")
+    if torn is None:
+        return None  # the writer died between two batches: every row is there
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as sink:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            for batch in table.to_batches():
+                writer.write_batch(batch)
+        sink.flush()
+        os.fsync(sink.fileno())
+    kept = tmp.stat().st_size - len(_END_OF_STREAM)
+    os.link(path, backup)   # the damaged original stays readable under the new name
+    os.replace(tmp, path)   # atomic: readers see the old or the repaired segment
+    return (f"{path}: torn tail (a crash mid-write) dropped: kept {table.num_rows} complete "
+            f"rows, dropped {size - kept} bytes of an unfinished batch ({torn}); the "
+            f"original is kept as {backup.name}")
 
 
 def read_table(folder: Path, *, live_segment: Path | None = None) -> pa.Table | None:
