@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from .._errors import StoreError
 from ._lock import StoreLock
 from ._metadata import METADATA_FILE, read_metadata, write_metadata
 from ._schema import curve_batch, dispatch_batch, trial_batch
-from ._segments import SegmentWriter, read_table
+from ._segments import SegmentWriter, read_table, repair_segment, segment_paths
 
 #: Seconds between fsyncs of the open segments (rows are flushed to the OS at every write).
 SYNC_INTERVAL = 1.0
@@ -43,6 +44,7 @@ class StoreWriter:
         self._lock.acquire()
         try:
             self.metadata = self._reconcile(dict(metadata))
+            _repair_torn_segments(self.path)
         except BaseException:
             self._lock.release()
             raise
@@ -134,6 +136,19 @@ class StoreWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _repair_torn_segments(path: Path) -> None:
+    """Cut segments a crashed writer left torn back to their complete rows, with a warning.
+
+    Done once, by the next writer (it holds the lock), so that the store reads cleanly ever after
+    instead of warning on every open; the damaged originals are kept as ``*.arrow.torn``.
+    """
+    for name in ("trials", "curves", "dispatched"):
+        for segment in segment_paths(path / name):
+            dropped = repair_segment(segment)
+            if dropped:
+                warnings.warn(f"store {path}: {dropped}", RuntimeWarning, stacklevel=4)
 
 
 def _difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
