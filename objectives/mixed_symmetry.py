@@ -225,7 +225,11 @@ class MixedSymmetryTask:
 
     def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
         """Train under ``config`` (keys: ``lam.<candidate>`` and training settings, see
-        :func:`objectives.settings.parse_settings`) and return the trial metrics."""
+        :func:`objectives.settings.parse_settings`) and return the trial metrics. ``hypergrad: true``
+        also returns ``grad/<metric>/<param>`` hypergradients (see :mod:`objectives.hypergrad`)."""
+        from .hypergrad import run_with_hypergradients, split_hypergrad_config
+
+        config, hypergrad = split_hypergrad_config(config)
         settings = parse_settings(config, groups=self.candidates, defaults=self.defaults(), allow_penalty=False)
         n, d = self.dims
         out_shape: tuple[int, ...] = () if self.variant == "points" else (3, 3)
@@ -233,6 +237,9 @@ class MixedSymmetryTask:
         def build(s: TrainSettings) -> MLP:
             return MLP((n, d), out_shape, width=s.width, depth=s.depth, activation=s.activation)
 
+        if hypergrad is not None:
+            return run_with_hypergradients(self.data(), self.groups(), settings, build, hypergrad,
+                                           device=trial_device())
         return run_regression(self.data(), self.groups(), settings, build, device=trial_device())
 
 
