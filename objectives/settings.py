@@ -19,11 +19,11 @@ __all__ = ["AGGREGATORS", "MODES", "TrainSettings", "parse_settings"]
 #: Training modes: fixed strengths, Jacobian descent, or strengths set after a warm-up.
 MODES: tuple[str, ...] = ("weighted", "jacobian", "auto")
 
-#: torchjd aggregators selectable by name in ``jacobian`` mode (those usable without extra settings;
-#: CAGrad gets c = 0.5, its paper's default).
+#: torchjd aggregators selectable by name in ``jacobian`` mode: those that need no extra settings
+#: and no optional solver (CAGrad and NashMTL need cvxpy).
 AGGREGATORS: tuple[str, ...] = (
     "UPGrad", "DualProj", "MGDA", "IMTLG", "AlignedMTL", "ConFIG", "PCGrad", "GradVac",
-    "GradDrop", "CAGrad", "Mean", "Sum", "Random",
+    "GradDrop", "Mean", "Sum", "Random",
 )
 
 

@@ -37,8 +37,6 @@ def make_aggregator(name: str) -> aggregation.Aggregator:
     """The torchjd aggregator called ``name`` (one of :data:`objectives.settings.AGGREGATORS`)."""
     if name not in AGGREGATORS:
         raise ValueError(f"aggregator: got {name!r}; allowed: {', '.join(AGGREGATORS)}")
-    if name == "CAGrad":
-        return aggregation.CAGrad(c=0.5)
     return getattr(aggregation, name)()
 
 
