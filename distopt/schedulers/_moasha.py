@@ -1,0 +1,227 @@
+r"""MO-ASHA: asynchronous successive halving that ranks trials by non-dominated sorting.
+
+ASHA (Li et al., "A System for Massively Parallel Hyperparameter Tuning", MLSys 2020) puts rungs at
+steps ``grace_period * reduction_factor**k``. When a trial reaches a rung, it is compared with every
+trial that reached the same rung before it, and goes on only if it is in the best
+``1 / reduction_factor`` of them; otherwise it stops there. No trial ever waits for others (the
+first trial at a rung always continues), so workers never idle.
+
+With several objectives "best" is not a number. As in MO-ASHA (Schmucker et al., "Multi-objective
+Asynchronous Successive Halving", 2021) the trials at a rung are ordered by non-dominated sorting
+(:func:`distopt.pareto.pareto_rank`: the rung's front first, then the front of the rest, ...) and,
+within one front, by NSGA-II crowding distance (spread-out points first) or by exclusive hypervolume
+contribution. A trial continues when fewer than ``ceil(n / reduction_factor)`` of the ``n``
+trials at the rung are strictly better than it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import pareto
+from .._errors import field_error
+from .._problem import DIRECTIONS, Problem
+from ._base import Scheduler
+
+TIE_BREAKS = ("crowding", "hypervolume")
+
+
+class MOASHA(Scheduler):
+    """Multi-objective asynchronous successive halving over ``distopt.report`` rows.
+
+    Args:
+        metrics: the reported metrics to rank on: a mapping metric -> ``"min"`` / ``"max"``, or a
+            list of the problem's objectives. Default: the problem's objectives. Use a mapping when
+            the objective reports proxies per epoch (e.g. ``{"val_mse": "min",
+            "equiv_err.rotation": "min"}`` for a study minimising ``test_mse``).
+        grace_period: the first rung, in ``step`` units of ``distopt.report`` (no trial stops
+            before reporting this step).
+        reduction_factor: ``eta``: rungs are ``grace_period * eta**k`` and about ``1/eta`` of the
+            trials reaching a rung go on to the next.
+        max_step: no rung at or beyond this step (e.g. the number of epochs); None: unbounded.
+        tie_break: order within one non-dominated front: ``"crowding"`` (NSGA-II crowding
+            distance) or ``"hypervolume"`` (exclusive hypervolume contribution).
+    """
+
+    name = "moasha"
+
+    def __init__(self, metrics: Mapping[str, str] | Sequence[str] | None = None, *,
+                 grace_period: int = 1, reduction_factor: float = 3, max_step: int | None = None,
+                 tie_break: str = "crowding"):
+        super().__init__()
+        if isinstance(grace_period, bool) or not isinstance(grace_period, int) or grace_period < 0:
+            raise field_error("scheduler.grace_period", f"must be an int >= 0; got {grace_period!r}")
+        if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, (int, float)) \
+                or not reduction_factor > 1:
+            raise field_error("scheduler.reduction_factor",
+                              f"must be a number > 1; got {reduction_factor!r}", "3 is usual")
+        if max_step is not None and (isinstance(max_step, bool) or not isinstance(max_step, int)
+                                     or max_step <= grace_period):
+            raise field_error("scheduler.max_step", f"must be an int > grace_period "
+                                                    f"({grace_period}) or None; got {max_step!r}")
+        if tie_break not in TIE_BREAKS:
+            raise field_error("scheduler.tie_break", f"must be one of {', '.join(TIE_BREAKS)}; "
+                                                     f"got {tie_break!r}")
+        if metrics is not None and not isinstance(metrics, (Mapping, list, tuple)):
+            raise field_error("scheduler.metrics", f"must be a mapping of metric to min/max or a "
+                                                   f"list of objectives; got {metrics!r}")
+        if isinstance(metrics, Mapping):
+            for name, direction in metrics.items():
+                if direction not in DIRECTIONS:
+                    raise field_error(f"scheduler.metrics.{name}",
+                                      f"must be 'min' or 'max'; got {direction!r}")
+        self.metrics_spec = metrics
+        self.grace_period = grace_period
+        self.reduction_factor = float(reduction_factor)
+        self.max_step = max_step
+        self.tie_break = tie_break
+        self.metrics: dict[str, str] = dict(metrics) if isinstance(metrics, Mapping) else {}
+        self._rungs: list[dict[int, np.ndarray]] = []   # rung index -> trial id -> vector
+        self._next_rung: dict[int, int] = {}             # trial id -> next rung index
+        self._stopped: dict[int, int] = {}               # trial id -> milestone it stopped at
+
+    def _setup(self, problem: Problem) -> None:
+        if self.metrics_spec is None:
+            self.metrics = dict(problem.objectives)
+        elif not isinstance(self.metrics_spec, Mapping):
+            unknown = [m for m in self.metrics_spec if m not in problem.objectives]
+            if unknown or not self.metrics_spec:
+                raise field_error("scheduler.metrics",
+                                  f"{unknown or '[]'} are not objectives of the study",
+                                  "give a mapping {metric: min|max} for other reported metrics")
+            self.metrics = {m: problem.objectives[m] for m in self.metrics_spec}
+        if not self.metrics:
+            raise field_error("scheduler.metrics", "is empty", "name at least one metric")
+        self._maximize = [d == "max" for d in self.metrics.values()]
+
+    # -- rungs --------------------------------------------------------------------------------------
+
+    def milestone(self, k: int) -> int | None:
+        """The step of rung ``k`` (None past ``max_step``)."""
+        step = int(math.ceil(self.grace_period * self.reduction_factor ** k - 1e-9))
+        if self.max_step is not None and step >= self.max_step:
+            return None
+        return step
+
+    @property
+    def milestones(self) -> list[int]:
+        """Steps of the rungs reached so far (and of the next one)."""
+        out = []
+        for k in range(len(self._rungs) + 1):
+            step = self.milestone(k)
+            if step is None:
+                break
+            out.append(step)
+        return out
+
+    @property
+    def rung_sizes(self) -> dict[int, int]:
+        """Milestone -> number of trials recorded at it."""
+        return {self.milestone(k): len(rung) for k, rung in enumerate(self._rungs)}
+
+    @property
+    def stopped(self) -> dict[int, int]:
+        """Trial id -> the milestone at which this scheduler stopped it."""
+        return dict(self._stopped)
+
+    # -- decisions ----------------------------------------------------------------------------------
+
+    def on_report(self, trial_id: int, step: int, metrics: Mapping[str, float]) -> bool:
+        if trial_id in self._stopped:
+            return True
+        if not any(m in metrics for m in self.metrics):
+            return False  # a row of other metrics (e.g. train_loss only): nothing to rank on
+        vector = np.array([_float(metrics.get(m)) for m in self.metrics], dtype=float)
+        k = self._next_rung.get(trial_id, 0)
+        while True:
+            milestone = self.milestone(k)
+            if milestone is None or step < milestone:
+                break
+            while len(self._rungs) <= k:
+                self._rungs.append({})
+            self._rungs[k][trial_id] = vector
+            k += 1
+            if not self._goes_on(self._rungs[k - 1], trial_id):
+                self._next_rung[trial_id] = k
+                self._stopped[trial_id] = milestone
+                return True
+        self._next_rung[trial_id] = k
+        return False
+
+    def _goes_on(self, rung: dict[int, np.ndarray], trial_id: int) -> bool:
+        ids = list(rung)
+        points = np.stack([rung[t] for t in ids])
+        me = ids.index(trial_id)
+        quota = math.ceil(len(ids) / self.reduction_factor)
+        better = number_better(points, me, maximize=self._maximize, tie_break=self.tie_break)
+        return better < quota
+
+    def to_dict(self) -> dict[str, Any]:
+        metrics = self.metrics_spec
+        if isinstance(metrics, Mapping):
+            metrics = dict(metrics)
+        elif metrics is not None:
+            metrics = list(metrics)
+        return {"name": self.name, "options": {
+            "metrics": metrics, "grace_period": self.grace_period,
+            "reduction_factor": self.reduction_factor, "max_step": self.max_step,
+            "tie_break": self.tie_break}}
+
+    def __repr__(self) -> str:
+        return (f"MOASHA(metrics={self.metrics or self.metrics_spec}, grace_period="
+                f"{self.grace_period}, reduction_factor={self.reduction_factor:g}, "
+                f"max_step={self.max_step}, tie_break={self.tie_break!r})")
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def crowding_distance(points: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each row (``inf`` at each objective's extremes)."""
+    points = np.asarray(points, dtype=float)
+    n, m = points.shape
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(m):
+        order = np.argsort(points[:, j], kind="stable")
+        column = points[order, j]
+        span = column[-1] - column[0]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (column[2:] - column[:-2]) / span
+    return distance
+
+
+def number_better(points: np.ndarray, index: int, *, maximize: bool | Sequence[bool] = False,
+                  tie_break: str = "crowding") -> int:
+    """How many rows are strictly better than row ``index``: a lower non-dominated rank, or the
+    same rank and a larger tie-break score (crowding distance or hypervolume contribution)."""
+    ranks = pareto.pareto_rank(points, maximize=maximize)
+    mine = ranks[index]
+    better = int(np.sum(ranks < mine))
+    group = np.flatnonzero(ranks == mine)
+    if len(group) == 1 or not np.isfinite(points[index]).all():
+        return better
+    scores = _tie_scores(points, group, maximize, tie_break)
+    return better + int(np.sum(scores > scores[list(group).index(index)]))
+
+
+def _tie_scores(points: np.ndarray, group: np.ndarray, maximize: Any, tie_break: str) -> np.ndarray:
+    members = points[group]
+    if tie_break == "crowding":
+        return crowding_distance(members)
+    finite = points[np.all(np.isfinite(points), axis=1)]
+    ref = pareto.reference_point(finite, maximize=maximize, front_only=False)
+    import moocore
+
+    flags = pareto._maximize_vector(maximize, points.shape[1])
+    return np.asarray(moocore.hv_contributions(members, ref=ref, maximise=flags), dtype=float)
