@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("store", metavar="STORE")
     show.add_argument("--format", choices=("table", "csv", "json"), default="table")
     show.add_argument("--all", action="store_true", help="print every trial, not only the front")
+
+    plot = commands.add_parser("plot", help="write the store's plots (front, hypervolume, ...) "
+                                            "as image files")
+    plot.add_argument("store", metavar="STORE")
+    plot.add_argument("--out", default="plots", metavar="DIR", help="folder for the files "
+                                                                     "(default: plots)")
+    plot.add_argument("--format", choices=("png", "svg", "pdf"), default="png")
     return parser
 
 
@@ -96,6 +103,20 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .store import open_store
+
+    reader = open_store(args.store)
+    try:
+        from . import plot  # lazy: matplotlib is only needed here
+    except ImportError as error:
+        raise DistoptError(f"distopt plot needs matplotlib ({error}); pip install matplotlib") \
+            from None
+    for path in plot.save_all(reader, args.out, fmt=args.format):
+        print(path)
+    return 0
+
+
 def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
     table = reader.trials() if show_all else reader.pareto_front()
     problem = reader.problem
@@ -137,7 +158,7 @@ def _cell(value: Any) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distopt`` console script."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "resume": _resume, "show": _show}
+    handlers = {"run": _run, "resume": _resume, "show": _show, "plot": _plot}
     try:
         return handlers[args.command](args)
     except DistoptError as error:
