@@ -1,0 +1,130 @@
+"""Multi-node scenarios on a real Ray cluster on this machine; prints one JSON object.
+
+Run by ``test_multinode.py`` in a subprocess (it cannot share the test session's Ray)::
+
+    python tests/cluster/multinode_scenarios.py spread gpu node_loss
+
+The cluster: a head with 1 CPU (the driver), worker node A with 2 CPUs and 2 ``trainer`` slots,
+worker node B with 2 CPUs, 1 (fake) GPU and 2 ``trainer`` slots. Each scenario runs a real
+``distopt.Study.optimize(..., address=cluster.address)`` into its own store and reports the trial
+table; the test asserts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import ray
+from ray.cluster_utils import Cluster
+
+import distopt
+from distopt.strategies import RandomStrategy
+
+
+class OneAtATime(RandomStrategy):
+    """Random search with one trial per worker (nothing queued behind it), so that a node's
+    death is charged to exactly the trial that was running there."""
+
+    queue_depth = 1
+
+
+def sleepy(config):
+    """Sleeps ``config['sleep']`` s; reports whether Ray gave the process a GPU."""
+    start = time.time()
+    for step in range(3):
+        time.sleep(config["sleep"] / 3)
+        distopt.report(step=step, progress=(step + 1) / 3)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return {"loss": config["x"], "cost": 1 - config["x"], "has_gpu": float(visible != ""),
+            "pid": float(os.getpid()), "t0": start, "t1": time.time()}
+
+
+def study(path, sleep, strategy="random"):
+    return distopt.Study({"x": distopt.Float(0.0, 1.0), "sleep": sleep},
+                         {"loss": "min", "cost": "min"}, store=path, seed=1, strategy=strategy)
+
+
+def trials(reader):
+    table = reader.trials()
+    return table.select(["trial_id", "status", "attempts", "node_id", "worker", "has_gpu", "t0",
+                         "t1", "error"]).to_pylist()
+
+
+def spread(cluster, nodes, root):
+    """4 workers asking a ``trainer`` slot each: 2 on A, 2 on B, none on the head."""
+    reader = study(f"{root}/spread", 0.6).optimize(
+        sleepy, budget=8, workers=4, resources_per_trial={"cpu": 0.5, "trainer": 1},
+        address=cluster.address)
+    return {"trials": trials(reader)}
+
+
+def gpu(cluster, nodes, root):
+    """4 workers at 0.25 GPU each: all packed on B's one GPU, running at the same time."""
+    reader = study(f"{root}/gpu", 2.0).optimize(
+        sleepy, budget=4, workers=4, resources_per_trial={"cpu": 0.25, "gpu": 0.25},
+        address=cluster.address)
+    return {"trials": trials(reader)}
+
+
+def node_loss(cluster, nodes, root):
+    """2 workers (one per node, SPREAD); node A is removed while its trial runs."""
+    removed = {}
+
+    def remove_when_busy():
+        path = f"{root}/node_loss"
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait until a trial has run on A and the next one started
+            time.sleep(0.2)
+            try:
+                done = distopt.open_store(path).trials()
+            except Exception:
+                continue
+            if nodes["A"] in done["node_id"].to_pylist():
+                time.sleep(0.8)  # A's next trial is now mid-way
+                removed["at"] = time.time()
+                cluster.remove_node(nodes["A_node"], allow_graceful=False)
+                return
+
+    killer = threading.Thread(target=remove_when_busy, daemon=True)
+    killer.start()
+    reader = study(f"{root}/node_loss", 2.0, OneAtATime(seed=1)).optimize(
+        sleepy, budget=8, workers=2, resources_per_trial={"cpu": 1, "trainer": 1},
+        address=cluster.address, max_retries=3)
+    killer.join(timeout=5)
+    return {"trials": trials(reader), "removed_at": removed.get("at"),
+            "dispatched": reader.dispatched().select(["trial_id", "attempt"]).to_pylist()}
+
+
+SCENARIOS = {"spread": spread, "gpu": gpu, "node_loss": node_loss}
+
+
+def main(names):
+    started = time.time()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    node_a = cluster.add_node(num_cpus=2, resources={"trainer": 2})
+    node_b = cluster.add_node(num_cpus=2, num_gpus=1, resources={"trainer": 2})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    nodes = {"head": cluster.head_node.node_id, "A": node_a.node_id, "B": node_b.node_id,
+             "A_node": node_a}
+    out = {"nodes": {k: v for k, v in nodes.items() if isinstance(v, str)},
+           "setup_seconds": time.time() - started}
+    root = tempfile.mkdtemp(prefix="distopt-cluster-")
+    try:
+        for name in names:
+            began = time.time()
+            out[name] = SCENARIOS[name](cluster, nodes, root)
+            out[name]["seconds"] = time.time() - began
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print("RESULT " + json.dumps(out, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(SCENARIOS))
