@@ -8,8 +8,8 @@ concurrency group, while ``run`` calls (one trial or a batch each) run one at a 
 
 Everything a user's objective can do wrong (raise, return a non-dict, NaN, a missing or
 non-numeric metric) becomes a FAILED row with the reason; a trial stopped by a scheduler becomes a
-PRUNED row with the metrics of its last report; only the worker process dying is left to the
-orchestrator.
+PRUNED row with the metrics of its last report; only the worker process dying, and a device
+fault (CUDA out of memory: ``run`` raises it), are left to the orchestrator, which retries them.
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ class TrialWorker:
             metrics = {k: v for k, v in (context.last_row or {}).items()
                        if k not in ("trial_id", "step", "time")}
         except Exception as exc:  # the user's objective failed: record it, keep the study going
+            if is_device_fault(exc):
+                raise  # the driver replaces this process and retries the trial (max_retries)
             error = "".join(traceback.format_exception(exc)).strip()[-MAX_ERROR_CHARS:]
         finally:
             _set_context(None)
@@ -136,6 +138,15 @@ class TrialWorker:
             return False
         context.stop_requested = True
         return True
+
+
+def is_device_fault(error: BaseException) -> bool:
+    """Whether an objective's exception leaves this process's device unusable (CUDA out of
+    memory, a sticky CUDA error): such a trial is retried in a fresh worker, like a dead one,
+    instead of being recorded FAILED at once."""
+    text = str(error)
+    return (type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+            or "CUDA error" in text)
 
 
 def _tag(trial_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
