@@ -5,9 +5,9 @@ at once (no generation barrier): the loop waits for *any* trial, writes every tr
 in one batch, tells the strategy, and refills the free slots with configurations asked with the
 running ones as ``pending``.
 
-Faults handled here: a worker process that dies mid-trial is replaced and its trial retried up
-to ``max_retries`` times, then recorded FAILED with the cause; a trial past ``trial_timeout`` is
-stopped (its actor killed and replaced) and recorded TIMEOUT.
+Faults handled here: a worker process that dies mid-trial (or hits CUDA out of memory) is
+replaced and its trial retried up to ``max_retries`` times, then recorded FAILED with the cause;
+a trial past ``trial_timeout`` is stopped (its actor killed and replaced) and recorded TIMEOUT.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class Orchestrator:
         self._draining: dict[Any, int] = {}          # drain ref -> slot
         self._trial_seconds: float | None = None     # moving mean of COMPLETE trial durations
         self._requeue: deque[tuple[int, dict[str, Any], int]] = deque()
+        self._solo: set[int] = set()                 # trials to run alone (see _worker_lost)
         self._next_id = 0
         self.n_finished = 0
         self.n_failed = 0
@@ -201,8 +202,10 @@ class Orchestrator:
 
     def _free_slots(self) -> list[int]:
         """One entry per call a slot can still take, least loaded slots first."""
-        # Queued trials would start late, so a per-trial timeout keeps one trial per worker.
-        depth = 1 if self.trial_timeout is not None else max(1, self.strategy.queue_depth)
+        # Queued trials would start late, so a per-trial timeout keeps one trial per worker; so
+        # do trials that must run solo (see ``_worker_lost``).
+        depth = 1 if self.trial_timeout is not None or self._solo else max(
+            1, self.strategy.queue_depth)
         load = [0] * len(self._slots)
         for call in self._running.values():
             load[call.slot] += 1
@@ -217,7 +220,7 @@ class Orchestrator:
         ``BATCH_SECONDS``. Trials of a second or more always go one per call.
         """
         if self.trial_timeout is not None or self.strategy.queue_depth < 2 or \
-                self._trial_seconds is None:
+                self._trial_seconds is None or self._solo:
             return 1
         return int(min(MAX_TRIALS_PER_CALL, max(1, BATCH_SECONDS / max(self._trial_seconds, 1e-6))))
 
@@ -279,7 +282,9 @@ class Orchestrator:
                 except ray.exceptions.RayError:
                     pass  # the run call of the same actor reports the failure
                 continue
-            call = self._running.pop(ref)
+            call = self._running.pop(ref, None)
+            if call is None:  # a call of an actor already handled as lost
+                continue
             try:
                 results = ray.get(ref)
             except ray.exceptions.RayError as error:
@@ -312,6 +317,7 @@ class Orchestrator:
         if not rows:
             return
         self.writer.add_trials(rows)
+        self._solo.difference_update(r["trial_id"] for r in rows)
         results = [TrialResult(r["trial_id"], r["config"], r["status"], r["metrics"]) for r in rows]
         self.n_finished += len(rows)
         durations = [r["end_time"] - r["start_time"] for r in rows if r["status"] == COMPLETE]
@@ -325,17 +331,34 @@ class Orchestrator:
         self.strategy.tell(results)
 
     def _worker_lost(self, call: _Call, error: Exception) -> list[dict[str, Any]]:
-        """Replace the dead actor; retry its trials, or return FAILED rows past max_retries."""
-        if self._slots[call.slot] is call.actor:  # a second call to the same dead actor: done
+        """Replace the dead actor; retry its trials, or return FAILED rows past max_retries.
+
+        Only a death that can be pinned on one trial is charged to it: when the actor held one
+        trial, that trial is charged one attempt. When it held several (a batched call, or calls
+        queued behind the running one) the culprit is unknown, so they are all re-queued uncharged
+        and run *solo* (one trial per actor, nothing queued) until they end: their next death
+        is charged. So a trial that kills its worker cannot make its neighbours FAILED.
+        """
+        import ray
+
+        ray.kill(call.actor)  # a call that raised (CUDA out of memory) left the actor alive
+        lost = [call]
+        for ref, other in list(self._running.items()):
+            if other.actor is call.actor and not _succeeded(ref):
+                lost.append(self._running.pop(ref))  # never started, or died with the actor
+        if self._slots[call.slot] is call.actor:
             self._slots[call.slot] = self._spawn(call.slot)
-        rows = []
-        for trial in call.trials:
-            if trial.attempt <= self.max_retries:
-                self._requeue.append((trial.trial_id, trial.config, trial.attempt + 1))
-            else:
-                rows.append(self._ended_row(
-                    trial, FAILED, f"worker died {trial.attempt} times; last cause: {_cause(error)}"))
-        return rows
+        trials = [t for c in lost for t in c.trials]
+        if len(trials) > 1:
+            self._solo.update(t.trial_id for t in trials)
+            self._requeue.extend((t.trial_id, t.config, t.attempt) for t in trials)
+            return []
+        trial = trials[0]
+        if trial.attempt <= self.max_retries:
+            self._requeue.append((trial.trial_id, trial.config, trial.attempt + 1))
+            return []
+        return [self._ended_row(trial, FAILED, f"worker died {trial.attempt} times; last cause: "
+                                               f"{_cause(error)}")]
 
     def _ended_row(self, trial: _Running, status: str, error: str) -> dict[str, Any]:
         return {"trial_id": trial.trial_id, "status": status, "config": trial.config,
@@ -422,6 +445,19 @@ class Orchestrator:
                                         maximize=self.problem.maximize)
         self.on_progress(Progress(self.n_finished, self.n_running, self.n_failed, self.budget,
                                   front_size, hv))
+
+
+def _succeeded(ref: Any) -> bool:
+    """Whether a call has already returned its trials (they are collected as usual)."""
+    import ray
+
+    if not ray.wait([ref], timeout=0)[0]:
+        return False
+    try:
+        ray.get(ref)
+    except ray.exceptions.RayError:
+        return False
+    return True
 
 
 def _cause(error: Exception) -> str:
