@@ -118,7 +118,8 @@ def parse_settings(
     Keys: ``lam.<group>`` (float >= 0, one per candidate group, default 0 = off), ``lr``, ``width``,
     ``depth``, ``epochs``, ``batch_size``, ``samples`` (group elements per regulariser per step),
     ``mode`` (:data:`MODES`), ``aggregator`` (:data:`AGGREGATORS`), ``penalty`` (``none``, ``irm``,
-    ``vrex``, ``mmd``), ``penalty_weight`` (>= 0), ``warmup`` (epochs), ``auto_scale`` (> 0),
+    ``vrex``, ``mmd``), ``penalty_weight`` (>= 0), ``warmup`` (epochs; see
+    :func:`objectives.training.warmup_epochs`), ``auto_scale`` (> 0),
     ``activation``, ``weight_decay``, ``seed``, ``hard`` (``"none"`` or group names joined by ``+``:
     wrap the model in exact frame averaging over those groups, the hard baseline). Keys starting with ``_`` are ignored (free for the
     caller's bookkeeping); any other unknown key is an error, so a typo never passes silently.
@@ -154,8 +155,4 @@ def parse_settings(
     settings = base.with_(lams=lams, **changes)
     if not allow_penalty and settings.penalty != "none":
         raise ValueError(f"penalty: got {settings.penalty!r}; this task has one environment, allowed: none")
-    if settings.mode == "auto" and settings.warmup < 1:
-        raise ValueError(f"warmup: mode 'auto' needs warmup >= 1 epoch; got {settings.warmup}")
-    if settings.warmup >= settings.epochs and settings.mode == "auto":
-        raise ValueError(f"warmup: must be < epochs ({settings.epochs}) in mode 'auto'; got {settings.warmup}")
     return settings

@@ -30,7 +30,17 @@ from torchjd.autojac import jac_to_grad
 
 from .settings import AGGREGATORS, TrainSettings
 
-__all__ = ["LossPlan", "backward_step", "fit", "make_aggregator", "plan_losses"]
+__all__ = ["LossPlan", "backward_step", "fit", "make_aggregator", "plan_losses", "warmup_epochs"]
+
+
+def warmup_epochs(settings: TrainSettings) -> int:
+    """The warm-up actually used: ``settings.warmup`` capped at half the epochs, so a search that
+    samples ``epochs`` never gets a warm-up longer than training; at least 1 in ``auto`` mode, which
+    needs one epoch of observations to set its strengths."""
+    cap = settings.epochs // 2
+    if settings.mode == "auto":
+        return max(1, min(settings.warmup, cap))
+    return min(settings.warmup, cap)
 
 
 def make_aggregator(name: str) -> aggregation.Aggregator:
@@ -131,9 +141,10 @@ def fit(
     regs = plan.regulariser_rows
     if settings.mode == "auto":
         weights[regs] = 0.0
+    warmup = warmup_epochs(settings)
     target_penalty = float(weights[-1]) if plan.penalty else 0.0
     if plan.penalty:
-        weights[-1] = min(target_penalty, 1.0) if settings.warmup > 0 else target_penalty
+        weights[-1] = min(target_penalty, 1.0) if warmup > 0 else target_penalty
 
     def new_optimizer() -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -141,7 +152,7 @@ def fit(
     optimizer = new_optimizer()
     summary: dict[str, float] = {}
     for epoch in range(settings.epochs):
-        if epoch == settings.warmup and epoch > 0:
+        if epoch == warmup and epoch > 0:
             if plan.penalty and weights[-1] != target_penalty:
                 weights[-1] = target_penalty
                 optimizer = new_optimizer()
@@ -156,7 +167,7 @@ def fit(
             total = detached if total is None else total + detached
             batches += 1
         means = (total / batches).double().cpu()
-        if settings.mode == "auto" and epoch == settings.warmup - 1:
+        if settings.mode == "auto" and epoch == warmup - 1:
             # Inverse to what the unregularised fit shows: a symmetry it already nearly has gets a
             # large strength, a clearly broken one a small strength.
             floor = torch.finfo(torch.float32).tiny

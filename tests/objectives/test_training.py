@@ -7,7 +7,7 @@ import torch
 
 from objectives.models import MLP
 from objectives.settings import AGGREGATORS, TrainSettings, parse_settings
-from objectives.training import backward_step, fit, make_aggregator, plan_losses
+from objectives.training import backward_step, fit, make_aggregator, plan_losses, warmup_epochs
 
 # Constant gradients g1 = (1, 0) and g2 = (-2, 0.5): their sum (-1, 0.5) has a negative inner
 # product with g1, so a weighted step would increase L1.
@@ -71,7 +71,7 @@ def test_every_listed_aggregator_builds_and_aggregates(name):
         ({"penalty": "irm"}, "penalty"),
         ({"hard": "scaling"}, "hard"),
         ({"widht": 8}, "widht"),
-        ({"mode": "auto", "warmup": 0}, "warmup"),
+        ({"warmup": -1}, "warmup"),
         ({"lam.rotation": float("nan")}, "lam.rotation"),
     ],
 )
@@ -98,6 +98,14 @@ def test_plan_turns_off_zero_strengths_except_in_auto_mode():
     assert auto.names == ("task", "reg.a", "reg.b")
     with_penalty = plan_losses(parse_settings({"penalty": "vrex", "penalty_weight": 10.0}), [])
     assert with_penalty.names == ("task", "penalty") and with_penalty.penalty
+
+
+def test_warmup_is_capped_by_the_epochs():
+    assert warmup_epochs(TrainSettings(epochs=40, warmup=10)) == 10
+    assert warmup_epochs(TrainSettings(epochs=6, warmup=10)) == 3
+    assert warmup_epochs(TrainSettings(epochs=1, warmup=10, mode="auto")) == 1
+    assert warmup_epochs(TrainSettings(epochs=8, warmup=0, mode="auto")) == 1
+    assert warmup_epochs(TrainSettings(epochs=8, warmup=0)) == 0
 
 
 def test_auto_mode_sets_strengths_inverse_to_the_observed_regularisers():
