@@ -1,0 +1,647 @@
+r"""Jacobian descent across trials: a population moves along the Pareto front with UPGrad steps.
+
+Each population member walks the *continuous* coordinates of the encoded space (every ``Float``;
+a ``Float`` with ``off`` moves in its range band, or stays off when it starts off); its ``Int`` and
+``Categorical`` coordinates stay fixed at its start. One iteration of a member:
+
+1. **center**: evaluate the center ``x``.
+2. **Jacobian** ``J`` of the row vector (objectives, signed so that every row is minimised, plus the
+   slack of each constraint violated at ``x``) with respect to the member's continuous coordinates,
+   column by column from whichever source is there:
+
+   (a) *hypergradients* returned by the trial itself under the key scheme below, converted from raw
+       parameter units to the encoded coordinate by the chain rule;
+   (b) *central differences* from the trials ``x +- h e_j`` (clipped to the coordinate's range,
+       one-sided at a bound). They run in parallel on the workers and share everything but the
+       moved coordinate, a ``seed`` parameter or constant included, so that training noise cancels.
+
+3. **step**: ``d = UPGrad(J')`` (torchjd; ``J'`` has unit rows when ``normalize``), so ``J d >= 0``:
+   the step ``x - t d`` worsens no row to first order. Coordinates at a bound that ``d`` would push
+   out are frozen and ``d`` recomputed; ``t = min(lr, distance to the box along d)``.
+4. **accept** the trial point ``y = x - t d`` when no row got worse beyond noise,
+   ``f_i(y) <= f_i(x) - armijo * t * (J d)_i + rtol * |f_i(x)| + atol``: ``y`` becomes the center and
+   ``lr`` grows by ``grow`` (up to ``lr_max``); else ``lr`` halves and a shorter step is tried.
+
+A member with ``|d| < tol`` is Pareto-stationary (no direction improves every row); one whose ``lr``
+fell below ``lr_min`` stalls. A violated constraint joins the rows until it holds; if objectives and
+violated constraints are stationary together, feasibility comes first and the step follows the
+violated constraints' rows alone (the one kind of step that may worsen an objective). Both are recorded in :attr:`JacobianStrategy.stationary` and the member
+re-seeds at its next Sobol start, so the population keeps tracing new parts of the front.
+
+**Key scheme (hypergradient source).** An objective that can differentiate its metrics returns,
+beside them, ``grad/<metric>/<param>`` = d metric / d param in the parameter's *raw* units
+(``objectives.mixed_symmetry`` does with ``hypergrad: true``; see :mod:`objectives.hypergrad`). The
+strategy converts with ``d/du = d/dx * dx/du``: ``dx/du = (high - low)`` for a linear ``Float``,
+``x * log(high / low)`` for a log one, both divided by ``1 - OFF_BAND`` when the ``Float`` has ``off``.
+Columns with a key for every row use it; the others fall back to central differences. Non-finite
+values count as missing.
+
+**Rebuilt from data.** A member's path is a pure function of the seed, its index and the results at
+the points it visits: its ``r``-th start is Sobol point ``index + population * r`` and every later
+point follows from results looked up by the rounded encoded point. A fresh strategy told a store's
+results replays every member to where it stood; ``pending`` configurations are never proposed twice.
+When several trials of one configuration exist, a COMPLETE one with the lowest trial id counts.
+
+When every member waits on running trials, ``ask`` hands out speculative trials (differences around
+a center still running, both outcomes of a running step), then points of a second Sobol sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import field_error
+from .._problem import Problem, TrialResult
+from ..space import OFF_BAND, Float
+from ._base import Strategy
+from ._history import point_keys
+
+#: Prefix of hypergradient keys: ``grad/<metric>/<param>``.
+GRAD_PREFIX = "grad/"
+SOURCES = ("auto", "hypergrad", "fd")
+#: Grid of the continuous coordinates of every proposed point: far above encode/decode round-off,
+#: so a point's key (rounded to 9 decimals) survives the round trip through a config.
+_GRID = 1e-7
+#: Margin kept above a ``Float``'s off band, so that a moving coordinate never switches it off.
+_OFF_MARGIN = 1e-6
+_AT_BOUND = 1e-9
+
+CENTER, GRADIENT, STEP = "center", "gradient", "step"
+
+
+def grad_key(metric: str, param: str) -> str:
+    """The key of ``d metric / d param`` (raw parameter units) in an objective's return value."""
+    return f"{GRAD_PREFIX}{metric}/{param}"
+
+
+@dataclass
+class _Observation:
+    trial_id: int
+    ok: bool
+    metrics: dict[str, float]
+    config: dict[str, Any]
+
+
+@dataclass
+class _Member:
+    """One walker. Everything here is derived from the results it consumed (see module docstring)."""
+
+    index: int
+    restarts: int = 0
+    start: np.ndarray = field(default_factory=lambda: np.empty(0))
+    x: np.ndarray = field(default_factory=lambda: np.empty(0))
+    cont: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
+    lo: np.ndarray = field(default_factory=lambda: np.empty(0))
+    hi: np.ndarray = field(default_factory=lambda: np.empty(0))
+    lr: float = 0.0
+    phase: str = CENTER
+    center: _Observation | None = None
+    # Every row (objectives, then every constraint) at the center, and the active ones.
+    all_rows: list[tuple[str, str]] = field(default_factory=list)  # (kind, metric)
+    all_fx: np.ndarray = field(default_factory=lambda: np.empty(0))
+    all_jacobian: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # NaN: unknown
+    active: list[int] = field(default_factory=list)
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    fx: np.ndarray = field(default_factory=lambda: np.empty(0))
+    jacobian: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    direction: np.ndarray = field(default_factory=lambda: np.empty(0))
+    y: np.ndarray | None = None
+    t: float = 0.0
+    steps: int = 0      # accepted steps since the last start
+    trials: int = 0     # results consumed since the last start
+    consumed: int = 0   # results consumed in all (orders the asks, so members take turns)
+
+
+class JacobianStrategy(Strategy):
+    """Jacobian descent on the continuous hyperparameters, with torchjd's UPGrad.
+
+    Args:
+        seed: seed of the Sobol starts.
+        population: members walking at once (each from its own Sobol start).
+        source: ``"auto"`` (hypergradients where trials return them, central differences for the
+            rest; differences are run speculatively beside a center unless the space has a truthy
+            ``hypergrad`` constant or a trial already returned ``grad/`` keys), ``"hypergrad"`` (the
+            same, never speculating) or ``"fd"`` (central differences only, keys ignored).
+        h: central-difference step in the encoded cube.
+        lr: first step length (in cube units, for a direction of norm 1).
+        lr_max: longest step.
+        lr_min: a member whose step length halves below this stalls and re-seeds.
+        grow: factor on ``lr`` after an accepted step.
+        tol: a member whose direction norm is below ``tol`` is Pareto-stationary and re-seeds.
+        armijo: fraction of the first-order decrease every row must show (0: "not worse").
+        rtol: noise allowance, relative to ``|f_i(x)|``, before a row counts as worse.
+        atol: absolute noise allowance.
+        normalize: scale every Jacobian row to norm 1 before aggregating (objectives on different
+            scales then count alike, and ``tol`` is an angle-like, scale-free threshold).
+        max_steps: accepted steps after which a member re-seeds anyway (None: no limit).
+    """
+
+    name = "jacobian"
+    queue_depth = 1
+
+    def __init__(self, *, seed: int | None = 0, population: int = 6, source: str = "auto",
+                 h: float = 0.05, lr: float = 0.2, lr_max: float = 0.5, lr_min: float = 1e-3,
+                 grow: float = 2.0, tol: float = 0.02, armijo: float = 0.01, rtol: float = 1e-3,
+                 atol: float = 0.0, normalize: bool = True, max_steps: int | None = None):
+        super().__init__(seed=seed)
+        if isinstance(population, bool) or not isinstance(population, int) or population < 1:
+            raise field_error("strategy.options.population", f"must be an int >= 1; got {population!r}")
+        if source not in SOURCES:
+            raise field_error("strategy.options.source", f"must be one of {', '.join(SOURCES)}; "
+                                                         f"got {source!r}")
+        for name, value, low, high in (("h", h, 0.0, 0.5), ("lr", lr, 0.0, 1.0),
+                                       ("lr_max", lr_max, 0.0, 1.0), ("lr_min", lr_min, 0.0, 1.0),
+                                       ("tol", tol, 0.0, math.inf)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise field_error(f"strategy.options.{name}",
+                                  f"must be a number > {low:g} and <= {high:g}; got {value!r}")
+        for name, value in (("armijo", armijo), ("rtol", rtol), ("atol", atol)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise field_error(f"strategy.options.{name}", f"must be a finite number >= 0; got {value!r}")
+        if isinstance(grow, bool) or not isinstance(grow, (int, float)) or grow < 1:
+            raise field_error("strategy.options.grow", f"must be a number >= 1; got {grow!r}")
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                      or max_steps < 1):
+            raise field_error("strategy.options.max_steps", f"must be an int >= 1 or None; got {max_steps!r}")
+        self.population = population
+        self.source = source
+        self.h, self.lr0, self.lr_max, self.lr_min = float(h), float(lr), float(lr_max), float(lr_min)
+        self.grow, self.tol, self.armijo = float(grow), float(tol), float(armijo)
+        self.rtol, self.atol, self.normalize, self.max_steps = float(rtol), float(atol), bool(normalize), max_steps
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _setup(self, problem: Problem) -> None:
+        import torch  # noqa: F401 - fail early, at bind, when torch/torchjd are missing
+        from torchjd.aggregation import UPGrad
+
+        self._upgrad = UPGrad()
+        space = problem.space
+        self._names = list(space.names)
+        self._signs = {m: (-1.0 if d == "max" else 1.0) for m, d in problem.objectives.items()}
+        self._floats = {j: p for j, p in enumerate(space.params.values()) if isinstance(p, Float)}
+        self._engines: dict[int, Any] = {}
+        self._starts: list[np.ndarray] = []
+        self._fillers: list[np.ndarray] = []
+        self._filler_cursor = 0
+        self._table: dict[tuple[float, ...], _Observation] = {}
+        self._outstanding: set[tuple[float, ...]] = set()
+        self._expect_grads = self.source == "hypergrad" or (
+            self.source == "auto" and bool(space.constants.get("hypergrad", False)))
+        #: Every decision: member, start count, center, Jacobian rows, direction, step, accepted.
+        self.history: list[dict[str, Any]] = []
+        #: Members' end points: ``{"x", "values", "reason", "member", "restart"}``, reason one of
+        #: ``"stationary"``, ``"infeasible"`` (a violated constraint cannot be reduced),
+        #: ``"stalled"``, ``"max_steps"``, ``"failed"``, ``"fixed"`` (nothing continuous to move).
+        self.stationary: list[dict[str, Any]] = []
+        self.members = [self._start(_Member(index=i)) for i in range(self.population)]
+
+    def _sobol(self, cache: list[np.ndarray], index: int, stream: int) -> np.ndarray:
+        from scipy.stats import qmc
+
+        if index >= len(cache):
+            if stream not in self._engines:
+                seed = None if self.seed is None else int(np.random.SeedSequence(
+                    [int(self.seed), stream]).generate_state(1)[0])
+                self._engines[stream] = qmc.Sobol(d=len(self._names), scramble=True, seed=seed)
+            engine = self._engines[stream]
+            while index >= len(cache):
+                cache.extend(engine.random(64))
+        return cache[index]
+
+    def _start(self, member: _Member) -> _Member:
+        """Place ``member`` at its ``restarts``-th Sobol start (index + population * restarts)."""
+        raw = self._sobol(self._starts, member.index + self.population * member.restarts, 0)
+        start = self._snap(raw)
+        cont, lo, hi = [], [], []
+        for j, param in self._floats.items():
+            if param.off is not None and start[j] < OFF_BAND:
+                continue  # starts off, stays off
+            cont.append(j)
+            lo.append(OFF_BAND + _OFF_MARGIN if param.off is not None else 0.0)
+            hi.append(1.0)
+        member.cont = np.array(cont, dtype=int)
+        member.lo, member.hi = np.array(lo, dtype=float), np.array(hi, dtype=float)
+        if len(cont):
+            start[member.cont] = np.clip(start[member.cont], member.lo, member.hi)
+            start = self._snap(start)
+        member.start, member.x = start, start
+        member.lr, member.phase, member.center, member.y = self.lr0, CENTER, None, None
+        member.steps = member.trials = 0
+        return member
+
+    # -- points and the table -------------------------------------------------------------------
+
+    def _snap(self, point: np.ndarray) -> np.ndarray:
+        """Quantise continuous coordinates to the grid and round-trip through a config."""
+        point = np.asarray(point, dtype=float).copy()
+        floats = list(self._floats)
+        if floats:
+            point[floats] = np.round(point[floats] / _GRID) * _GRID
+        space = self.problem.space
+        return space.encode(space.decode(point[None]))[0]
+
+    @staticmethod
+    def _key(point: np.ndarray) -> tuple[float, ...]:
+        return point_keys(point[None])[0]
+
+    def _lookup(self, point: np.ndarray) -> _Observation | None:
+        return self._table.get(self._key(point))
+
+    def _record(self, result: TrialResult) -> None:
+        try:
+            point = self.problem.space.encode([result.config])[0]
+        except (KeyError, ValueError, TypeError):
+            return  # not a configuration of this space
+        key = self._key(point)
+        names = self.problem.metric_names
+        metrics = {k: float(v) for k, v in result.metrics.items() if _is_number(v)}
+        ok = result.status == "COMPLETE" and all(math.isfinite(metrics.get(m, math.nan)) for m in names)
+        new = _Observation(result.trial_id, ok, metrics, dict(result.config))
+        old = self._table.get(key)
+        if old is None or (new.ok, -new.trial_id) > (old.ok, -old.trial_id):
+            self._table[key] = new
+        self._outstanding.discard(key)
+        if ok and not self._expect_grads and self.source == "auto" and any(
+                k.startswith(GRAD_PREFIX) for k in metrics):
+            self._expect_grads = True
+
+    # -- tell: advance every member as far as the table allows ----------------------------------
+
+    def _tell(self, results: list[TrialResult]) -> None:
+        for result in sorted(results, key=lambda r: r.trial_id):
+            self._record(result)
+        for member in self.members:
+            self._advance(member)
+
+    def _advance(self, member: _Member) -> None:
+        for _ in range(4 * len(self._table) + 100):  # every pass or two consumes a result
+            if member.phase == CENTER:
+                obs = self._lookup(member.x)
+                if obs is None:
+                    return
+                member.trials += 1
+                member.consumed += 1
+                if not obs.ok:
+                    self._finish(member, "failed")
+                    continue
+                self._set_center(member, obs)
+                if len(member.cont) == 0:
+                    self._finish(member, "fixed")
+                    continue
+            if member.phase == GRADIENT:
+                jacobian = self._jacobian(member)
+                if jacobian is None:
+                    return
+                member.all_jacobian = jacobian
+                self._activate(member, member.active)
+                if not self._plan_step(member):
+                    continue
+            if member.phase == STEP:
+                assert member.y is not None
+                obs = self._lookup(member.y)
+                if obs is None:
+                    return
+                member.trials += 1
+                member.consumed += 1
+                accepted, crossed = self._accept(member, obs)
+                self._log(member, accepted, obs)
+                if accepted:
+                    member.x, member.y = member.y, None
+                    member.lr = min(member.lr * self.grow, self.lr_max)
+                    member.steps += 1
+                    self._set_center(member, obs)
+                    if self.max_steps is not None and member.steps >= self.max_steps:
+                        self._finish(member, "max_steps")
+                elif crossed:
+                    # The step left a constraint that held: it joins the rows, so that the next
+                    # direction slides along its boundary instead of crossing it.
+                    self._activate(member, sorted(member.active + crossed))
+                    self._plan_step(member)
+                else:
+                    member.lr *= 0.5
+                    if member.lr < self.lr_min:
+                        self._finish(member, "stalled")
+                    else:
+                        self._propose(member)
+        raise RuntimeError("jacobian strategy: a member did not settle; please report this")
+
+    def _set_center(self, member: _Member, obs: _Observation) -> None:
+        member.center = obs
+        member.all_rows = [("objective", m) for m in self.problem.objectives]
+        member.all_rows += [("constraint", c) for c in self.problem.constraints]
+        member.all_fx = self._row_values(member.all_rows, obs.metrics)
+        n_objectives = len(self.problem.objectives)
+        violated = [i for i in range(n_objectives, len(member.all_rows)) if member.all_fx[i] > 0]
+        member.all_jacobian = np.full((len(member.all_rows), len(member.cont)), np.nan)
+        self._activate(member, list(range(n_objectives)) + violated)
+        member.phase = GRADIENT
+
+    def _activate(self, member: _Member, active: list[int]) -> None:
+        member.active = list(active)
+        member.rows = [member.all_rows[i] for i in active]
+        member.fx = member.all_fx[active]
+        member.jacobian = member.all_jacobian[active]
+
+    def _row_values(self, rows: Sequence[tuple[str, str]], metrics: Mapping[str, float]) -> np.ndarray:
+        values = []
+        for kind, name in rows:
+            if kind == "objective":
+                values.append(self._signs[name] * metrics[name])
+            else:
+                op, threshold = self.problem.constraints[name]
+                values.append(metrics[name] - threshold if op == "<=" else threshold - metrics[name])
+        return np.array(values, dtype=float)
+
+    def _row_signs(self, rows: Sequence[tuple[str, str]]) -> np.ndarray:
+        """d row / d metric for every row (+1 or -1)."""
+        return np.array([self._signs[n] if k == "objective" else
+                         (1.0 if self.problem.constraints[n][0] == "<=" else -1.0) for k, n in rows])
+
+    # -- the Jacobian ----------------------------------------------------------------------------
+
+    def _hypergradient_columns(self, member: _Member) -> dict[int, np.ndarray]:
+        """Columns (position in ``member.cont`` -> all rows, NaN where no key) that the center's
+        ``grad/`` keys give for every active row."""
+        if self.source == "fd":
+            return {}
+        assert member.center is not None
+        metrics, config = member.center.metrics, member.center.config
+        signs = self._row_signs(member.all_rows)
+        columns = {}
+        for c, j in enumerate(member.cont):
+            name = self._names[j]
+            raw = np.array([metrics.get(grad_key(metric, name), math.nan) for _, metric in member.all_rows],
+                           dtype=float)
+            if not np.all(np.isfinite(raw[member.active])):
+                continue
+            columns[c] = signs * raw * _dx_du(self._floats[j], float(config[name]))
+        return columns
+
+    def _difference_points(self, member: _Member, x: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+        j = member.cont[c]
+        up, down = x.copy(), x.copy()
+        up[j] = min(x[j] + self.h, member.hi[c])
+        down[j] = max(x[j] - self.h, member.lo[c])
+        return self._snap(up), self._snap(down)
+
+    def _jacobian(self, member: _Member) -> np.ndarray | None:
+        """All rows x continuous coordinates at the center (NaN: unknown), or None while
+        differences are missing."""
+        columns = self._hypergradient_columns(member)
+        jacobian = np.full((len(member.all_rows), len(member.cont)), np.nan)
+        missing = False
+        for c in range(len(member.cont)):
+            if c in columns:
+                jacobian[:, c] = columns[c]
+                continue
+            up, down = self._difference_points(member, member.x, c)
+            j = member.cont[c]
+            span = up[j] - down[j]
+            if span <= 0:
+                jacobian[:, c] = 0.0  # a range too narrow for the grid: the coordinate does not move
+                continue
+            sides = []
+            for point in (up, down):
+                obs = member.center if self._key(point) == self._key(member.x) else self._lookup(point)
+                if obs is None:
+                    missing = True
+                sides.append(obs)
+            if missing:
+                continue
+            f_up, f_down = self._side_values(member, sides[0]), self._side_values(member, sides[1])
+            if f_up is not None and f_down is not None:
+                jacobian[:, c] = (f_up - f_down) / span
+            elif f_up is not None:  # one side failed: one-sided difference from the center
+                jacobian[:, c] = (f_up - member.all_fx) / max(up[j] - member.x[j], _GRID)
+            elif f_down is not None:
+                jacobian[:, c] = (member.all_fx - f_down) / max(member.x[j] - down[j], _GRID)
+            else:
+                jacobian[:, c] = 0.0  # both sides failed: leave the coordinate where it is
+        return None if missing else jacobian
+
+    def _side_values(self, member: _Member, obs: _Observation | None) -> np.ndarray | None:
+        if obs is None or not obs.ok:
+            return None
+        return self._row_values(member.all_rows, obs.metrics)
+
+    # -- the step --------------------------------------------------------------------------------
+
+    def _aggregate(self, jacobian: np.ndarray) -> np.ndarray:
+        import torch
+
+        matrix = np.nan_to_num(jacobian.copy(), nan=0.0)
+        if self.normalize:
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            matrix = np.where(norms > 1e-300, matrix / np.where(norms > 1e-300, norms, 1.0), 0.0)
+        if not np.any(matrix):
+            return np.zeros(matrix.shape[1])
+        with torch.no_grad():
+            d = self._upgrad(torch.as_tensor(matrix, dtype=torch.float64))
+        return d.numpy().astype(float)
+
+    def _direction(self, member: _Member) -> np.ndarray:
+        """UPGrad of the active rows, with coordinates a step would push out of the box frozen."""
+        jacobian = member.jacobian
+        free = np.ones(len(member.cont), dtype=bool)
+        xc = member.x[member.cont]
+        d = np.zeros(len(member.cont))
+        for _ in range(len(member.cont) + 1):
+            d = np.zeros(len(member.cont))
+            if free.any():
+                d[free] = self._aggregate(jacobian[:, free])
+            blocked = free & (((xc <= member.lo + _AT_BOUND) & (d > 0)) |
+                              ((xc >= member.hi - _AT_BOUND) & (d < 0)))
+            if not blocked.any():
+                break
+            free &= ~blocked
+        return d
+
+    def _plan_step(self, member: _Member) -> bool:
+        """Aggregate the active rows into a direction and propose a step; False when the member
+        finished instead.
+
+        When objectives and violated constraints are stationary together (no direction reduces a
+        violation without worsening an objective), feasibility comes first: the step then follows
+        the violated constraints' rows alone.
+        """
+        member.direction = self._direction(member)
+        if float(np.linalg.norm(member.direction)) < self.tol:
+            reason = "stationary"
+            violated = [i for i in member.active if member.all_rows[i][0] == "constraint"
+                        and member.all_fx[i] > 0]
+            if violated and len(violated) < len(member.active):
+                self._log(member, None, None)
+                self._activate(member, violated)
+                member.direction = self._direction(member)
+                reason = "infeasible"
+            if float(np.linalg.norm(member.direction)) < self.tol:
+                self._log(member, None, None)
+                self._finish(member, reason)
+                return False
+        self._propose(member)
+        return member.phase == STEP
+
+    def _propose(self, member: _Member) -> None:
+        d, xc = member.direction, member.x[member.cont]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(d > 0, (xc - member.lo) / d, np.where(d < 0, (member.hi - xc) / -d, np.inf))
+        t = float(min(member.lr, float(np.min(room)) if len(room) else member.lr))
+        y = member.x.copy()
+        y[member.cont] = np.clip(xc - t * d, member.lo, member.hi)
+        y = self._snap(y)
+        if self._key(y) == self._key(member.x):  # the step vanished on the grid
+            member.lr = 0.0
+            self._finish(member, "stalled")
+            return
+        member.y, member.t, member.phase = y, t, STEP
+
+    def _accept(self, member: _Member, obs: _Observation) -> tuple[bool, list[int]]:
+        """Whether the step's result is accepted, and the held constraints it crossed (whose
+        Jacobian row is known)."""
+        if not obs.ok:
+            return False, []
+        fy = self._row_values(member.all_rows, obs.metrics)
+        predicted = member.jacobian @ member.direction * member.t  # first-order decrease, >= 0
+        allowance = self.rtol * np.abs(member.all_fx) + self.atol
+        active = np.array(member.active, dtype=int)
+        better = np.all(fy[active] <= member.fx - self.armijo * predicted + allowance[active])
+        crossed = [i for i, (kind, _) in enumerate(member.all_rows)
+                   if kind == "constraint" and i not in member.active and member.all_fx[i] <= 0
+                   and fy[i] > self.atol]
+        guardable = [i for i in crossed if np.all(np.isfinite(member.all_jacobian[i]))]
+        return bool(better) and not crossed, guardable
+
+    def _finish(self, member: _Member, reason: str) -> None:
+        """Record where the member ended and re-seed it at its next start."""
+        if member.center is not None:
+            self.stationary.append({"member": member.index, "restart": member.restarts,
+                                    "reason": reason, "x": member.x.copy(),
+                                    "values": dict(member.center.metrics)})
+        elif reason == "failed":
+            self.stationary.append({"member": member.index, "restart": member.restarts,
+                                    "reason": reason, "x": member.x.copy(), "values": {}})
+        member.restarts += 1
+        self._start(member)
+
+    def _log(self, member: _Member, accepted: bool | None, obs: _Observation | None) -> None:
+        full = np.zeros((len(member.rows), len(self._names)))
+        full[:, member.cont] = member.jacobian
+        direction = np.zeros(len(self._names))
+        direction[member.cont] = member.direction
+        entry = {"member": member.index, "restart": member.restarts, "x": member.x.copy(),
+                 "rows": [n for _, n in member.rows], "jacobian": full, "direction": direction,
+                 "accepted": accepted}
+        if member.y is not None and accepted is not None:
+            entry["step"] = member.y - member.x
+            entry["t"] = member.t
+        self.history.append(entry)
+
+    # -- ask ---------------------------------------------------------------------------------------
+
+    def _wanted(self, member: _Member, tier: int) -> list[np.ndarray]:
+        """Points ``member`` needs: tier 0 surely, tier 1 likely, tier 2 on one of two outcomes."""
+        speculate = not self._expect_grads
+        if member.phase == CENTER:
+            if tier == 0:
+                return [member.x]
+            if tier == 1 and speculate:
+                return self._all_differences(member, member.x)
+            return []
+        if member.phase == GRADIENT:
+            if tier != 0:
+                return []
+            columns = self._hypergradient_columns(member)
+            points = []
+            for c in range(len(member.cont)):
+                if c not in columns:
+                    points += list(self._difference_points(member, member.x, c))
+            return points
+        if member.phase == STEP and member.y is not None:
+            if tier == 0:
+                return [member.y]
+            if tier == 2:
+                shorter = member.x.copy()
+                shorter[member.cont] = member.x[member.cont] - 0.5 * member.t * member.direction
+                points = [self._snap(shorter)] if member.lr * 0.5 >= self.lr_min else []
+                if speculate:
+                    points += self._all_differences(member, member.y)
+                return points
+        return []
+
+    def _all_differences(self, member: _Member, x: np.ndarray) -> list[np.ndarray]:
+        points = []
+        for c in range(len(member.cont)):
+            points += list(self._difference_points(member, x, c))
+        return points
+
+    def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        avoid = set(self._table) | self._outstanding
+        for config in pending:
+            try:
+                avoid.add(self._key(self.problem.space.encode([config])[0]))
+            except (KeyError, ValueError, TypeError):
+                continue
+        chosen: list[np.ndarray] = []
+        # Members take turns, the one that consumed fewest results first: the order follows from
+        # the data, so a rebuilt strategy asks what the live one would have asked.
+        order = sorted(self.members, key=lambda m: (m.consumed, m.index))
+        for tier in (0, 1, 2):
+            queues = [list(self._wanted(member, tier)) for member in order]
+            while len(chosen) < n and any(queues):
+                for queue in queues:
+                    while queue:
+                        point = queue.pop(0)
+                        key = self._key(point)
+                        if key in avoid:
+                            continue
+                        avoid.add(key)
+                        chosen.append(point)
+                        break
+                    if len(chosen) == n:
+                        break
+            if len(chosen) == n:
+                break
+        while len(chosen) < n:  # every member waits on running trials: explore meanwhile
+            point = self._snap(self._sobol(self._fillers, self._filler_cursor, 1))
+            self._filler_cursor += 1
+            key = self._key(point)
+            if key not in avoid or self._filler_cursor > 64 * (len(self._table) + n + 1):
+                avoid.add(key)
+                chosen.append(point)
+        self._outstanding.update(self._key(p) for p in chosen)
+        return self.problem.space.decode(np.array(chosen))
+
+    # -- inspection ----------------------------------------------------------------------------------
+
+    def centers(self) -> np.ndarray:
+        """Current center of every member, shape ``(population, dim)``."""
+        return np.array([m.x for m in self.members])
+
+    def state(self) -> list[dict[str, Any]]:
+        """A plain summary of every member (equal for a live strategy and one rebuilt from data)."""
+        return [{"index": m.index, "restarts": m.restarts, "phase": m.phase,
+                 "x": [round(v, 9) for v in m.x.tolist()], "lr": m.lr, "steps": m.steps,
+                 "y": None if m.y is None else [round(v, 9) for v in m.y.tolist()]}
+                for m in self.members]
+
+
+def _dx_du(param: Float, value: float) -> float:
+    """Derivative of a Float's raw value with respect to its encoded coordinate, at ``value``."""
+    scale = 1.0 / (1.0 - OFF_BAND) if param.off is not None else 1.0
+    if param.log:
+        return value * (math.log(param.high) - math.log(param.low)) * scale
+    return (param.high - param.low) * scale
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

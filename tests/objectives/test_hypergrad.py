@@ -1,0 +1,107 @@
+"""Hypergradients of the mixed-symmetry task: key scheme, config keys, and agreement with differences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from objectives.hypergrad import (
+    HypergradOptions,
+    grad_key,
+    parse_grad_key,
+    split_hypergrad_config,
+)
+from objectives.mixed_symmetry import make_task
+
+#: Small enough to train in about a second on one core, large enough to fit the function.
+TINY = {"width": 32, "depth": 2, "epochs": 30, "batch_size": 64, "lr": 3e-3, "seed": 0}
+LAMS = {"lam.rotation": 0.3, "lam.scaling": 0.3, "lam.permutation": 0.3}
+COVERED = ["test_mse", "val_mse", "equiv_err.rotation", "equiv_err.scaling", "equiv_err.permutation"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models: a second thread only adds contention on a shared machine.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def task():
+    # Permutation symmetry broken on purpose, rotation exact: strengths trade accuracy for invariance.
+    return make_task(alphas={"rotation": 0.0, "scaling": 0.3, "permutation": 1.0}, dim=2, n_train=256)
+
+
+@pytest.fixture(scope="module")
+def center(task):
+    return task({**TINY, **LAMS, "hypergrad": True})
+
+
+def test_key_scheme_round_trips():
+    assert grad_key("equiv_err.rotation", "lam.rotation") == "grad/equiv_err.rotation/lam.rotation"
+    assert parse_grad_key("grad/equiv_err.rotation/lam.rotation") == ("equiv_err.rotation", "lam.rotation")
+    assert parse_grad_key("grad/a/b/lam.x") == ("a/b", "lam.x")
+    assert parse_grad_key("test_mse") is None
+    assert parse_grad_key("grad/onlymetric") is None
+
+
+def test_config_keys_are_split_off_and_validated():
+    rest, options = split_hypergrad_config({"lam.rotation": 0.1, "hypergrad": True,
+                                            "hypergrad.iterations": 10, "hypergrad.metrics": "test_mse"})
+    assert rest == {"lam.rotation": 0.1}
+    assert options == HypergradOptions(method="neumann", iterations=10, metrics=("test_mse",))
+    assert split_hypergrad_config({"hypergrad": False, "hypergrad.iterations": 3})[1] is None
+    assert split_hypergrad_config({"hypergrad": "unroll"})[1].steps == 20
+    for bad in ({"hypergrad": "magic"}, {"hypergrad": True, "hypergrad.iterations": 0},
+                {"hypergrad": True, "hypergrad.typo": 1}, {"hypergrad": True, "hypergrad.damping": -1}):
+        with pytest.raises(ValueError, match="hypergrad"):
+            split_hypergrad_config(bad)
+
+
+def test_hypergrad_adds_keys_and_leaves_the_metrics_unchanged(task, center):
+    plain = task({**TINY, **LAMS})
+    for name, value in plain.items():
+        if name != "train_seconds":
+            assert center[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+    params = [*LAMS, "weight_decay"]
+    assert {grad_key(m, p) for m in COVERED for p in params} <= set(center)
+    assert all(math.isfinite(v) for v in center.values())
+    assert center["hypergrad_seconds"] > 0
+
+
+def _central_differences(task, h=0.05):
+    columns = []
+    for param, value in LAMS.items():
+        up = task({**TINY, **LAMS, param: value + h})
+        down = task({**TINY, **LAMS, param: value - h})
+        columns.append([(up[m] - down[m]) / (2 * h) for m in COVERED])
+    return np.array(columns).T  # metrics x params
+
+
+def _cosine(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_hypergradients_agree_with_central_differences(task, center):
+    """IFT + Neumann hypergradients against differences of trials that share the training seed."""
+    differences = _central_differences(task)
+    hyper = np.array([[center[grad_key(m, p)] for p in LAMS] for m in COVERED])
+    # The objectives a search trades off: accuracy and the invariances, one per row.
+    for row, metric in enumerate(COVERED):
+        if metric in ("test_mse", "equiv_err.rotation", "equiv_err.permutation"):
+            assert _cosine(hyper[row], differences[row]) > 0.95, metric
+    # The whole Jacobian (every covered metric) points the same way.
+    assert _cosine(hyper.ravel(), differences.ravel()) > 0.95
+    # A short unrolled window agrees as well.
+    unrolled = task({**TINY, **LAMS, "hypergrad": "unroll",
+                     "hypergrad.metrics": "test_mse+equiv_err.permutation"})
+    for metric in ("test_mse", "equiv_err.permutation"):
+        row = COVERED.index(metric)
+        estimate = np.array([unrolled[grad_key(metric, p)] for p in LAMS])
+        assert _cosine(estimate, differences[row]) > 0.9, metric
