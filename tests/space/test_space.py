@@ -110,11 +110,6 @@ def test_validate_names_the_parameter(space):
         space.validate(missing)
 
 
-BUG_SUBFIELD = pytest.mark.xfail(
-    strict=True, reason="BUG: param_from_spec re-labels errors with 'space.<name>' and drops the "
-                        "sub-field (.low/.high/.choices) that the parameter named")
-
-
 @pytest.mark.parametrize("spec, field", [
     ({"type": "floaty"}, "space.lr.type"),
     ({"low": 0, "high": 1}, "space.lr.type"),
@@ -122,16 +117,14 @@ BUG_SUBFIELD = pytest.mark.xfail(
     ({"type": "float", "low": 1, "high": 0}, "space.lr"),
     ([1e-4, 1e-1], "space.lr"),
     (None, "space.lr"),
-    pytest.param({"type": "float", "low": "a", "high": 1}, "space.lr.low", marks=BUG_SUBFIELD),
-    pytest.param({"type": "float", "high": 1}, "space.lr.low", marks=BUG_SUBFIELD),
-    pytest.param({"type": "float", "low": 0}, "space.lr.high", marks=BUG_SUBFIELD),
-    pytest.param({"type": "float", "low": 0, "high": 1, "log": True}, "space.lr.low",
-                 marks=BUG_SUBFIELD),
-    pytest.param({"type": "float", "low": 0, "high": 1, "off": "no"}, "space.lr.off",
-                 marks=BUG_SUBFIELD),
-    pytest.param({"type": "int", "low": 0.5, "high": 3}, "space.lr.low", marks=BUG_SUBFIELD),
-    pytest.param({"type": "categorical"}, "space.lr.choices", marks=BUG_SUBFIELD),
-    pytest.param({"type": "categorical", "choices": []}, "space.lr.choices", marks=BUG_SUBFIELD),
+    ({"type": "float", "low": "a", "high": 1}, "space.lr.low"),
+    ({"type": "float", "high": 1}, "space.lr.low"),
+    ({"type": "float", "low": 0}, "space.lr.high"),
+    ({"type": "float", "low": 0, "high": 1, "log": True}, "space.lr.low"),
+    ({"type": "float", "low": 0, "high": 1, "off": "no"}, "space.lr.off"),
+    ({"type": "int", "low": 0.5, "high": 3}, "space.lr.low"),
+    ({"type": "categorical"}, "space.lr.choices"),
+    ({"type": "categorical", "choices": []}, "space.lr.choices"),
 ])
 def test_bad_spec_names_the_field(spec, field):
     with pytest.raises(distopt.ConfigError) as info:

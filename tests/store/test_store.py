@@ -312,11 +312,12 @@ WRITER_SCRIPT = textwrap.dedent("""
         metrics = {"f1": float(i), "f2": -float(i), "g": 0.0}
         if i >= n // 2:
             metrics["late"] = 2.0 * i  # widens the schema half way: a new segment
+        # curves first, as the orchestrator does: a durable trial row has its curve on disk
+        writer.add_curves([{"trial_id": i, "step": 0, "time": time.time(), "loss": float(i)}])
         writer.add_trials([{"trial_id": i, "status": "COMPLETE", "config": {"x": i / n},
                             "metrics": metrics, "error": None, "attempts": 1,
                             "start_time": time.time(), "end_time": time.time(),
                             "worker": "w", "node_id": None}])
-        writer.add_curves([{"trial_id": i, "step": 0, "time": time.time(), "loss": float(i)}])
         time.sleep(0.002)
     print("written", flush=True)
     if hold:
