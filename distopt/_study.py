@@ -42,6 +42,13 @@ class Study:
                  store: str | os.PathLike[str] | None = None, seed: int | None = 0,
                  ref_point: Mapping[str, float] | None = None):
         self.problem = Problem(space, objectives, constraints)
+        if isinstance(strategy, Mapping) and not isinstance(strategy.get("options") or {},
+                                                            Mapping):
+            raise field_error("strategy.options", f"must be a mapping of option to value; got "
+                                                  f"{strategy['options']!r}")
+        if store is not None and not isinstance(store, (str, os.PathLike)):
+            raise field_error("store", f"must be a folder path; got {store!r}",
+                              "e.g. runs/my-study")
         self.strategy_spec = strategy
         self.strategy = make_strategy(strategy, seed=seed)
         self.seed = seed
@@ -106,16 +113,9 @@ class Study:
         if not callable(objective):
             raise field_error("objective", f"must be callable; got {objective!r}",
                               "pass a function config -> dict of metrics")
-        _check_int("budget", budget, 1)
-        _check_int("workers", workers, 1)
-        _check_int("max_retries", max_retries, 0)
-        resources = _check_resources(resources_per_trial)
-        if trial_timeout is not None and (isinstance(trial_timeout, bool) or not isinstance(
-                trial_timeout, (int, float)) or not trial_timeout > 0):
-            raise field_error("trial_timeout", f"must be a number of seconds > 0; got "
-                                               f"{trial_timeout!r}")
-        if address is not None and not isinstance(address, str):
-            raise field_error("address", f"must be a string such as 'auto'; got {address!r}")
+        resources = check_run_settings(budget=budget, workers=workers,
+                                       resources_per_trial=resources_per_trial, address=address,
+                                       max_retries=max_retries, trial_timeout=trial_timeout)
         from .schedulers import make_scheduler
 
         scheduler = make_scheduler(scheduler)
@@ -192,6 +192,24 @@ def _import_path(objective: Any) -> str | None:
     if not module or not qualname or module == "__main__" or "<" in qualname:
         return None
     return f"{module}:{qualname}"
+
+
+def check_run_settings(*, budget: Any = 1, workers: Any = 1, resources_per_trial: Any = None,
+                       address: Any = None, max_retries: Any = 2, trial_timeout: Any = None,
+                       **_: Any) -> dict[str, float]:
+    """Validate ``optimize``'s run settings (a study file's too, when it is loaded); return the
+    resources per trial with their defaults."""
+    _check_int("budget", budget, 1)
+    _check_int("workers", workers, 1)
+    _check_int("max_retries", max_retries, 0)
+    resources = _check_resources(resources_per_trial)
+    if trial_timeout is not None and (isinstance(trial_timeout, bool) or not isinstance(
+            trial_timeout, (int, float)) or not trial_timeout > 0):
+        raise field_error("trial_timeout", f"must be a number of seconds > 0; got "
+                                           f"{trial_timeout!r}")
+    if address is not None and not isinstance(address, str):
+        raise field_error("address", f"must be a string such as 'auto'; got {address!r}")
+    return resources
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
