@@ -3,6 +3,10 @@
 Trust model: the YAML is parsed with ``yaml.safe_load`` (no Python tags), and the objective is
 only ever *imported* from a ``module:function`` string; no text of the file is evaluated as code.
 A factory form ``{call: "module:factory", with: {...}}`` calls an imported factory with plain data.
+Dunder attributes and standard-library targets (``os:system``, ``builtins:eval``) are refused, so
+a study file (or a store's recorded objective, which ``distopt resume`` imports) cannot reach
+them; importing a module still runs that module's code, so study files must come from people
+you trust, like scripts.
 
 Example::
 
@@ -22,14 +26,16 @@ Example::
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._errors import field_error
-from ._study import Study
+from ._study import Study, check_run_settings
 
 _TOP_KEYS = {"objective", "space", "objectives", "constraints", "strategy", "budget", "workers",
              "seed", "store", "resources_per_trial", "address", "max_retries", "trial_timeout",
@@ -59,17 +65,36 @@ def import_object(spec: str, *, field_name: str = "objective") -> Any:
         raise field_error(field_name, f"must be 'module:function'; got {spec!r}",
                           "e.g. objectives.mixed_symmetry:make_task")
     module_name, attribute = spec.split(":")
+    if any(part.startswith("__") for part in attribute.split(".")) or _is_stdlib(module_name):
+        raise field_error(field_name, f"{spec!r} is refused: a study file may only name a public "
+                                      f"function of your own code, not a dunder or the standard "
+                                      f"library", "e.g. my_package.tasks:objective")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise field_error(field_name, f"cannot import module {module_name!r} ({error})",
                           "install it or run from the folder that contains it") from None
+    except Exception as error:  # the module itself failed while importing
+        raise field_error(field_name, f"importing module {module_name!r} failed: "
+                                      f"{type(error).__name__}: {error}",
+                          "fix that module") from None
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise field_error(field_name, f"module {module_name!r} has no attribute {attribute!r}")
         target = getattr(target, part)
+    if (inspect.isroutine(target) or inspect.isclass(target)) and _is_stdlib(
+            getattr(target, "__module__", None) or ""):
+        raise field_error(field_name, f"{spec!r} is refused: it is {target!r} of the standard "
+                                      f"library, not an objective of your own code",
+                          "e.g. my_package.tasks:objective")
     return target
+
+
+def _is_stdlib(module_name: str) -> bool:
+    """Whether ``module_name`` belongs to the standard library (``os``, ``subprocess``, ...)."""
+    top = module_name.split(".")[0]
+    return top in sys.stdlib_module_names or top in ("builtins", "__main__")
 
 
 def resolve_objective(spec: Any) -> Callable[[dict[str, Any]], Any]:
@@ -102,8 +127,9 @@ def _load_yaml(path: Path, field_name: str) -> Any:
 
     try:
         text = path.read_text()
-    except OSError as error:
-        raise field_error(field_name, f"cannot read {path} ({error.strerror})",
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the path, text not UTF-8
+        raise field_error(field_name, f"cannot read {path} "
+                                      f"({getattr(error, 'strerror', None) or error})",
                           "check the path") from None
     try:
         return yaml.safe_load(text)
@@ -112,6 +138,9 @@ def _load_yaml(path: Path, field_name: str) -> Any:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise field_error(field_name, f"{path} is not valid YAML{where}",
                           "fix the syntax there") from None
+    except (ValueError, RecursionError) as error:  # a bad date or !!int, nesting too deep
+        raise field_error(field_name, f"{path} has a value YAML cannot build ({error})",
+                          "quote it as a string or fix it") from None
 
 
 def _resolve_space(spec: Any, base: Path | None) -> Any:
@@ -133,8 +162,12 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise field_error(sorted(unknown)[0], "is not a study setting",
+        key = sorted(map(str, unknown))[0]
+        raise field_error(key if key.isprintable() else repr(key), "is not a study setting",
                           f"allowed: {', '.join(sorted(_TOP_KEYS))}")
+    for key in ("name", "description"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise field_error(key, f"must be text; got {data[key]!r}")
     for key in ("objective", "space", "objectives"):
         if key not in data:
             raise field_error(key, "is missing", "every study file needs objective, space and "
@@ -147,6 +180,7 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
                                       "max_retries", "trial_timeout", "scheduler")
            if key in data}
     run.setdefault("budget", 32)
+    check_run_settings(**run)
     objective = resolve_objective(data["objective"])
     study.objective_spec = data["objective"]
     study.study_file = str(path.resolve()) if path is not None else None
