@@ -30,6 +30,16 @@ class TrialResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _check_metric_name(where: str, name: Any) -> None:
+    from .store._schema import RESERVED  # lazy: the store imports this module
+
+    if not isinstance(name, str) or not name:
+        raise field_error(where, f"metric names must be non-empty strings; got {name!r}")
+    if name in RESERVED or name.startswith("config/"):
+        raise field_error(where, f"metric name {name!r} is reserved (a column of the store)",
+                          "rename the metric")
+
+
 def _parse_objectives(objectives: Any) -> dict[str, str]:
     if isinstance(objectives, str):
         objectives = {objectives: "min"}
@@ -38,8 +48,7 @@ def _parse_objectives(objectives: Any) -> dict[str, str]:
                                         f"got {objectives!r}", 'e.g. {"test_mse": "min"}')
     parsed = {}
     for name, direction in objectives.items():
-        if not isinstance(name, str) or not name:
-            raise field_error("objectives", f"metric names must be non-empty strings; got {name!r}")
+        _check_metric_name("objectives", name)
         if direction not in DIRECTIONS:
             raise field_error(f"objectives.{name}", f"must be 'min' or 'max'; got {direction!r}")
         parsed[name] = direction
@@ -54,6 +63,7 @@ def _parse_constraints(constraints: Any) -> dict[str, tuple[str, float]]:
                                          f"{constraints!r}", 'e.g. {"equiv_err": ["<=", 0.05]}')
     parsed = {}
     for name, rule in constraints.items():
+        _check_metric_name("constraints", name)
         where = f"constraints.{name}"
         if not isinstance(rule, (list, tuple)) or len(rule) != 2:
             raise field_error(where, f"must be a pair [op, threshold]; got {rule!r}",
