@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import field_error
+from .._errors import ConfigError, field_error
 from ._params import Categorical, Float, Int, Param, arrow_type_of
 
 _SPEC_KEYS = {
@@ -28,14 +28,16 @@ def param_from_spec(name: str, spec: Any) -> Param | Any:
         raise field_error(field, f"must be a mapping like {{type: float, low: 0, high: 1}} or a "
                                  f"constant; got {spec!r}")
     kind = spec.get("type")
-    if kind not in _SPEC_KEYS:
+    if not isinstance(kind, str) or kind not in _SPEC_KEYS:
         raise field_error(f"{field}.type", f"must be one of float, int, categorical; got {kind!r}")
     allowed, cls = _SPEC_KEYS[kind]
     unknown = set(spec) - allowed
     if unknown:
-        raise field_error(field, f"unknown key(s) {sorted(unknown)} for type {kind}",
+        raise field_error(field, f"unknown key(s) {sorted(unknown, key=str)} for type {kind}",
                           f"allowed: {sorted(allowed)}")
     kwargs = {k: v for k, v in spec.items() if k != "type"}
+    if not isinstance(kwargs.get("log", False), bool):
+        raise field_error(f"{field}.log", f"must be true or false; got {kwargs['log']!r}")
     try:
         if cls is Categorical:
             if "choices" not in kwargs:
@@ -48,8 +50,16 @@ def param_from_spec(name: str, spec: Any) -> Param | Any:
         return cls(low, high, **kwargs)
     except Exception as error:  # re-label the message with the full field path
         message = str(error)
-        prefix = message.split(":", 1)
-        raise field_error(field, prefix[1].strip() if len(prefix) == 2 else message) from None
+        head, sep, rest = message.partition(": ")
+        if not isinstance(error, ConfigError) or not sep:
+            where, rest = field, message
+        elif head.startswith(field):
+            where = head                                 # raised above: already the full path
+        elif "." in head:
+            where = f"{field}.{head.split('.', 1)[1]}"   # "Float.low" -> "space.x.low"
+        else:
+            where = field                                # "Float: needs low < high"
+        raise field_error(where, rest) from None
 
 
 class Space:
