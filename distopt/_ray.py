@@ -16,8 +16,10 @@ def ray_session(address: str | None, *, workers: int,
                 resources: Mapping[str, float]) -> Iterator[None]:
     """Use the running Ray, join ``address``, or start an embedded local Ray (and stop it after).
 
-    The embedded Ray has the dashboard off and at least ``workers * cpu`` logical CPUs, so asking
-    for more workers than cores oversubscribes (the user's choice) rather than hanging.
+    The embedded Ray is always a new, private instance (``address="local"``: never a cluster that
+    ``ray start`` left running on the machine), has at least ``workers * cpu`` logical CPUs, so
+    asking for more workers than cores oversubscribes (the user's choice) rather than hanging,
+    and has the dashboard off unless ``DISTOPT_DASHBOARD=1``, which binds it to 127.0.0.1 only.
     """
     import ray
 
@@ -26,7 +28,7 @@ def ray_session(address: str | None, *, workers: int,
         quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
         if address is None:
             cpus = max(os.cpu_count() or 1, math.ceil(workers * resources.get("cpu", 1)))
-            ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+            ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)
         else:
             ray.init(address=address, **quiet)
         owned = True
@@ -36,6 +38,18 @@ def ray_session(address: str | None, *, workers: int,
     finally:
         if owned:
             ray.shutdown()
+
+
+def dashboard_options() -> dict[str, object]:
+    """``ray.init`` options of the embedded Ray's dashboard: off, or on and bound to localhost.
+
+    The dashboard can submit jobs, that is run code, and has no authentication of its own, so it
+    is opt-in (``DISTOPT_DASHBOARD=1``) and never listens beyond this machine; reach it from
+    elsewhere through an SSH tunnel (``ssh -L 8265:127.0.0.1:8265 host``).
+    """
+    if os.environ.get("DISTOPT_DASHBOARD", "").strip().lower() in ("1", "true", "yes", "on"):
+        return {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
+    return {"include_dashboard": False}
 
 
 def check_resources(workers: int, resources: Mapping[str, float]) -> None:
