@@ -59,7 +59,8 @@ class Scheduler(ABC):
         Decisions are ignored (those trials have ended); ``ended`` maps trial id -> status. Rows
         of trials not in ``ended`` (in flight when the search stopped; they run again) are skipped.
         """
-        for row in rows:
+        rows = sorted(rows, key=lambda row: (row.get("time") is None, row.get("time") or 0))
+        for row in rows:  # in the order they were reported, as the search saw them
             if row["trial_id"] not in ended:
                 continue
             metrics = {k: v for k, v in row.items()

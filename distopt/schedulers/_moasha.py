@@ -83,6 +83,8 @@ class MOASHA(Scheduler):
         self._rungs: list[dict[int, np.ndarray]] = []   # rung index -> trial id -> vector
         self._next_rung: dict[int, int] = {}             # trial id -> next rung index
         self._stopped: dict[int, int] = {}               # trial id -> milestone it stopped at
+        self._latest: dict[int, dict[str, float]] = {}   # trial id -> latest value per metric
+        self._replaying = False
 
     def _setup(self, problem: Problem) -> None:
         if self.metrics_spec is None:
@@ -135,7 +137,11 @@ class MOASHA(Scheduler):
             return True
         if not any(m in metrics for m in self.metrics):
             return False  # a row of other metrics (e.g. train_loss only): nothing to rank on
-        vector = np.array([_float(metrics.get(m)) for m in self.metrics], dtype=float)
+        # Metrics may come in different report() calls (val_mse every epoch, an expensive one
+        # every few): a trial's point is the latest value of each.
+        latest = self._latest.setdefault(trial_id, {})
+        latest.update({m: _float(metrics[m]) for m in self.metrics if m in metrics})
+        vector = np.array([latest.get(m, math.nan) for m in self.metrics], dtype=float)
         k = self._next_rung.get(trial_id, 0)
         while True:
             milestone = self.milestone(k)
@@ -145,12 +151,28 @@ class MOASHA(Scheduler):
                 self._rungs.append({})
             self._rungs[k][trial_id] = vector
             k += 1
-            if not self._goes_on(self._rungs[k - 1], trial_id):
+            if not self._replaying and not self._goes_on(self._rungs[k - 1], trial_id):
                 self._next_rung[trial_id] = k
                 self._stopped[trial_id] = milestone
                 return True
         self._next_rung[trial_id] = k
         return False
+
+    def replay(self, rows: Any, ended: Mapping[int, str]) -> None:
+        """Rebuild the rungs from stored rows: each ended trial is recorded at every rung its
+        reports reached (no decisions), and its PRUNED status marks it stopped."""
+        self._replaying = True
+        try:
+            super().replay(rows, ended)
+        finally:
+            self._replaying = False
+
+    def on_trial_end(self, trial_id: int, status: str) -> None:
+        self._latest.pop(trial_id, None)
+        if status != "PRUNED":  # the decision came after the trial had ended: it did not stop
+            self._stopped.pop(trial_id, None)
+        elif trial_id not in self._stopped:  # replayed history: stopped at its last rung
+            self._stopped[trial_id] = self.milestone(max(0, self._next_rung.get(trial_id, 1) - 1))
 
     def _goes_on(self, rung: dict[int, np.ndarray], trial_id: int) -> bool:
         ids = list(rung)
