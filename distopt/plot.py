@@ -2,7 +2,7 @@
 
 Every function takes a :class:`~distopt.StoreReader` (or a store path) and returns a
 :class:`matplotlib.figure.Figure` built without pyplot (no global state, no GUI backend: it renders
-with Agg, is shown inline by Jupyter, and is saved with ``fig.savefig(path)``)::
+with Agg, is shown inline by Jupyter by itself, and is saved with ``fig.savefig(path)``)::
 
     import distopt.plot as dplot
     dplot.pareto_front("runs/demo")                 # feasible, infeasible and front points
@@ -18,13 +18,14 @@ front and the hypervolume, as everywhere in distopt.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib  # noqa: F401 - fail at import, with a clear error, when it is missing
+import matplotlib.figure  # fails at import, with a clear error, when matplotlib is missing
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,10 +47,17 @@ def _reader(store: Store) -> StoreReader:
     return store if isinstance(store, StoreReader) else StoreReader(store)
 
 
-def _figure(**kwargs: Any):
-    from matplotlib.figure import Figure
+class PlotFigure(matplotlib.figure.Figure):
+    """A matplotlib Figure that Jupyter shows inline by itself (no pyplot, no %matplotlib)."""
 
-    return Figure(**kwargs)
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
+def _figure(**kwargs: Any) -> PlotFigure:
+    return PlotFigure(**kwargs)
 
 
 def _axis_label(reader: StoreReader, metric: str) -> str:
@@ -251,8 +259,6 @@ def parallel_coordinates(store: Store, params: Sequence[str] | None = None,
     for row in data[~is_front]:
         ax.plot(x, row, color=FEASIBLE_COLOR, lw=0.8, alpha=0.6, gid="trial")
     if is_front.any():
-        import matplotlib
-
         first = data[is_front, len(params)] if metrics else np.zeros(is_front.sum())
         colours = matplotlib.colormaps["viridis"](np.nan_to_num(first, nan=0.5))
         for row, colour in zip(data[is_front], colours):
@@ -327,8 +333,6 @@ def learning_curves(store: Store, metric: str | None = None, *, log: bool | None
     curves = reader.curves()
     fig = _figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    import matplotlib
-
     colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(1, front.num_rows)))
     values_seen = []
     first_objective = next(iter(reader.problem.objectives))
@@ -387,8 +391,6 @@ def symmetry_strengths(store: Store, alphas: Mapping[str, float] | None = None):
     front = reader.pareto_front()
     fig = _figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    import matplotlib
-
     colours = matplotlib.colormaps["tab10"](np.arange(len(groups)) % 10)
     medians = []
     rng = np.random.default_rng(0)

@@ -201,3 +201,10 @@ def test_empty_and_single_objective_stores(tmp_path):
     assert len(trace["hypervolume"]) == 1 and math.isfinite(trace["hypervolume"][0])
     assert [p.stem for p in dplot.save_all(reader, tmp_path / "out")] == [
         "hypervolume", "parallel_coordinates"]
+
+
+def test_figures_show_inline_without_pyplot(two_objective_store):
+    """Jupyter displays objects with ``_repr_png_``; no ``%matplotlib`` magic is needed."""
+    fig = dplot.pareto_front(two_objective_store)
+    assert isinstance(fig, matplotlib.figure.Figure)
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
