@@ -1,16 +1,17 @@
 r"""Task 3: multi-environment regression with an invariant cause and a flipping spurious feature.
 
-Each environment ``e`` draws causes ``X_c ~ N(0, I)``, a target ``Y = h(X_c) + sigma_y eps`` from the
-same mechanism ``h`` everywhere, and a spurious feature ``X_s = c_e Y + sigma_s eps'`` whose
-coefficient ``c_e`` changes across environments. ``X_s`` predicts ``Y`` better than ``X_c`` in training,
-so ERM leans on it; at test time ``c`` flips sign and that reliance costs ``ood_risk``. The invariant
-predictor ``h(X_c)`` has the same risk ``sigma_y^2`` everywhere: it is what the IRMv1, V-REx and MMD
-penalties reward. Variants: ``"linear"`` (``h`` linear, a linear model) and ``"nonlinear"``
-(``h(x) = sin(x_1) + x_2^2 / 2 - 1/2``, an MLP).
+Each environment ``e`` draws causes ``X_c ~ N(0, I)``, a target ``Y = h(X_c) + sigma_y eps`` from
+the same mechanism ``h`` everywhere, and a spurious feature ``X_s = c_e Y + sigma_s eps'`` whose
+coefficient ``c_e`` changes across environments. ``X_s`` predicts ``Y`` better than ``X_c`` in
+training, so ERM leans on it; at test time ``c`` flips sign and that reliance costs ``ood_risk``.
+The invariant predictor ``h(X_c)`` has the same risk ``sigma_y^2`` everywhere: it is what the IRMv1,
+V-REx and MMD penalties reward. Variants: ``"linear"`` (``h`` linear, a linear model) and
+``"nonlinear"`` (``h(x) = sin(x_1) + x_2^2 / 2 - 1/2``, an MLP).
 
 Metrics: ``train_risk`` (mean training-environment MSE), ``ood_risk`` (MSE in the flipped
-environment), ``penalty`` (the configured penalty on the training data; IRMv1 when ``penalty=none``),
-``penalty.irm``, ``penalty.vrex``, ``penalty.mmd``, ``spurious_weight`` (mean ``|df/dX_s|`` on test
+environment), ``penalty`` (the configured penalty on the training data; IRMv1 when
+``penalty=none``), ``penalty.irm``, ``penalty.vrex``, ``penalty.mmd``, ``spurious_weight`` (mean
+``|df/dX_s|`` on test
 inputs: the spurious coefficient of a linear model), ``causal_weight`` (the same for ``X_c``),
 ``params_m``, ``train_seconds``.
 """
@@ -35,18 +36,30 @@ from .training import fit, plan_losses
 __all__ = ["EnvironmentsTask", "FeatureModel", "make_task"]
 
 VARIANTS = ("linear", "nonlinear")
-SIZES: dict[str, dict[str, int]] = {"small": {"n_env": 1024, "n_test": 2048}, "large": {"n_env": 16384, "n_test": 16384}}
+SIZES: dict[str, dict[str, int]] = {
+    "small": {"n_env": 1024, "n_test": 2048},
+    "large": {"n_env": 16384, "n_test": 16384},
+}
 #: Training defaults per (variant, size); a linear model needs few units, the MLP more.
 DEFAULTS: dict[tuple[str, str], TrainSettings] = {
-    ("linear", "small"): TrainSettings(width=8, depth=1, epochs=60, batch_size=128, lr=1e-2, warmup=15),
-    ("nonlinear", "small"): TrainSettings(width=64, depth=2, epochs=100, batch_size=128, lr=3e-3, warmup=20),
-    ("linear", "large"): TrainSettings(width=8, depth=1, epochs=60, batch_size=1024, lr=1e-2, warmup=15),
-    ("nonlinear", "large"): TrainSettings(width=256, depth=3, epochs=150, batch_size=1024, lr=1e-3, warmup=30),
+    ("linear", "small"): TrainSettings(
+        width=8, depth=1, epochs=60, batch_size=128, lr=1e-2, warmup=15
+    ),
+    ("nonlinear", "small"): TrainSettings(
+        width=64, depth=2, epochs=100, batch_size=128, lr=3e-3, warmup=20
+    ),
+    ("linear", "large"): TrainSettings(
+        width=8, depth=1, epochs=60, batch_size=1024, lr=1e-2, warmup=15
+    ),
+    ("nonlinear", "large"): TrainSettings(
+        width=256, depth=3, epochs=150, batch_size=1024, lr=1e-3, warmup=30
+    ),
 }
 
 
 class FeatureModel(nn.Module):
-    """``f(x) = head(phi(x))``: a featuriser (whose outputs the MMD penalty compares) and a linear head.
+    """``f(x) = head(phi(x))``: a featuriser (whose outputs the MMD penalty compares) and a linear
+    head.
 
     ``linear=True`` makes ``phi`` a single affine map, so ``f`` is linear in ``x``.
     """
@@ -104,13 +117,16 @@ class EnvironmentsTask:
         if self.size not in SIZES:
             raise ValueError(f"size: got {self.size!r}; allowed: {', '.join(SIZES)}")
         if len(self.train_coefs) < 2 or len(set(self.train_coefs)) < 2:
-            raise ValueError(f"train_coefs: need >= 2 distinct coefficients; got {self.train_coefs}")
+            raise ValueError(
+                f"train_coefs: need >= 2 distinct coefficients; got {self.train_coefs}"
+            )
         if self.n_causes < 2:
             raise ValueError(f"n_causes: must be >= 2; got {self.n_causes}")
         object.__setattr__(self, "train_coefs", tuple(float(c) for c in self.train_coefs))
 
     def environment(self, coef: float, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``n`` samples of one environment: ``x: (n, n_causes + 1)`` (spurious last), ``y: (n,)``."""
+        """``n`` samples of one environment: ``x: (n, n_causes + 1)`` (spurious last), ``y:
+        (n,)``."""
         causes = torch.randn(n, self.n_causes, generator=generator)
         y = _mechanism(causes, self.variant) + self.noise_y * torch.randn(n, generator=generator)
         spurious = coef * y + self.noise_s * torch.randn(n, generator=generator)
@@ -132,7 +148,11 @@ class EnvironmentsTask:
         torch.manual_seed(settings.seed)
         x_train, y_train, x_test, y_test = (t.to(device) for t in self.data())
         model = FeatureModel(
-            x_train.shape[-1], settings.width, settings.depth, settings.activation, self.variant == "linear"
+            x_train.shape[-1],
+            settings.width,
+            settings.depth,
+            settings.activation,
+            self.variant == "linear",
         ).to(device)
         plan = plan_losses(settings, ())
         generator = torch.Generator().manual_seed(settings.seed)
@@ -147,18 +167,32 @@ class EnvironmentsTask:
             return torch.stack([risks.mean(), penalty])
 
         def on_epoch(epoch: int, summary: dict[str, float]) -> None:
-            report(epoch, train_risk=summary["task"], **({"penalty": summary["penalty"]} if plan.penalty else {}))
+            report(
+                epoch,
+                train_risk=summary["task"],
+                **({"penalty": summary["penalty"]} if plan.penalty else {}),
+            )
 
         start = time.perf_counter()
         fit(model, terms, plan, settings, x_train.shape[1], generator=generator, on_epoch=on_epoch)
         train_seconds = time.perf_counter() - start
         return finite_metrics(
-            {**self._evaluate(model, settings, x_train, y_train, x_test, y_test),
-             "params_m": count_parameters(model) / 1e6, "train_seconds": train_seconds}
+            {
+                **self._evaluate(model, settings, x_train, y_train, x_test, y_test),
+                "params_m": count_parameters(model) / 1e6,
+                "train_seconds": train_seconds,
+            }
         )
 
-    def _evaluate(self, model: FeatureModel, settings: TrainSettings, x_train: Tensor, y_train: Tensor,
-                  x_test: Tensor, y_test: Tensor) -> dict[str, float]:
+    def _evaluate(
+        self,
+        model: FeatureModel,
+        settings: TrainSettings,
+        x_train: Tensor,
+        y_train: Tensor,
+        x_test: Tensor,
+        y_test: Tensor,
+    ) -> dict[str, float]:
         with torch.no_grad():
             preds, features = model(x_train)
             risks = env_risks(preds, y_train)
@@ -203,5 +237,13 @@ def make_task(
     noise_s: float = 0.25,
 ) -> EnvironmentsTask:
     """Build the multi-environment objective, e.g. ``make_task("nonlinear", seed=1)``."""
-    return EnvironmentsTask(variant=variant, train_coefs=tuple(train_coefs), test_coef=test_coef,
-                            n_causes=n_causes, noise_y=noise_y, noise_s=noise_s, seed=seed, size=size)
+    return EnvironmentsTask(
+        variant=variant,
+        train_coefs=tuple(train_coefs),
+        test_coef=test_coef,
+        n_causes=n_causes,
+        noise_y=noise_y,
+        noise_s=noise_s,
+        seed=seed,
+        size=size,
+    )

@@ -1,22 +1,22 @@
 r"""Symmetry groups that sample elements and act on point clouds and on model outputs.
 
-Every group acts on inputs laid out as ``x: (*batch, N, C)``: ``N`` set elements (particles, points),
-each carrying ``C = k * d`` numbers read as ``k`` vectors of ``R^d`` (``k = 1`` for a plain point
-cloud; ``k = T`` for ``T`` past positions of a particle). Euclidean groups act on every ``d``-block,
-permutations act on the ``N`` axis.
+Every group acts on inputs laid out as ``x: (*batch, N, C)``: ``N`` set elements (particles,
+points), each carrying ``C = k * d`` numbers read as ``k`` vectors of ``R^d`` (``k = 1`` for a plain
+point cloud; ``k = T`` for ``T`` past positions of a particle). Euclidean groups act on every
+``d``-block, permutations act on the ``N`` axis.
 
 How a group acts on a model's *output* is set per instance by ``output``:
 
 * ``"invariant"``: trivially, ``g . y = y`` (any shape).
-* ``"vector"``: ``y: (*batch, C)``, one global quantity of ``k`` free vectors (a velocity, a dipole):
-  rotated/scaled by matrix groups, untouched by translations and permutations.
+* ``"vector"``: ``y: (*batch, C)``, one global quantity of ``k`` free vectors (a velocity, a
+  dipole), rotated/scaled by matrix groups, untouched by translations and permutations.
 * ``"points"``: ``y: (*batch, N, C)``, per-element positions, acted on exactly like the input.
-* ``"tensor"``: ``y: (*batch, d, d)``, a rank-2 tensor, ``g . Y = A Y A^T`` for a matrix element ``A``
-  (an inertia tensor); untouched by translations and permutations.
+* ``"tensor"``: ``y: (*batch, d, d)``, a rank-2 tensor, ``g . Y = A Y A^T`` for a matrix element
+  ``A`` (an inertia tensor); untouched by translations and permutations.
 
-Elements are tensors, so ``m`` elements are sampled, composed and applied in single tensor operations:
-every method broadcasts the leading (batch) dimensions of elements against those of the data, e.g.
-elements ``(m, 1, *elem)`` against inputs ``(1, B, N, C)`` give ``(m, B, N, C)``.
+Elements are tensors, so ``m`` elements are sampled, composed and applied in single tensor
+operations: every method broadcasts the leading (batch) dimensions of elements against those of the
+data, e.g. elements ``(m, 1, *elem)`` against inputs ``(1, B, N, C)`` give ``(m, B, N, C)``.
 
 ``frame(x)`` returns a *frame* (Puny et al., "Frame Averaging for Invariant and Equivariant Network
 Design", ICLR 2022): a small set ``F(x)`` of elements with ``F(g . x) = g F(x)``. Averaging a model
@@ -92,7 +92,8 @@ class Group(ABC):
 
     @abstractmethod
     def compose(self, g: Tensor, h: Tensor) -> Tensor:
-        """The product ``g h`` (apply ``h`` first), so ``act(compose(g, h), x) == act(g, act(h, x))``."""
+        """The product ``g h`` (apply ``h`` first), so ``act(compose(g, h), x) == act(g, act(h,
+        x))``."""
 
     @abstractmethod
     def inverse(self, g: Tensor) -> Tensor:
@@ -100,14 +101,15 @@ class Group(ABC):
 
     @abstractmethod
     def act_input(self, g: Tensor, x: Tensor) -> Tensor:
-        """``g . x`` for ``g: (*S, *elem)`` and ``x: (*S', N, C)``; returns ``(*broadcast(S, S'), N, C)``."""
+        """``g . x`` for ``g: (*S, *elem)`` and ``x: (*S', N, C)``; returns ``(*broadcast(S, S'), N,
+        C)``."""
 
     @abstractmethod
     def act_output(self, g: Tensor, y: Tensor) -> Tensor:
         """``g . y`` for ``g: (*S, *elem)`` and ``y: (*S', *out)`` per ``self.output``.
 
-        Returns ``(*broadcast(S, S'), *out)``, except for ``"invariant"`` outputs and groups that act
-        trivially on this kind, which return ``y`` itself (it broadcasts against that shape).
+        Returns ``(*broadcast(S, S'), *out)``, except for ``"invariant"`` outputs and groups that
+        act trivially on this kind, which return ``y`` itself (it broadcasts against that shape).
         """
 
     @abstractmethod
@@ -182,8 +184,10 @@ def _pca_frames(x: Tensor, d: int, special: bool) -> Tensor:
 
     The second moment ``S(x) = sum_i x_i x_i^T`` satisfies ``S(A x) = A S(x) A^T``, so its
     eigenvectors ``E`` move with ``A`` up to the sign of each column; taking every sign pattern
-    ``E diag(s)`` (only ``det = +1`` ones for SO(d)) gives a frame. It is about the origin, where the
-    group acts, not centred: centring would lose a rank, and two points in ``R^3`` would then leave a
+    ``E diag(s)`` (only ``det = +1`` ones for SO(d)) gives a frame. It is about the origin, where
+    the
+    group acts, not centred: centring would lose a rank, and two points in ``R^3`` would then leave
+        a
     degenerate eigenspace. Exactness needs distinct eigenvalues except possibly one zero (points
     spanning at least ``d - 1`` dimensions), true almost surely for continuous data. Computed in
     float64 since the frame is only as equivariant as the eigensolver is accurate.
@@ -192,7 +196,8 @@ def _pca_frames(x: Tensor, d: int, special: bool) -> Tensor:
     _, vectors = torch.linalg.eigh(points.mT @ points)  # (B, d, d), columns = eigenvectors
     signs = torch.tensor(list(itertools.product((1.0, -1.0), repeat=d)), dtype=torch.float64)
     if special:
-        # Make every E a rotation, then keep sign patterns of product +1, so all frames lie in SO(d).
+        # Make every E a rotation, then keep sign patterns of product +1, so all frames lie in
+        # SO(d).
         flip = torch.linalg.det(vectors).sign()
         vectors = torch.cat([vectors[..., :1] * flip[:, None, None], vectors[..., 1:]], dim=-1)
         signs = signs[signs.prod(dim=-1) > 0]
@@ -201,7 +206,8 @@ def _pca_frames(x: Tensor, d: int, special: bool) -> Tensor:
 
 
 class Rotation(MatrixGroup):
-    """The rotation group SO(d), Haar-sampled; ``Rotation(2)`` is SO(2), ``Rotation(3)`` is SO(3)."""
+    """The rotation group SO(d), Haar-sampled; ``Rotation(2)`` is SO(2), ``Rotation(3)`` is
+    SO(3)."""
 
     def __init__(self, dim: int = 3, output: str = "invariant", name: str = "rotation") -> None:
         super().__init__(dim, name, output)
@@ -248,7 +254,9 @@ class Reflection(MatrixGroup):
     """
 
     def __init__(
-        self, normal: Tensor | list[float] | tuple[float, ...], output: str = "invariant",
+        self,
+        normal: Tensor | list[float] | tuple[float, ...],
+        output: str = "invariant",
         name: str = "reflection",
     ) -> None:
         normal_ = torch.as_tensor(normal, dtype=torch.float64)
@@ -264,7 +272,9 @@ class Reflection(MatrixGroup):
 
     def elements(self, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
         """Both elements, ``(2, d, d)``: identity first."""
-        return torch.stack([self.identity(device=device, dtype=dtype), self.mirror(device=device, dtype=dtype)])
+        return torch.stack(
+            [self.identity(device=device, dtype=dtype), self.mirror(device=device, dtype=dtype)]
+        )
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
         pick = torch.randint(0, 2, (m,), generator=generator)
@@ -274,20 +284,26 @@ class Reflection(MatrixGroup):
         return g.mT
 
     def frame(self, x: Tensor) -> Tensor:
-        return self.elements(device=x.device, dtype=x.dtype).expand(x.shape[0], 2, self.dim, self.dim)
+        return self.elements(device=x.device, dtype=x.dtype).expand(
+            x.shape[0], 2, self.dim, self.dim
+        )
 
 
 class Scaling(MatrixGroup):
     r"""Isotropic scalings ``x -> s x`` stored as ``s I``, with ``log s ~ U(log low, log high)``.
 
-    ``R_{>0}`` is not compact, so "sampling the group" means sampling this range; choose it to cover the
-    scales the data actually vary over. A ``"vector"`` output is then degree-1 homogeneous
-    (``f(s x) = s f(x)``), a ``"tensor"`` output degree 2; ``"invariant"`` means scale-free.
-    The frame is the single element ``rms(x) I``: it canonicalises the input to unit RMS.
+    ``R_{>0}`` is not compact, so "sampling the group" means sampling this range; choose it to cover
+    the scales the data actually vary over. A ``"vector"`` output is then degree-1 homogeneous
+    (``f(s x) = s f(x)``), a ``"tensor"`` output degree 2; ``"invariant"`` means scale-free. The
+    frame is the single element ``rms(x) I``: it canonicalises the input to unit RMS.
     """
 
     def __init__(
-        self, dim: int = 3, low: float = 0.5, high: float = 2.0, output: str = "invariant",
+        self,
+        dim: int = 3,
+        low: float = 0.5,
+        high: float = 2.0,
+        output: str = "invariant",
         name: str = "scaling",
     ) -> None:
         if not 0 < low <= high:
@@ -311,15 +327,18 @@ class Scaling(MatrixGroup):
 
 
 class Embedded(MatrixGroup):
-    r"""A subgroup acting on a ``k``-plane of ``R^D``: ``A = (I - U U^T) + U h U^T`` for ``h`` in ``inner``.
+    r"""A subgroup acting on a ``k``-plane of ``R^D``: ``A = (I - U U^T) + U h U^T`` for ``h`` in
+    ``inner``.
 
     ``U: (D, k)`` has orthonormal columns spanning the plane; the orthogonal complement is fixed.
-    With ``inner = Orthogonal(2)`` and ``U`` spanning the plane normal to ``e_z`` this is the O(2) of
-    rotations about ``e_z`` and reflections through planes containing it, a subgroup of O(3), so
+    With ``inner = Orthogonal(2)`` and ``U`` spanning the plane normal to ``e_z`` this is the O(2)
+    of rotations about ``e_z`` and reflections through planes containing it, a subgroup of O(3), so
     candidate symmetry types can be nested (SO(2)_z < O(2)_z < O(3)).
     """
 
-    def __init__(self, inner: MatrixGroup, basis: Tensor, output: str = "invariant", name: str | None = None) -> None:
+    def __init__(
+        self, inner: MatrixGroup, basis: Tensor, output: str = "invariant", name: str | None = None
+    ) -> None:
         basis = torch.as_tensor(basis, dtype=torch.float64)
         if basis.ndim != 2 or basis.shape[1] != inner.dim:
             raise ValueError(f"basis: need shape (D, {inner.dim}); got {tuple(basis.shape)}")
@@ -336,7 +355,9 @@ class Embedded(MatrixGroup):
         return eye - u @ u.mT + u @ h @ u.mT
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        return self.embed(self.inner.sample(m, generator=generator, dtype=torch.float64)).to(device, dtype)
+        return self.embed(self.inner.sample(m, generator=generator, dtype=torch.float64)).to(
+            device, dtype
+        )
 
     def inverse(self, g: Tensor) -> Tensor:
         # Embedding is a homomorphism, so invert in the plane; avoids a general D x D inverse.
@@ -381,7 +402,9 @@ class Translation(Group):
 
     elem_ndim = 1
 
-    def __init__(self, dim: int = 3, scale: float = 1.0, output: str = "invariant", name: str = "translation") -> None:
+    def __init__(
+        self, dim: int = 3, scale: float = 1.0, output: str = "invariant", name: str = "translation"
+    ) -> None:
         if scale <= 0:
             raise ValueError(f"scale: must be > 0; got {scale}")
         self.dim, self.scale, self.name = dim, float(scale), name
@@ -452,5 +475,6 @@ class Permutation(Group):
         return self._permute(g, y) if self.output == "points" else y
 
     def frame(self, x: Tensor) -> Tensor:
-        # (g . x)_i = x_{g(i)}, so g = argsort(key) lists elements in sorted order: g^{-1} canonicalises.
+        # (g . x)_i = x_{g(i)}, so g = argsort(key) lists elements in sorted order: g^{-1}
+        # canonicalises.
         return self.inverse(x[..., 0].argsort(dim=-1))[:, None, :]

@@ -10,16 +10,16 @@ Two variants, both generated in code from a seed:
 
 where ``s`` is invariant to rotations SO(d), scalings and permutations of the points, and each
 breaking term ``b_k`` breaks exactly one of them while staying invariant to the other two. So
-``alpha_k = 0`` means symmetry ``k`` holds exactly, larger ``alpha_k`` breaks it more (in units of the
-symmetric signal's standard deviation), and the levels are independent knobs. Candidate groups:
+``alpha_k = 0`` means symmetry ``k`` holds exactly, larger ``alpha_k`` breaks it more (in units of
+the symmetric signal's standard deviation), and the levels are independent knobs. Candidate groups:
 ``rotation``, ``scaling``, ``permutation``.
 
 ``"inertia"``: the inertia tensor of ``N`` unit masses in ``R^3`` (O(3)-equivariant, permutation
 invariant) plus ``alpha_o3`` times a term built from one axis ``e_z``, which keeps only the O(2) of
-rotations about and reflections containing ``e_z`` (after the "modified inertia" task of Finzi et al.,
-"Residual Pathway Priors for Soft Equivariance Constraints", NeurIPS 2021), plus ``alpha_permutation``
-times the inertia of the first point alone. Candidates are nested: ``o3`` > ``o2_z`` > ``so2_z``, and
-``o2_x`` (the wrong axis) and ``permutation``.
+rotations about and reflections containing ``e_z`` (after the "modified inertia" task of Finzi et
+al., "Residual Pathway Priors for Soft Equivariance Constraints", NeurIPS 2021), plus
+``alpha_permutation`` times the inertia of the first point alone. Candidates are nested: ``o3`` >
+``o2_z`` > ``so2_z``, and ``o2_x`` (the wrong axis) and ``permutation``.
 
 ``make_task`` returns a picklable :class:`MixedSymmetryTask`; calling it with a config trains an MLP
 (optionally frame-averaged) with one equivariance regulariser per candidate group and returns
@@ -53,27 +53,42 @@ BREAKABLE: dict[str, tuple[str, ...]] = {
 }
 #: Split sizes and training defaults: ``small`` trains in seconds on one CPU core.
 SIZES: dict[str, dict[str, Any]] = {
-    "small": {"n_train": 1024, "n_val": 256, "n_test": 1024,
-              "settings": TrainSettings(width=64, depth=2, epochs=60, batch_size=64, lr=3e-3, warmup=10)},
-    "large": {"n_train": 8192, "n_val": 2048, "n_test": 8192,
-              "settings": TrainSettings(width=256, depth=3, epochs=150, batch_size=256, lr=1e-3, warmup=20)},
+    "small": {
+        "n_train": 1024,
+        "n_val": 256,
+        "n_test": 1024,
+        "settings": TrainSettings(width=64, depth=2, epochs=60, batch_size=64, lr=3e-3, warmup=10),
+    },
+    "large": {
+        "n_train": 8192,
+        "n_val": 2048,
+        "n_test": 8192,
+        "settings": TrainSettings(
+            width=256, depth=3, epochs=150, batch_size=256, lr=1e-3, warmup=20
+        ),
+    },
 }
 _SCALE_RANGE = (0.5, 2.0)
-_REFERENCE_SEED = 20230601  # fixes the normalising constants, so the function does not depend on seed
+_REFERENCE_SEED = (
+    20230601  # fixes the normalising constants, so the function does not depend on seed
+)
 
 
 def _sample_points(n: int, n_points: int, dim: int, generator: torch.Generator) -> Tensor:
     """``(n, N, d)`` Gaussian point sets with a log-uniform global scale in ``_SCALE_RANGE``."""
     points = torch.randn(n, n_points, dim, generator=generator, dtype=torch.float64)
     lo, hi = torch.log(torch.tensor(_SCALE_RANGE, dtype=torch.float64))
-    scale = torch.exp(lo + (hi - lo) * torch.rand(n, 1, 1, generator=generator, dtype=torch.float64))
+    scale = torch.exp(
+        lo + (hi - lo) * torch.rand(n, 1, 1, generator=generator, dtype=torch.float64)
+    )
     return points * scale
 
 
 def _point_terms(x: Tensor) -> Tensor:
     """Symmetric part and breaking terms of the ``points`` variant: ``(n, N, d) -> (n, 4)``.
 
-    Columns: ``s`` (invariant to all three groups), ``b_rotation``, ``b_scaling``, ``b_permutation``,
+    Columns: ``s`` (invariant to all three groups), ``b_rotation``, ``b_scaling``,
+        ``b_permutation``,
     each invariant to the two groups it does not name.
     """
     n_points, dim = x.shape[-2:]
@@ -138,15 +153,16 @@ class MixedSymmetryTask:
             raise ValueError(f"size: got {self.size!r}; allowed: {', '.join(SIZES)}")
         for name, alpha in self.alphas.items():
             if name not in BREAKABLE[self.variant]:
-                raise ValueError(
-                    f"alphas.{name}: the {self.variant} variant can break {', '.join(BREAKABLE[self.variant])}"
-                )
+                breakable = ", ".join(BREAKABLE[self.variant])
+                raise ValueError(f"alphas.{name}: the {self.variant} variant can break {breakable}")
             if not float(alpha) >= 0:
                 raise ValueError(f"alphas.{name}: must be >= 0; got {alpha!r}")
         candidates = tuple(self.candidates) or VARIANTS[self.variant]
         for name in candidates:
             if name not in VARIANTS[self.variant]:
-                raise ValueError(f"candidates: {name!r} unknown; allowed: {', '.join(VARIANTS[self.variant])}")
+                raise ValueError(
+                    f"candidates: {name!r} unknown; allowed: {', '.join(VARIANTS[self.variant])}"
+                )
         object.__setattr__(self, "candidates", candidates)
         object.__setattr__(self, "alphas", dict(self.alphas))
         if self.variant == "points" and self.dim not in (2, 3):
@@ -188,7 +204,9 @@ class MixedSymmetryTask:
     def _normaliser(self) -> tuple[Tensor, Tensor]:
         """Per-term ``(mean, scale)`` from a fixed reference sample, independent of ``seed``."""
         n, d = self.dims
-        reference = self._terms(_sample_points(4096, n, d, torch.Generator().manual_seed(_REFERENCE_SEED)))
+        reference = self._terms(
+            _sample_points(4096, n, d, torch.Generator().manual_seed(_REFERENCE_SEED))
+        )
         if self.variant == "points":
             return reference.mean(0), reference.std(0)
         # Tensors keep zero offset (a constant tensor is not equivariant); scale by RMS norm.
@@ -196,7 +214,8 @@ class MixedSymmetryTask:
         return torch.zeros_like(rms)[:, None, None], rms[:, None, None]
 
     def target(self, x: Tensor) -> Tensor:
-        """The noiseless target: ``(n, N, d) -> (n,)`` (points) or ``(n, 3, 3)`` (inertia), float64."""
+        """The noiseless target: ``(n, N, d) -> (n,)`` (points) or ``(n, 3, 3)`` (inertia),
+        float64."""
         mean, scale = self._normaliser()
         terms = (self._terms(x.double()) - mean) / scale
         weights = [1.0, *(float(self.alphas.get(k, 0.0)) for k in BREAKABLE[self.variant])]
@@ -225,12 +244,15 @@ class MixedSymmetryTask:
 
     def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
         """Train under ``config`` (keys: ``lam.<candidate>`` and training settings, see
-        :func:`objectives.settings.parse_settings`) and return the trial metrics. ``hypergrad: true``
+        :func:`objectives.settings.parse_settings`) and return the trial metrics. ``hypergrad:
+        true``
         also returns ``grad/<metric>/<param>`` hypergradients (see :mod:`objectives.hypergrad`)."""
         from .hypergrad import run_with_hypergradients, split_hypergrad_config
 
         config, hypergrad = split_hypergrad_config(config)
-        settings = parse_settings(config, groups=self.candidates, defaults=self.defaults(), allow_penalty=False)
+        settings = parse_settings(
+            config, groups=self.candidates, defaults=self.defaults(), allow_penalty=False
+        )
         n, d = self.dims
         out_shape: tuple[int, ...] = () if self.variant == "points" else (3, 3)
 
@@ -238,8 +260,9 @@ class MixedSymmetryTask:
             return MLP((n, d), out_shape, width=s.width, depth=s.depth, activation=s.activation)
 
         if hypergrad is not None:
-            return run_with_hypergradients(self.data(), self.groups(), settings, build, hypergrad,
-                                           device=trial_device())
+            return run_with_hypergradients(
+                self.data(), self.groups(), settings, build, hypergrad, device=trial_device()
+            )
         return run_regression(self.data(), self.groups(), settings, build, device=trial_device())
 
 
@@ -258,12 +281,19 @@ def make_task(
     """Build the mixed-symmetry objective.
 
     Example: ``make_task(alphas={"rotation": 0.0, "scaling": 0.3, "permutation": 1.0}, seed=0)``;
-    ``make_task(alphas={"o3": 0.5}, variant="inertia")`` for the inertia tensor with O(3) broken along
-    ``e_z``. See :class:`MixedSymmetryTask` for the arguments.
+    ``make_task(alphas={"o3": 0.5}, variant="inertia")`` for the inertia tensor with O(3) broken
+    along ``e_z``. See :class:`MixedSymmetryTask` for the arguments.
     """
     if n_points is None:
         n_points = 5 if variant == "inertia" else 3
     return MixedSymmetryTask(
-        alphas=dict(alphas or {}), seed=seed, variant=variant, size=size,
-        candidates=tuple(candidates or ()), n_points=n_points, dim=dim, noise=noise, n_train=n_train,
+        alphas=dict(alphas or {}),
+        seed=seed,
+        variant=variant,
+        size=size,
+        candidates=tuple(candidates or ()),
+        n_points=n_points,
+        dim=dim,
+        noise=noise,
+        n_train=n_train,
     )

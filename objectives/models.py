@@ -1,4 +1,5 @@
-"""Models trained inside trials: a plain MLP on flattened sets, and the frame-averaged hard baseline."""
+"""Models trained inside trials: a plain MLP on flattened sets, and the frame-averaged hard
+baseline."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class MLP(nn.Module):
     """A fully connected network from ``(B, *in_shape)`` to ``(B, *out_shape)``.
 
-    It flattens its input, so it has no built-in symmetry at all: any equivariance it shows is learnt
-    (from data or from a regulariser), which is what the symmetry objectives measure.
+    It flattens its input, so it has no built-in symmetry at all: any equivariance it shows is
+    learnt (from data or from a regulariser), which is what the symmetry objectives measure.
 
     Args:
         in_shape: shape of one input, e.g. ``(N, C)``.
@@ -43,7 +44,9 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation: got {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"activation: got {activation!r}; expected one of {', '.join(ACTIVATIONS)}"
+            )
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         n_in = int(torch.Size(self.in_shape).numel())
         n_out = int(torch.Size(self.out_shape).numel())
@@ -63,9 +66,10 @@ class FrameAveraged(nn.Module):
     r"""The exactly ``G``-equivariant model ``fbar(x) = mean_{h in F(x)} h . f(h^{-1} . x)``.
 
     Because ``F(g x) = g F(x)``, ``fbar(g x) = g fbar(x)`` for every ``g`` (Puny et al., "Frame
-    Averaging for Invariant and Equivariant Network Design", ICLR 2022); with ``F(x) = G`` for a finite
-    group this is plain group averaging. All ``|F|`` canonicalised copies go through ``model`` in one
-    batched forward. Used as the hard-equivariance baseline against soft regularisation.
+    Averaging for Invariant and Equivariant Network Design", ICLR 2022); with ``F(x) = G`` for a
+    finite group this is plain group averaging. All ``|F|`` canonicalised copies go through
+    ``model`` in one batched forward. Used as the hard-equivariance baseline against soft
+    regularisation.
     """
 
     def __init__(self, model: nn.Module, group: Group) -> None:
@@ -85,8 +89,8 @@ def hard_equivariant(model: nn.Module, groups: Sequence[Group]) -> nn.Module:
 
     The outermost wrapper is exact for its group. An inner group ``H`` stays exact when its action
     commutes with the outer group's and the outer frame is ``H``-invariant, ``F(h x) = F(x)``: e.g.
-    permutations inside rotations or scalings (PCA and RMS frames ignore the order of points), but not
-    the other way round (sorting points by a coordinate is not rotation-invariant).
+    permutations inside rotations or scalings (PCA and RMS frames ignore the order of points), but
+    not the other way round (sorting points by a coordinate is not rotation-invariant).
     """
     for group in groups:
         model = FrameAveraged(model, group)

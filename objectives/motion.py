@@ -1,9 +1,10 @@
 r"""Task 2: n-body motion forecasting with an external field that breaks rotation equivariance.
 
-``N`` particles (3 to 5) in ``R^d`` interact through springs (identical particles, every pair joined by
-a spring of rest length 1) or charges (alternating +1/-1 by index, softened Coulomb forces), simulated
-in code with velocity Verlet. A uniform external field ``field * e_1`` (gravity for springs, an electric
-field for charges) is translation invariant but singles out a direction, so it breaks rotation
+``N`` particles (3 to 5) in ``R^d`` interact through springs (identical particles, every pair joined
+by a spring of rest length 1) or charges (alternating +1/-1 by index, softened Coulomb forces),
+simulated in code with velocity Verlet. A uniform external field ``field * e_1`` (gravity for
+springs, an electric field for charges) is translation invariant but singles out a direction, so it
+breaks rotation
 equivariance by a set amount: ``field = 0`` gives exactly SO(d)-equivariant dynamics. For
 springs, relabelling particles is an exact symmetry; for charges it is broken (charges differ).
 
@@ -32,10 +33,20 @@ __all__ = ["MotionModel", "MotionTask", "make_task", "simulate"]
 
 SYSTEMS = ("springs", "charges")
 SIZES: dict[str, dict[str, Any]] = {
-    "small": {"n_train": 1024, "n_val": 256, "n_test": 1024,
-              "settings": TrainSettings(width=64, depth=2, epochs=60, batch_size=64, lr=3e-3, warmup=10)},
-    "large": {"n_train": 16384, "n_val": 2048, "n_test": 8192,
-              "settings": TrainSettings(width=256, depth=3, epochs=150, batch_size=256, lr=1e-3, warmup=20)},
+    "small": {
+        "n_train": 1024,
+        "n_val": 256,
+        "n_test": 1024,
+        "settings": TrainSettings(width=64, depth=2, epochs=60, batch_size=64, lr=3e-3, warmup=10),
+    },
+    "large": {
+        "n_train": 16384,
+        "n_val": 2048,
+        "n_test": 8192,
+        "settings": TrainSettings(
+            width=256, depth=3, epochs=150, batch_size=256, lr=1e-3, warmup=20
+        ),
+    },
 }
 _SOFTENING = 0.5  # keeps close charge encounters finite; the data stay smooth enough to learn
 
@@ -102,14 +113,18 @@ class MotionModel(nn.Module):
     sees raw positions and has no built-in symmetry.
     """
 
-    def __init__(self, n: int, d: int, t_in: int, t_out: int, width: int, depth: int, activation: str) -> None:
+    def __init__(
+        self, n: int, d: int, t_in: int, t_out: int, width: int, depth: int, activation: str
+    ) -> None:
         super().__init__()
         self.d, self.t_in, self.t_out = d, t_in, t_out
-        self.net = MLP((n, t_in * d), (n, t_out * d), width=width, depth=depth, activation=activation)
+        self.net = MLP(
+            (n, t_in * d), (n, t_out * d), width=width, depth=depth, activation=activation
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, N, T_in d) -> (B, N, T_out d)``."""
-        last, prev = x[..., -self.d:], x[..., -2 * self.d:-self.d]
+        last, prev = x[..., -self.d :], x[..., -2 * self.d : -self.d]
         steps = torch.arange(1, self.t_out + 1, dtype=x.dtype, device=x.device)
         base = last[..., None, :] + steps[:, None] * (last - prev)[..., None, :]  # (B, N, T_out, d)
         return base.flatten(-2) + self.net(x)
@@ -125,7 +140,8 @@ class MotionTask:
         n_particles: 3 to 5.
         dim: 2 or 3.
         t_in, t_out: observed and forecast frames (``t_in >= 2`` for the extrapolation base).
-        seed, size, candidates: as in :class:`objectives.mixed_symmetry.MixedSymmetryTask`.
+        seed, size, candidates, n_train: as in
+            :class:`objectives.mixed_symmetry.MixedSymmetryTask`.
     """
 
     system: str = "springs"
@@ -137,6 +153,7 @@ class MotionTask:
     seed: int = 0
     size: str = "small"
     candidates: tuple[str, ...] = ()
+    n_train: int | None = None
 
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
@@ -146,7 +163,9 @@ class MotionTask:
         if self.dim not in (2, 3):
             raise ValueError(f"dim: must be 2 or 3; got {self.dim}")
         if self.t_in < 2 or self.t_out < 1:
-            raise ValueError(f"t_in, t_out: need t_in >= 2 and t_out >= 1; got {self.t_in}, {self.t_out}")
+            raise ValueError(
+                f"t_in, t_out: need t_in >= 2 and t_out >= 1; got {self.t_in}, {self.t_out}"
+            )
         if self.size not in SIZES:
             raise ValueError(f"size: got {self.size!r}; allowed: {', '.join(SIZES)}")
         if not self.field >= 0:
@@ -176,27 +195,38 @@ class MotionTask:
         shape = (n, self.n_particles, self.dim)
         pos = torch.randn(shape, generator=generator, dtype=torch.float64)
         vel = 0.5 * torch.randn(shape, generator=generator, dtype=torch.float64)
-        return simulate(pos, vel, system=self.system, field=self.field, frames=self.t_in + self.t_out)
+        return simulate(
+            pos, vel, system=self.system, field=self.field, frames=self.t_in + self.t_out
+        )
 
     def data(self) -> RegressionData:
         spec = SIZES[self.size]
         generator = torch.Generator().manual_seed(self.seed)
         splits = []
-        for size in (spec["n_train"], spec["n_val"], spec["n_test"]):
+        for size in (self.n_train or spec["n_train"], spec["n_val"], spec["n_test"]):
             traj = self.trajectories(size, generator).transpose(1, 2)  # (n, N, T, d)
-            splits += [traj[:, :, : self.t_in].flatten(-2).float(), traj[:, :, self.t_in :].flatten(-2).float()]
+            splits += [
+                traj[:, :, : self.t_in].flatten(-2).float(),
+                traj[:, :, self.t_in :].flatten(-2).float(),
+            ]
         return RegressionData(*splits)
 
     def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
-        """Train under ``config`` (``lam.<candidate>`` and training settings) and return the metrics:
+        """Train under ``config`` (``lam.<candidate>`` and training settings) and return the
+        metrics:
         ``test_mse`` (future positions), ``val_mse``, ``equiv_err.<group>``, ``params_m``,
         ``train_seconds``."""
         settings = parse_settings(
-            config, groups=self.candidates, defaults=SIZES[self.size]["settings"], allow_penalty=False
+            config,
+            groups=self.candidates,
+            defaults=SIZES[self.size]["settings"],
+            allow_penalty=False,
         )
 
         def build(s: TrainSettings) -> MotionModel:
-            return MotionModel(self.n_particles, self.dim, self.t_in, self.t_out, s.width, s.depth, s.activation)
+            return MotionModel(
+                self.n_particles, self.dim, self.t_in, self.t_out, s.width, s.depth, s.activation
+            )
 
         return run_regression(self.data(), self.groups(), settings, build, device=trial_device())
 
@@ -212,7 +242,19 @@ def make_task(
     candidates: Sequence[str] | None = None,
     t_in: int = 3,
     t_out: int = 2,
+    n_train: int | None = None,
 ) -> MotionTask:
-    """Build the motion-forecasting objective, e.g. ``make_task("charges", field=1.0, n_particles=5)``."""
-    return MotionTask(system=system, field=field, n_particles=n_particles, dim=dim, t_in=t_in,
-                      t_out=t_out, seed=seed, size=size, candidates=tuple(candidates or ()))
+    """Build the motion-forecasting objective, e.g. ``make_task("charges", field=1.0,
+    n_particles=5)``; see :class:`MotionTask` for the arguments."""
+    return MotionTask(
+        system=system,
+        field=field,
+        n_particles=n_particles,
+        dim=dim,
+        t_in=t_in,
+        t_out=t_out,
+        seed=seed,
+        size=size,
+        candidates=tuple(candidates or ()),
+        n_train=n_train,
+    )

@@ -1,7 +1,7 @@
 r"""Invariance penalties across training environments: IRMv1, V-REx and MMD.
 
-Each takes tensors stacked over ``E`` environments with the same number ``n`` of samples each, so the
-penalty is a few tensor ops rather than a loop over environments.
+Each takes tensors stacked over ``E`` environments with the same number ``n`` of samples each, so
+the penalty is a few tensor ops rather than a loop over environments.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def irm_penalty(preds: Tensor, targets: Tensor, loss: str = "mse") -> Tensor:
 
 
 def vrex_penalty(risks: Tensor) -> Tensor:
-    r"""V-REx (Krueger et al., "Out-of-Distribution Generalization via Risk Extrapolation", ICML 2021).
+    r"""V-REx (Krueger et al., "Out-of-Distribution Generalization via Risk Extrapolation", ICML
+    2021).
 
     The variance of the environment risks, ``Var_e[R_e]``; ``risks: (E,)``, returns a scalar.
     """
@@ -75,9 +76,9 @@ def mmd_penalty(features: Tensor, bandwidths: Sequence[float] = (0.1, 1.0, 10.0)
         \mathrm{MMD}^2 = \bar k(e, e) + \bar k(e', e') - 2 \bar k(e, e')
 
     with the biased (V-statistic) estimator, so it is >= 0 and exactly 0 for identical samples, and
-    ``k`` a sum of Gaussian kernels ``exp(-||a - b||^2 / (2 sigma^2))`` over ``bandwidths`` (as in the
-    MMD penalty of DomainBed; Li et al., "Domain Generalization with Adversarial Feature Learning",
-    CVPR 2018).
+    ``k`` a sum of Gaussian kernels ``exp(-||a - b||^2 / (2 sigma^2))`` over ``bandwidths`` (as in
+    the MMD penalty of DomainBed; Li et al., "Domain Generalization with Adversarial Feature
+    Learning", CVPR 2018).
 
     Args:
         features: ``(E, n, h)`` featuriser outputs; ``E >= 2``.

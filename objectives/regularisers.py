@@ -6,8 +6,8 @@ For a group ``G`` acting on inputs and outputs, the equivariance regulariser of 
 
     R_G(f) = \mathbb{E}_x \mathbb{E}_{g \sim G} \| f(g \cdot x) - g \cdot f(x) \|^2,
 
-an invariance penalty when ``G`` acts trivially on outputs; the relative form divides by
-``E_x ||f(x)||^2`` so that it is comparable across tasks and scales. Kim et al., "Regularizing Towards
+an invariance penalty when ``G`` acts trivially on outputs; the relative form divides by ``E_x
+||f(x)||^2`` so that it is comparable across tasks and scales. Kim et al., "Regularizing Towards
 Soft Equivariance Under Mixed Symmetries", ICML 2023, use one such term per candidate symmetry type.
 
 All ``m`` sampled elements of all ``K`` groups, and the untransformed batch, go through the model in
@@ -63,15 +63,18 @@ def equivariance_terms(
     if samples < 1:
         raise ValueError(f"samples: must be >= 1; got {samples}")
     elements = [
-        group.sample(samples, generator=generator, device=x.device, dtype=x.dtype) for group in groups
+        group.sample(samples, generator=generator, device=x.device, dtype=x.dtype)
+        for group in groups
     ]
-    moved = [group.act_input(g[:, None], x[None]) for group, g in zip(groups, elements)]  # (m, B, N, C)
+    moved = [
+        group.act_input(g[:, None], x[None]) for group, g in zip(groups, elements, strict=True)
+    ]  # (m, B, N, C)
     inputs = torch.cat([x[None], *moved], dim=0)  # (1 + K m, B, N, C)
     out = model(inputs.flatten(0, 1)).unflatten(0, inputs.shape[:2])
     fx, f_moved = out[0], out[1:].unflatten(0, (len(groups), samples))  # (B, *out), (K, m, B, *out)
     terms = [
         _squared_norm(f_moved[k] - group.act_output(g[:, None], fx[None]), lead=2).mean()
-        for k, (group, g) in enumerate(zip(groups, elements))
+        for k, (group, g) in enumerate(zip(groups, elements, strict=True))
     ]
     residual = torch.stack(terms) if terms else fx.new_zeros(0)
     if relative:
@@ -88,8 +91,11 @@ def equivariance_loss(
     relative: bool = False,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """``R_G(f)`` on the batch ``x: (B, N, C)`` as a differentiable scalar (see :func:`equivariance_terms`)."""
-    return equivariance_terms(model, [group], x, samples, relative=relative, generator=generator)[1][0]
+    """``R_G(f)`` on the batch ``x: (B, N, C)`` as a differentiable scalar (see
+    :func:`equivariance_terms`)."""
+    return equivariance_terms(model, [group], x, samples, relative=relative, generator=generator)[
+        1
+    ][0]
 
 
 @torch.no_grad()

@@ -54,7 +54,10 @@ class RegressionData:
 
 def _mse(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 1024) -> float:
     with torch.no_grad():
-        total = sum(float((model(a) - b).square().sum()) for a, b in zip(x.split(chunk), y.split(chunk)))
+        total = sum(
+            float((model(a) - b).square().sum())
+            for a, b in zip(x.split(chunk), y.split(chunk), strict=True)
+        )
     return total / y.numel()
 
 
@@ -116,5 +119,7 @@ def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     out = {name: float(value) for name, value in metrics.items()}
     bad = [name for name, value in out.items() if not torch.isfinite(torch.tensor(value))]
     if bad:
-        raise FloatingPointError(f"training diverged: non-finite {', '.join(bad)}; lower lr or strengths")
+        raise FloatingPointError(
+            f"training diverged: non-finite {', '.join(bad)}; lower lr or strengths"
+        )
     return out

@@ -22,8 +22,18 @@ MODES: tuple[str, ...] = ("weighted", "jacobian", "auto")
 #: torchjd aggregators selectable by name in ``jacobian`` mode: those that need no extra settings
 #: and no optional solver (CAGrad and NashMTL need cvxpy).
 AGGREGATORS: tuple[str, ...] = (
-    "UPGrad", "DualProj", "MGDA", "IMTLG", "AlignedMTL", "ConFIG", "PCGrad", "GradVac",
-    "GradDrop", "Mean", "Sum", "Random",
+    "UPGrad",
+    "DualProj",
+    "MGDA",
+    "IMTLG",
+    "AlignedMTL",
+    "ConFIG",
+    "PCGrad",
+    "GradVac",
+    "GradDrop",
+    "Mean",
+    "Sum",
+    "Random",
 )
 
 
@@ -77,7 +87,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def _number(key: str, value: Any, kind: type, low: float, inclusive: bool) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        and not hasattr(value, "__float__")
+    ):
         raise ValueError(f"{key}: expected a number; got {type(value).__name__} {value!r}")
     number = float(value)
     if not math.isfinite(number):
@@ -102,7 +116,9 @@ def _hard(value: Any, groups: Sequence[str]) -> tuple[str, ...]:
     names = tuple(value.split("+"))
     for name in names:
         if name not in groups:
-            raise ValueError(f"hard: unknown group {name!r} in {value!r}; allowed: none, {', '.join(groups)}")
+            raise ValueError(
+                f"hard: unknown group {name!r} in {value!r}; allowed: none, {', '.join(groups)}"
+            )
     return names
 
 
@@ -119,10 +135,11 @@ def parse_settings(
     ``depth``, ``epochs``, ``batch_size``, ``samples`` (group elements per regulariser per step),
     ``mode`` (:data:`MODES`), ``aggregator`` (:data:`AGGREGATORS`), ``penalty`` (``none``, ``irm``,
     ``vrex``, ``mmd``), ``penalty_weight`` (>= 0), ``warmup`` (epochs; see
-    :func:`objectives.training.warmup_epochs`), ``auto_scale`` (> 0),
-    ``activation``, ``weight_decay``, ``seed``, ``hard`` (``"none"`` or group names joined by ``+``:
-    wrap the model in exact frame averaging over those groups, the hard baseline). Keys starting with ``_`` are ignored (free for the
-    caller's bookkeeping); any other unknown key is an error, so a typo never passes silently.
+    :func:`objectives.training.warmup_epochs`), ``auto_scale`` (> 0), ``activation``,
+    ``weight_decay``, ``seed``, ``hard`` (``"none"`` or group names joined by ``+``:
+    wrap the model in exact frame averaging over those groups, the hard baseline). Keys starting
+    with ``_`` are ignored (free for the caller's bookkeeping); any other unknown key is an error,
+    so a typo never passes silently.
 
     Raises:
         ValueError: naming the key, the received value and what is allowed.
@@ -130,7 +147,9 @@ def parse_settings(
     base = defaults or TrainSettings()
     lams = {name: 0.0 for name in groups}
     changes: dict[str, Any] = {}
-    allowed = sorted([*(f"lam.{g}" for g in groups), *_NUMERIC, *_CHOICES, *(("hard",) if groups else ())])
+    allowed = sorted(
+        [*(f"lam.{g}" for g in groups), *_NUMERIC, *_CHOICES, *(("hard",) if groups else ())]
+    )
     for key, value in config.items():
         if not isinstance(key, str):
             raise ValueError(f"config keys must be strings; got {key!r}")
@@ -139,7 +158,10 @@ def parse_settings(
         if key.startswith("lam."):
             name = key[4:]
             if name not in lams:
-                known = ", ".join(f"lam.{g}" for g in groups) or "none (this task has no symmetry groups)"
+                known = (
+                    ", ".join(f"lam.{g}" for g in groups)
+                    or "none (this task has no symmetry groups)"
+                )
                 raise ValueError(f"{key}: unknown symmetry group {name!r}; allowed: {known}")
             lams[name] = float(_number(key, value, float, 0.0, True))
         elif key in _NUMERIC:
@@ -154,5 +176,7 @@ def parse_settings(
             raise ValueError(f"{key}: unknown config key; allowed: {', '.join(allowed)}")
     settings = base.with_(lams=lams, **changes)
     if not allow_penalty and settings.penalty != "none":
-        raise ValueError(f"penalty: got {settings.penalty!r}; this task has one environment, allowed: none")
+        raise ValueError(
+            f"penalty: got {settings.penalty!r}; this task has one environment, allowed: none"
+        )
     return settings

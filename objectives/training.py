@@ -4,9 +4,10 @@ A task supplies ``terms(idx) -> (L,)``, the loss vector ``[task, R_1, ..., R_K, 
 mini-batch ``idx``; :func:`fit` turns it into parameter updates according to the mode:
 
 * ``weighted``: descend ``task + sum_k lam_k R_k + w P``.
-* ``jacobian``: Jacobian descent (Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization",
-  2024): torchjd builds the ``L x n_params`` Jacobian and an aggregator (UPGrad by default) maps it to
-  one update that, for UPGrad, does not increase any of the losses to first order. No strengths.
+* ``jacobian``: Jacobian descent (Quinton & Rey, "Jacobian Descent for Multi-Objective
+  Optimization", 2024): torchjd builds the ``L x n_params`` Jacobian and an aggregator (UPGrad by
+  default) maps it to one update that, for UPGrad, does not increase any of the losses to first
+  order. No strengths.
 * ``auto``: strengths set from the losses observed during a warm-up of plain training,
   ``lam_k = auto_scale * L_task / R_k`` (every regulariser starts at ``auto_scale`` times the task
   loss, so symmetries the unregularised fit already nearly has are weighted most). This is the
@@ -101,8 +102,8 @@ def backward_step(
     """Fill ``p.grad`` for ``params`` from the loss vector ``losses: (L,)``.
 
     ``weighted``/``auto``: the gradient of ``sum_l weights[l] * losses[l]``. ``jacobian``: torchjd
-    computes the Jacobian of ``losses`` (one row per loss) and ``aggregator`` reduces it to the update.
-    The caller zeroes gradients first.
+    computes the Jacobian of ``losses`` (one row per loss) and ``aggregator`` reduces it to the
+    update. The caller zeroes gradients first.
     """
     if mode == "jacobian" and losses.numel() > 1:
         if aggregator is None:
@@ -172,7 +173,7 @@ def fit(
             # large strength, a clearly broken one a small strength.
             floor = torch.finfo(torch.float32).tiny
             weights[regs] = settings.auto_scale * means[0] / means[regs].clamp_min(floor)
-        summary = {name: float(v) for name, v in zip(plan.names, means)}
+        summary = {name: float(v) for name, v in zip(plan.names, means, strict=True)}
         summary.update({f"lam.{g}": float(weights[1 + k]) for k, g in enumerate(plan.groups)})
         if on_epoch is not None:
             on_epoch(epoch, summary)

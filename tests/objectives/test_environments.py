@@ -5,12 +5,21 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from objectives.environments import make_task
 
-KEYS = {"train_risk", "ood_risk", "penalty", "penalty.irm", "penalty.vrex", "penalty.mmd",
-        "spurious_weight", "causal_weight", "params_m", "train_seconds"}
+KEYS = {
+    "train_risk",
+    "ood_risk",
+    "penalty",
+    "penalty.irm",
+    "penalty.vrex",
+    "penalty.mmd",
+    "spurious_weight",
+    "causal_weight",
+    "params_m",
+    "train_seconds",
+}
 
 
 def test_spurious_correlation_differs_across_environments_and_flips_at_test():
@@ -20,7 +29,7 @@ def test_spurious_correlation_differs_across_environments_and_flips_at_test():
         s = x[:, -1] - x[:, -1].mean()
         return float(s @ (y - y.mean()) / s.square().sum())
 
-    train = [slope(x, y) for x, y in zip(x_train, y_train)]
+    train = [slope(x, y) for x, y in zip(x_train, y_train, strict=True)]
     assert min(train) > 0.3 and max(train) - min(train) > 0.5  # same sign, different strength
     assert slope(x_test, y_test) < -0.3
 
@@ -28,7 +37,9 @@ def test_spurious_correlation_differs_across_environments_and_flips_at_test():
 @pytest.mark.parametrize("variant", ["linear", "nonlinear"])
 @pytest.mark.parametrize("penalty", ["none", "irm", "vrex", "mmd"])
 def test_objective_returns_finite_metrics(variant, penalty):
-    metrics = make_task(variant)({"epochs": 2, "penalty": penalty, "penalty_weight": 10.0, "warmup": 1})
+    metrics = make_task(variant)(
+        {"epochs": 2, "penalty": penalty, "penalty_weight": 10.0, "warmup": 1}
+    )
     assert set(metrics) == KEYS
     assert all(math.isfinite(v) for v in metrics.values())
     if penalty != "none":
@@ -47,7 +58,9 @@ def test_strong_penalty_shrinks_the_spurious_weight_and_the_ood_risk(penalty):
 
 
 def test_jacobian_mode_with_a_penalty_runs():
-    metrics = make_task()({"epochs": 3, "mode": "jacobian", "penalty": "irm", "penalty_weight": 1.0})
+    metrics = make_task()(
+        {"epochs": 3, "mode": "jacobian", "penalty": "irm", "penalty_weight": 1.0}
+    )
     assert all(math.isfinite(v) for v in metrics.values())
 
 

@@ -53,7 +53,9 @@ def test_action_is_a_homomorphism(name):
 def test_isometries_preserve_pairwise_distances(name):
     group = GROUPS[name]()
     x = _inputs(group, blocks=1)
-    moved = group.act_input(group.sample(3, generator=torch.Generator().manual_seed(2), dtype=DT)[:, None], x[None])
+    moved = group.act_input(
+        group.sample(3, generator=torch.Generator().manual_seed(2), dtype=DT)[:, None], x[None]
+    )
     distances = torch.cdist(x, x).sort(dim=-1).values.sort(dim=-2).values
     moved_distances = torch.cdist(moved, moved).sort(dim=-1).values.sort(dim=-2).values
     assert torch.allclose(moved_distances, distances.expand_as(moved_distances), atol=1e-10)
@@ -80,7 +82,9 @@ def test_embedded_o2_fixes_its_axis_and_nests_in_o3():
     axis = torch.tensor([0.0, 0.0, 1.0], dtype=DT)
     g = o2_about(axis).sample(50, generator=torch.Generator().manual_seed(6), dtype=DT)
     assert torch.allclose(g @ axis, axis.expand(50, 3), atol=1e-12)  # every element fixes e_z
-    assert torch.allclose(g @ g.mT, torch.eye(3, dtype=DT).expand(50, 3, 3), atol=1e-12)  # inside O(3)
+    assert torch.allclose(
+        g @ g.mT, torch.eye(3, dtype=DT).expand(50, 3, 3), atol=1e-12
+    )  # inside O(3)
     dets = torch.linalg.det(g)
     assert bool((dets > 0).any()) and bool((dets < 0).any())  # rotations and mirrors
     s = so2_about(axis).sample(50, generator=torch.Generator().manual_seed(7), dtype=DT)

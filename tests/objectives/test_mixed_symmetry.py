@@ -44,7 +44,10 @@ def test_inertia_variant_breaks_o3_along_z_only():
         assert _invariance_gap(task, broken, x) > 1e-2, broken
     unbroken = make_task(alphas={"o3": 0.0}, variant="inertia")
     assert _invariance_gap(unbroken, "o3", x) < 1e-10
-    assert _invariance_gap(make_task(alphas={"permutation": 0.5}, variant="inertia"), "permutation", x) > 1e-2
+    assert (
+        _invariance_gap(make_task(alphas={"permutation": 0.5}, variant="inertia"), "permutation", x)
+        > 1e-2
+    )
 
 
 def test_data_are_deterministic_per_seed():
@@ -65,7 +68,13 @@ def test_objective_returns_finite_metrics_for_every_candidate(variant, mode):
     task = make_task(variant=variant, alphas={"permutation": 0.5})
     config = {**FAST, "mode": mode, "warmup": 1, **{f"lam.{g}": 0.1 for g in task.candidates}}
     metrics = task(config)
-    expected = {"test_mse", "val_mse", "params_m", "train_seconds", *(f"equiv_err.{g}" for g in task.candidates)}
+    expected = {
+        "test_mse",
+        "val_mse",
+        "params_m",
+        "train_seconds",
+        *(f"equiv_err.{g}" for g in task.candidates),
+    }
     assert set(metrics) == expected
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert metrics["params_m"] > 0
@@ -91,7 +100,11 @@ def test_objective_is_deterministic():
 
 @pytest.mark.parametrize(
     ("config", "key"),
-    [({"lam.rotation": -0.1}, "lam.rotation"), ({"mode": "adam"}, "mode"), ({"penalty": "irm"}, "penalty")],
+    [
+        ({"lam.rotation": -0.1}, "lam.rotation"),
+        ({"mode": "adam"}, "mode"),
+        ({"penalty": "irm"}, "penalty"),
+    ],
 )
 def test_bad_configs_raise_value_error_naming_the_key(config, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):

@@ -15,13 +15,17 @@ DT = torch.float64
 
 def _initial(n: int = 32, particles: int = 4, dim: int = 2):
     gen = torch.Generator().manual_seed(0)
-    return (torch.randn(n, particles, dim, generator=gen, dtype=DT),
-            0.5 * torch.randn(n, particles, dim, generator=gen, dtype=DT))
+    return (
+        torch.randn(n, particles, dim, generator=gen, dtype=DT),
+        0.5 * torch.randn(n, particles, dim, generator=gen, dtype=DT),
+    )
 
 
 def _rotation_gap(system: str, field: float, group, dim: int = 2) -> float:
     pos, vel = _initial(dim=dim)
-    g = group.sample(pos.shape[0], generator=torch.Generator().manual_seed(1), dtype=DT)  # (n, d, d)
+    g = group.sample(
+        pos.shape[0], generator=torch.Generator().manual_seed(1), dtype=DT
+    )  # (n, d, d)
     rotated = simulate(pos @ g.mT, vel @ g.mT, system=system, field=field)
     expected = simulate(pos, vel, system=system, field=field) @ g[:, None].mT
     return float((rotated - expected).abs().max())
@@ -69,9 +73,18 @@ def test_task_layout_and_permutation_group_act_on_particles():
 @pytest.mark.parametrize("mode", ["weighted", "jacobian"])
 def test_objective_returns_finite_metrics(system, mode):
     task = make_task(system, field=0.5, n_particles=3)
-    metrics = task({"epochs": 2, "width": 16, "mode": mode, "lam.rotation": 1.0, "lam.translation": 0.1})
-    assert set(metrics) == {"test_mse", "val_mse", "params_m", "train_seconds",
-                            "equiv_err.rotation", "equiv_err.translation", "equiv_err.permutation"}
+    metrics = task(
+        {"epochs": 2, "width": 16, "mode": mode, "lam.rotation": 1.0, "lam.translation": 0.1}
+    )
+    assert set(metrics) == {
+        "test_mse",
+        "val_mse",
+        "params_m",
+        "train_seconds",
+        "equiv_err.rotation",
+        "equiv_err.translation",
+        "equiv_err.permutation",
+    }
     assert all(math.isfinite(v) for v in metrics.values())
 
 

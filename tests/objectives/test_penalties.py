@@ -12,7 +12,7 @@ from objectives.penalties import env_risks, irm_penalty, mmd_penalty, vrex_penal
 def _irm_by_autograd(preds, targets, loss):
     scale = torch.ones((), dtype=preds.dtype, requires_grad=True)
     total = 0.0
-    for p, y in zip(preds, targets):
+    for p, y in zip(preds, targets, strict=True):
         if loss == "mse":
             risk = (scale * p - y).square().mean()
         else:
@@ -59,7 +59,8 @@ def test_mmd_separates_shifted_environments():
     a = torch.randn(256, 4, generator=gen)
     same_samples = torch.stack([a, a])
     assert float(mmd_penalty(same_samples)) < 1e-6
-    # The V-statistic has an O(1/n) bias, so independent samples of one law give a small positive value.
+    # The V-statistic has an O(1/n) bias, so independent samples of one law give a small positive
+    # value.
     same_law = torch.stack([a, torch.randn(256, 4, generator=gen)])
     shifted = torch.stack([a, torch.randn(256, 4, generator=gen) + 1.0])
     assert float(mmd_penalty(same_law)) < 0.05

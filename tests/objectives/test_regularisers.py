@@ -1,4 +1,5 @@
-"""Equivariance regularisers: ~0 for symmetric models, > 0 otherwise, finite gradients, one forward."""
+"""Equivariance regularisers: ~0 for symmetric models, > 0 otherwise, finite gradients, one
+forward."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from objectives.regularisers import equivariance_error, equivariance_loss, equiv
 
 
 class SumOfNorms(nn.Module):
-    """``sum_i ||x_i||^2``: invariant to rotations and permutations, not to translations/scalings."""
+    """``sum_i ||x_i||^2``: invariant to rotations and permutations, not to
+    translations/scalings."""
 
     def forward(self, x):
         return x.square().sum((-2, -1))
@@ -53,7 +55,9 @@ def test_regulariser_for_averaged_and_plain_mlp(group):
     mlp = MLP((4, 3), (), width=64, depth=2)
     x = torch.randn(128, 4, 3)
     with torch.no_grad():
-        hard = float(equivariance_loss(FrameAveraged(mlp, group), group, x, samples=4, relative=True))
+        hard = float(
+            equivariance_loss(FrameAveraged(mlp, group), group, x, samples=4, relative=True)
+        )
         plain = float(equivariance_loss(mlp, group, x, samples=4, relative=True))
     assert hard < 1e-6
     assert plain > 0.01
@@ -82,10 +86,13 @@ def test_relative_form_is_scale_free_and_matches_absolute():
     torch.manual_seed(2)
     mlp, group, x = MLP((4, 3), (), width=16, depth=1), Rotation(3), torch.randn(32, 4, 3)
     absolute = equivariance_loss(mlp, group, x, generator=torch.Generator().manual_seed(0))
-    relative = equivariance_loss(mlp, group, x, relative=True, generator=torch.Generator().manual_seed(0))
+    relative = equivariance_loss(
+        mlp, group, x, relative=True, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(relative, absolute / mlp(x).square().mean(), rtol=1e-5)
-    scaled = equivariance_loss(lambda t: 10 * mlp(t), group, x, relative=True,
-                               generator=torch.Generator().manual_seed(0))
+    scaled = equivariance_loss(
+        lambda t: 10 * mlp(t), group, x, relative=True, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(scaled, relative, rtol=1e-4)
 
 

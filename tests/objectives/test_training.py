@@ -1,4 +1,5 @@
-"""Training modes: Jacobian descent never conflicts with a loss; settings validate; auto rescales."""
+"""Training modes: Jacobian descent never conflicts with a loss; settings validate; auto
+rescales."""
 
 from __future__ import annotations
 
@@ -42,11 +43,18 @@ def test_upgrad_on_an_mlp_with_three_losses_across_parameter_tensors():
     params = list(model.parameters())
     x = torch.randn(16, 3)
     out = model(x)
-    losses = torch.stack([out[:, 0].mean(), -out[:, 0].mean() + out[:, 1].square().mean(), out[:, 2].abs().mean()])
-    grads = [torch.cat([g.flatten() for g in torch.autograd.grad(l, params, retain_graph=True)]) for l in losses]
+    losses = torch.stack(
+        [out[:, 0].mean(), -out[:, 0].mean() + out[:, 1].square().mean(), out[:, 2].abs().mean()]
+    )
+    grads = [
+        torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, retain_graph=True)])
+        for loss in losses
+    ]
     backward_step(losses, torch.ones(3), params, "jacobian", make_aggregator("UPGrad"))
     step = torch.cat([p.grad.flatten() for p in params])
-    assert min(float(grads[0] @ grads[1]), float(grads[0] @ grads[2]), float(grads[1] @ grads[2])) < 0
+    assert (
+        min(float(grads[0] @ grads[1]), float(grads[0] @ grads[2]), float(grads[1] @ grads[2])) < 0
+    )
     for g in grads:
         assert float(step @ g) >= -1e-5 * float(g.norm() * step.norm())
 
@@ -83,11 +91,17 @@ def test_bad_config_values_name_the_key(config, key):
 
 def test_settings_merge_defaults_and_accept_integral_floats():
     defaults = TrainSettings(width=32, epochs=10)
-    s = parse_settings({"lam.rotation": 0.5, "width": 64.0, "_trial": 3}, groups=("rotation", "scaling"),
-                       defaults=defaults)
+    s = parse_settings(
+        {"lam.rotation": 0.5, "width": 64.0, "_trial": 3},
+        groups=("rotation", "scaling"),
+        defaults=defaults,
+    )
     assert s.width == 64 and isinstance(s.width, int) and s.epochs == 10
     assert s.lams == {"rotation": 0.5, "scaling": 0.0}
-    assert parse_settings({"hard": "rotation+scaling"}, groups=("rotation", "scaling")).hard == ("rotation", "scaling")
+    assert parse_settings({"hard": "rotation+scaling"}, groups=("rotation", "scaling")).hard == (
+        "rotation",
+        "scaling",
+    )
 
 
 def test_plan_turns_off_zero_strengths_except_in_auto_mode():
@@ -121,8 +135,15 @@ def test_auto_mode_sets_strengths_inverse_to_the_observed_regularisers():
     settings = TrainSettings(mode="auto", epochs=6, warmup=2, lr=1e-2, batch_size=4, auto_scale=0.5)
     plan = plan_losses(settings, ["big", "small"])
     seen = {}
-    fit(model, terms, plan, settings, 8, generator=torch.Generator().manual_seed(0),
-        on_epoch=lambda epoch, summary: seen.setdefault(epoch, summary))
+    fit(
+        model,
+        terms,
+        plan,
+        settings,
+        8,
+        generator=torch.Generator().manual_seed(0),
+        on_epoch=lambda epoch, summary: seen.setdefault(epoch, summary),
+    )
     during, after = seen[0], seen[1]
     assert during["lam.big"] == 0.0 and during["lam.small"] == 0.0  # warm-up: plain training
     assert after["lam.big"] == pytest.approx(0.5 * after["task"] / after["reg.big"])
@@ -142,6 +163,13 @@ def test_weighted_fit_reduces_the_task_loss():
 
     settings = TrainSettings(epochs=30, batch_size=16, lr=1e-2)
     history = []
-    fit(model, terms, plan_losses(settings, []), settings, 64, generator=torch.Generator().manual_seed(0),
-        on_epoch=lambda epoch, summary: history.append(summary["task"]))
+    fit(
+        model,
+        terms,
+        plan_losses(settings, []),
+        settings,
+        64,
+        generator=torch.Generator().manual_seed(0),
+        on_epoch=lambda epoch, summary: history.append(summary["task"]),
+    )
     assert history[-1] < 0.2 * history[0]
