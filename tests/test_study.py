@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +122,7 @@ def test_configs_are_in_the_space_and_follow_the_sobol_sequence(finished):
 def test_metrics_are_what_the_objective_returned(finished):
     _, reader = finished
     table = reader.trials()
-    for config, row in zip(configs_of(table), table.to_pylist()):
+    for config, row in zip(configs_of(table), table.to_pylist(), strict=True):
         for name, value in expected_metrics(config).items():
             assert row[name] == pytest.approx(value, rel=1e-12, abs=1e-15)
 
@@ -139,7 +138,8 @@ def test_two_workers_share_the_trials(finished, ray_local):
         spans.setdefault(r["worker"], []).append((r["start_time"], r["end_time"]))
     for worker, intervals in spans.items():  # one trial at a time per worker
         intervals.sort()
-        assert all(end <= start for (_, end), (start, _) in zip(intervals, intervals[1:])), worker
+        pairs = zip(intervals, intervals[1:], strict=False)
+        assert all(end <= start for (_, end), (start, _) in pairs), worker
     # and the two workers really ran at the same time
     (a, b) = spans.values()
     assert any(s1 < e2 and s2 < e1 for s1, e1 in a for s2, e2 in b)
@@ -149,7 +149,8 @@ def test_curves(finished):
     _, reader = finished
     curves = reader.curves()
     assert curves.num_rows == BUDGET * EPOCHS
-    configs = dict(zip(reader.trials()["trial_id"].to_pylist(), configs_of(reader.trials())))
+    table = reader.trials()
+    configs = dict(zip(table["trial_id"].to_pylist(), configs_of(table), strict=True))
     for trial_id, config in configs.items():
         rows = reader.curves(trial_id).to_pylist()
         assert [r["step"] for r in rows] == list(range(EPOCHS))
@@ -167,7 +168,8 @@ def test_pareto_front_is_the_brute_force_front(finished):
     assert 0 < len(rows) < BUDGET  # the constraint cuts something off, but not everything
     assert reader.feasible_trials()["trial_id"].to_pylist() == [r["trial_id"] for r in rows]
     points = np.array([[r[m] for m in objectives] for r in rows])
-    expected = {r["trial_id"] for r, keep in zip(rows, brute_front(points, maximize)) if keep}
+    keep = brute_front(points, maximize)
+    expected = {r["trial_id"] for r, kept in zip(rows, keep, strict=True) if kept}
     front = reader.pareto_front()
     assert set(front["trial_id"].to_pylist()) == expected
     first = front[objectives[0]].to_pylist()
@@ -191,9 +193,9 @@ def test_hypervolume_and_recorded_reference_point(finished, request):
         worst = np.where(maximize, initial.min(axis=0), initial.max(axis=0))
         span = np.ptp(initial, axis=0)
         ref = np.where(maximize, worst - 0.1 * span, worst + 0.1 * span)
-        assert reader.ref_point == pytest.approx(dict(zip(objectives, ref)))
+        assert reader.ref_point == pytest.approx(dict(zip(objectives, ref, strict=True)))
         assert json.loads((Path(reader.path) / "study.json").read_text())["ref_point"] == \
-            pytest.approx(dict(zip(objectives, ref)))
+            pytest.approx(dict(zip(objectives, ref, strict=True)))
     else:
         assert reader.ref_point is None
         ref = pareto.reference_point(points, maximize=maximize)
@@ -272,26 +274,30 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(ray_local, tmp_path):
     assert {r.trial_id for r in reader.results() if r.status == "COMPLETE"} == ok
 
 
-def always_dies(config):
-    os._exit(3)
+def dying_objective(threshold: float):
+    """An objective that kills its worker process when x > threshold (made in a closure, so Ray
+    ships it by value and no worker needs to import this test module)."""
+    def objective(config):
+        import os
 
+        if config["x"] > threshold:
+            os._exit(3)
+        return {"f1": config["x"], "f2": 1 - config["x"]}
 
-def dies_above_half(config):
-    if config["x"] > 0.5:
-        os._exit(3)
-    return {"f1": config["x"], "f2": 1 - config["x"]}
+    return objective
 
 
 def test_dead_worker_is_retried_then_failed(ray_local, tmp_path):
     study = Study({"x": Float(0.0, 1.0)}, {"f1": "min", "f2": "min"}, store=tmp_path / "dies")
-    reader = study.optimize(always_dies, budget=2, workers=2, max_retries=1)
+    reader = study.optimize(dying_objective(-1.0), budget=2, workers=2, max_retries=1)
     rows = reader.trials().to_pylist()
     assert [r["trial_id"] for r in rows] == [0, 1]
     for r in rows:
         assert r["status"] == "FAILED" and r["attempts"] == 2
         assert r["error"].startswith("worker died 2 times; last cause: ")
     dispatched = reader.dispatched()
-    assert sorted(zip(dispatched["trial_id"].to_pylist(), dispatched["attempt"].to_pylist())) == \
+    ids, attempts = dispatched["trial_id"].to_pylist(), dispatched["attempt"].to_pylist()
+    assert sorted(zip(ids, attempts, strict=True)) == \
         [(0, 1), (0, 2), (1, 1), (1, 2)]
 
 
@@ -299,7 +305,7 @@ def test_trials_queued_on_a_dying_worker_are_not_charged(ray_local, tmp_path):
     # the random strategy queues a second trial on each worker: trial 2 waits behind trial 0
     # (x > 0.5) on worker 0 and must not be FAILED when trial 0 kills that worker
     study = Study({"x": Float(0.0, 1.0)}, {"f1": "min", "f2": "min"}, store=tmp_path / "queued")
-    reader = study.optimize(dies_above_half, budget=4, workers=2, max_retries=0)
+    reader = study.optimize(dying_objective(0.5), budget=4, workers=2, max_retries=0)
     rows = reader.trials().to_pylist()
     assert [r["trial_id"] for r in rows] == [0, 1, 2, 3]
     for r in rows:
@@ -375,6 +381,20 @@ def test_resume_reruns_trials_that_were_in_flight(ray_local, tmp_path):
     assert configs[4] == lost
     assert table["f1"][4].as_py() == pytest.approx(0.125**2 + 0.25**2)
     assert configs[5] == sobol_configs(RESUME_SPACE, 5)[4]
+
+
+def test_given_reference_point_is_kept(ray_local, tmp_path):
+    study = Study(RESUME_SPACE, {"f1": "min", "f2": "max"}, store=tmp_path / "ref",
+                  ref_point={"f1": 2.0, "f2": 0.0})
+    reader = study.optimize(two_bowls, budget=4, workers=2)
+    assert reader.ref_point == {"f1": 2.0, "f2": 0.0}
+    assert json.loads((tmp_path / "ref" / "study.json").read_text())["ref_point"] == \
+        {"f1": 2.0, "f2": 0.0}
+    table = reader.trials()
+    points = np.stack([table["f1"].to_numpy(), table["f2"].to_numpy()], axis=1)
+    expected = brute_hypervolume_2d(points, np.array([2.0, 0.0]), [False, True])
+    assert expected > 0
+    assert reader.hypervolume() == pytest.approx(expected)
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -9,12 +9,10 @@ import io
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-import distopt
 from distopt import Float, Study, open_store
 from distopt.cli import main
 from distopt.examples import two_bowls
