@@ -107,6 +107,7 @@ class Orchestrator:
         self.n_finished = 0
         self.n_failed = 0
         self._front_points: list[list[float]] = []   # feasible points, pruned to the front
+        self._front_pruned = 0                        # its length after the last pruning
         self._initial_points: list[list[float]] = []  # feasible points until the ref is fixed
         self._progress_at = 0.0
 
@@ -403,9 +404,18 @@ class Orchestrator:
         if status == COMPLETE and self.problem.feasible([metrics])[0]:
             point = [metrics[m] for m in self.problem.objectives]
             self._front_points.append(point)
+            if len(self._front_points) > 2 * max(self._front_pruned, 256):
+                self._prune_front()  # memory stays O(front), not O(trials), without a hook
             if self.writer.metadata.get("ref_point") is None:
                 self._initial_points.append(point)
                 self._ensure_ref_point()
+
+    def _prune_front(self) -> None:
+        from . import pareto
+
+        mask = pareto.is_non_dominated(self._front_points, maximize=self.problem.maximize)
+        self._front_points = [p for p, keep in zip(self._front_points, mask) if keep]
+        self._front_pruned = len(self._front_points)
 
     def _ensure_ref_point(self) -> None:
         """Fix the reference point once the initial design has run, and record it.
@@ -435,8 +445,7 @@ class Orchestrator:
 
         front_size, hv = 0, None
         if self._front_points:
-            mask = pareto.is_non_dominated(self._front_points, maximize=self.problem.maximize)
-            self._front_points = [p for p, keep in zip(self._front_points, mask) if keep]
+            self._prune_front()
             front_size = len(self._front_points)
             ref = self.writer.metadata.get("ref_point")
             if ref is not None:
