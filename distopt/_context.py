@@ -63,6 +63,8 @@ def current_context() -> TrialContext | None:
 
 def _as_number(name: str, value: Any) -> float:
     try:
+        if isinstance(value, (str, bytes)):  # float("0.3") would accept text
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(
@@ -88,7 +90,9 @@ def report(step: int | None = None, **metrics: Any) -> None:
         raise ConfigError("report: give at least one metric, e.g. report(step=epoch, loss=0.3)")
     context = _current
     if step is None:
-        step = context.n_reported if context is not None else len(last_reports)
+        previous = context.last_row if context is not None else (
+            last_reports[-1] if last_reports else None)
+        step = previous["step"] + 1 if previous else 0
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         if hasattr(step, "__index__") and not isinstance(step, bool) and int(step) >= 0:
             step = int(step)

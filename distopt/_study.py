@@ -67,7 +67,8 @@ class Study:
 
     def _metadata(self, run: dict[str, Any]) -> dict[str, Any]:
         spec = self.strategy_spec
-        strategy = spec if isinstance(spec, (str, Mapping)) else {"name": type(spec).__name__}
+        strategy = spec if isinstance(spec, (str, Mapping)) else {
+            "name": getattr(spec, "name", "") or type(spec).__name__}
         metadata = {
             "problem": self.problem.to_dict(),
             "config_types": self.problem.space.arrow_types(),

@@ -24,11 +24,13 @@ from typing import Any
 from ._context import TrialContext, TrialPruned, _set_context, current_context
 
 COMPLETE, FAILED, PRUNED = "COMPLETE", "FAILED", "PRUNED"
-#: Longest error text kept per trial (the head of a traceback is what users need).
+#: Longest error text kept per trial: the head (where it started) and the tail (the exception).
 MAX_ERROR_CHARS = 4000
 
 
 def _number(value: Any) -> float | None:
+    if isinstance(value, (str, bytes)):  # float("0.5") would pass a text metric as a number
+        return None
     if isinstance(value, bool):
         return float(value)
     try:
@@ -104,7 +106,7 @@ class TrialWorker:
         except Exception as exc:  # the user's objective failed: record it, keep the study going
             if is_device_fault(exc):
                 raise  # the driver replaces this process and retries the trial (max_retries)
-            error = "".join(traceback.format_exception(exc)).strip()[-MAX_ERROR_CHARS:]
+            error = _clip("".join(traceback.format_exception(exc)).strip())
         finally:
             _set_context(None)
         if error and status == COMPLETE:
@@ -149,6 +151,13 @@ def is_device_fault(error: BaseException) -> bool:
             or "CUDA error" in text)
 
 
+def _clip(text: str) -> str:
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    half = (MAX_ERROR_CHARS - 60) // 2  # room for the marker line
+    return f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
+
+
 def _tag(trial_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         row["trial_id"] = trial_id
@@ -159,6 +168,8 @@ def _node_id() -> str | None:
     try:
         import ray
 
+        if not ray.is_initialized():  # asking the runtime context would start a local Ray
+            return None
         return ray.get_runtime_context().get_node_id()
     except Exception:  # outside Ray (unit tests call the worker directly)
         return None
@@ -168,6 +179,8 @@ def _assigned_device() -> str:
     try:
         import ray
 
+        if not ray.is_initialized():
+            return "cpu"
         return "cuda" if ray.get_gpu_ids() else "cpu"
     except Exception:
         return "cpu"

@@ -99,16 +99,12 @@ def test_should_stop_outside_a_trial():
     assert distopt.should_stop() is False
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the default step is the number of reports so far, "
-                                       "not 'one more than the previous report' as documented")
 def test_default_step_follows_the_previous_report(trial):
     distopt.report(step=5, loss=1.0)
     distopt.report(loss=0.5)
     assert [r["step"] for r in trial.take_rows()] == [5, 6]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _context._as_number parses strings with float(), "
-                                       "so report(loss='0.3') is accepted as 0.3")
 def test_numeric_text_is_not_a_number():
     with pytest.raises(distopt.ConfigError):
         distopt.report(step=0, loss="0.3")

@@ -19,19 +19,6 @@ from distopt.store._schema import RESERVED
 REQUIRED = ["f1", "f2"]
 
 
-@pytest.fixture(autouse=True)
-def no_implicit_ray(monkeypatch):
-    """Keep TrialWorker from starting a Ray instance as a side effect (see the xfail below): a
-    Ray started that way lacks the session fixture's settings and would serve later tests."""
-    import ray
-
-    if not ray.is_initialized():
-        from distopt import _worker
-
-        monkeypatch.setattr(_worker, "_node_id", lambda: None)
-        monkeypatch.setattr(_worker, "_assigned_device", lambda: "cpu")
-
-
 # -- check_metrics --------------------------------------------------------------------------------
 
 def test_valid_metrics_are_floats_and_extras_are_kept():
@@ -87,8 +74,6 @@ def test_an_objective_named_like_a_reserved_column_can_never_complete():
     assert error is not None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _worker._number parses strings with float(), so "
-                                       "a metric returned as text '0.5' is accepted as 0.5")
 def test_numeric_text_is_not_a_number():
     _, error = check_metrics({"f1": "0.5", "f2": 1.0}, REQUIRED, RESERVED)
     assert error is not None and "'f1' is not a number" in error
@@ -241,10 +226,6 @@ def test_ready_describes_the_worker():
     assert isinstance(info["pid"], int)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: TrialWorker() outside Ray calls "
-                                       "ray.get_runtime_context() / ray.get_gpu_ids(), which "
-                                       "auto-start a local Ray instance (~5 s, and a driver "
-                                       "process keeps it)")
 def test_creating_a_worker_outside_ray_does_not_start_ray():
     code = textwrap.dedent("""
         import ray

@@ -17,6 +17,7 @@ from .._errors import StoreError
 from ._lock import StoreLock
 from ._metadata import METADATA_FILE, read_metadata, write_metadata
 from ._schema import curve_batch, dispatch_batch, trial_batch
+from ._reader import _last_per_trial
 from ._segments import SegmentWriter, read_table, repair_segment, segment_paths
 
 #: Seconds between fsyncs of the open segments (rows are flushed to the OS at every write).
@@ -114,6 +115,8 @@ class StoreWriter:
             table = read_table(self.path / name, live_segment=None)
             if table is None:
                 continue
+            if name == "trials":  # the same rows the reader gives: last row per trial, in order
+                table = _last_per_trial(table).sort_by("trial_id")
             tmp = self.path / f".{name}.parquet.tmp"
             pq.write_table(table, tmp)
             os.replace(tmp, self.path / f"{name}.parquet")

@@ -158,9 +158,6 @@ def test_resume_to_a_larger_budget(ray_local, tmp_path):
     assert code == 0 and open_store(store).trials().num_rows == 8
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a Strategy instance is recorded as its class name "
-                                       "({'name': 'RandomStrategy'}), which `distopt resume` "
-                                       "cannot look up")
 def test_resume_a_store_made_with_a_strategy_instance(ray_local, tmp_path):
     store = tmp_path / "store"
     study = Study({"x": Float(0, 1), "y": 0.0, "epochs": 1}, {"f1": "min", "f2": "min"},

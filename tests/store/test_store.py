@@ -456,9 +456,6 @@ def test_reader_keeps_the_last_row_of_a_trial(rewritten):
     assert [r.status for r in StoreReader(rewritten).results()] == ["COMPLETE", "COMPLETE"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: StoreWriter.snapshot writes every logged row, so a "
-                                       "trial written twice appears twice in trials.parquet "
-                                       "while reader.trials() keeps only its last row")
 def test_snapshot_has_the_readers_rows_for_a_trial_written_twice(rewritten):
     import pandas as pd
 
