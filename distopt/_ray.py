@@ -30,7 +30,12 @@ def ray_session(address: str | None, *, workers: int,
             cpus = max(os.cpu_count() or 1, math.ceil(workers * resources.get("cpu", 1)))
             ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)
         else:
-            ray.init(address=address, **quiet)
+            try:
+                ray.init(address=address, **quiet)
+            except (ConnectionError, TimeoutError, ValueError) as error:
+                raise field_error("address", f"cannot join a Ray cluster at {address!r} ({error})",
+                                  "start one with 'ray start --head', pass its address, or "
+                                  "leave --address out for a local Ray") from None
         owned = True
     try:
         check_resources(workers, resources)
