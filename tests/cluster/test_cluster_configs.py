@@ -54,6 +54,7 @@ def test_launcher_installs_distopt_and_starts_ray_on_every_node(launcher):
     worker = " ".join(launcher["worker_start_ray_commands"])
     assert "ray start --head" in head and "--port=6379" in head
     assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in head
+    assert "0.0.0.0" not in head                     # dashboard only through an SSH tunnel
     assert "ray start --address=$RAY_HEAD_IP:6379" in worker
     assert launcher["docker"]["image"] == f"rayproject/ray:{RAY_VERSION}-py311-gpu"
 
@@ -64,7 +65,10 @@ def _check_ray_cluster_spec(spec: dict) -> None:
     assert spec["rayVersion"] == RAY_VERSION
     assert spec["enableInTreeAutoscaling"] is True
     head = spec["headGroupSpec"]
+    # Inside the pod network the dashboard must listen on the pod's address; the Service that
+    # exposes it stays cluster-internal.
     assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP"
     (container,) = head["template"]["spec"]["containers"]
     ports = {p["containerPort"] for p in container["ports"]}
     assert {6379, 8265, 10001} <= ports                  # GCS, dashboard/jobs, Ray client
