@@ -8,6 +8,7 @@ pickled state that could not be rebuilt by replaying the same results through ``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -164,13 +165,17 @@ class SobolStart:
         """
         from scipy.stats import qmc
 
+        if n <= 0:
+            return np.empty((0, self.dim))
         engine = qmc.Sobol(d=self.dim, scramble=True, seed=self.seed)
         if start:
             engine.fast_forward(start)
         chosen: list[np.ndarray] = []
         seen = set(avoid)
         for _ in range(64):
-            draws = snap(problem, engine.random(max(n, 8)))
+            with warnings.catch_warnings():  # scrambled Sobol prefixes are fine at any length
+                warnings.simplefilter("ignore", UserWarning)
+                draws = snap(problem, engine.random(max(n, 8)))
             for point, key in zip(draws, point_keys(draws)):
                 if key not in seen:
                     seen.add(key)
