@@ -34,13 +34,19 @@ not per unit of its log or its encoded coordinate). Consumers convert with the c
 **Config keys** (removed before the task parses its settings):
 
 * ``hypergrad``: ``true`` (= ``"neumann"``), ``"neumann"``, ``"unroll"`` or ``false``/``"none"``.
-* ``hypergrad.iterations``: Neumann terms or unrolled steps ``J`` (default 50 / 20).
+* ``hypergrad.iterations``: Neumann terms or unrolled steps ``J`` (default 20).
 * ``hypergrad.damping``: ``delta`` added to the Hessian's diagonal (default 0).
-* ``hypergrad.train_samples``: training points in the Hessian's loss (default 256).
-* ``hypergrad.group_samples``: fixed group elements per regulariser (default 4).
+* ``hypergrad.train_samples``: training points in the Hessian's loss (default 128).
+* ``hypergrad.group_samples``: fixed group elements per regulariser (default 2).
+
+The defaults cost about a tenth of the training of the ``small`` mixed-symmetry task (two metrics)
+and agree with central differences to a cosine above 0.99 there; the truncated series shrinks the
+magnitude (directions flatter than ``lambda_max / J`` are damped) more than the direction.
 * ``hypergrad.metrics``: metric names joined by ``+`` (default: every covered metric).
 
-The hypergradient is computed after training and never changes the model, so the reported metrics are
+Hypergradients exist in ``mode: weighted`` only (other modes do not weight the losses by the
+strengths); elsewhere no ``grad/`` key is returned. The hypergradient is computed after training and
+never changes the model, so the reported metrics are
 those of the same trial without ``hypergrad``; it only adds keys and CPU time (measured in
 ``hypergrad_seconds``).
 """
@@ -100,13 +106,13 @@ class HypergradOptions:
     method: str = "neumann"
     iterations: int | None = None
     damping: float = 0.0
-    train_samples: int = 256
-    group_samples: int = 4
+    train_samples: int = 128
+    group_samples: int = 2
     metrics: tuple[str, ...] = ()
 
     @property
     def steps(self) -> int:
-        return self.iterations if self.iterations is not None else (50 if self.method == "neumann" else 20)
+        return self.iterations if self.iterations is not None else 20
 
 
 def _positive_int(key: str, value: Any) -> int:
@@ -388,6 +394,11 @@ def run_with_hypergradients(data: Any, groups: Mapping[str, Group], settings: Tr
         return built[-1]
 
     metrics = run(data, groups, settings, keep, device=device)
+    if settings.mode != "weighted" or settings.penalty != "none":
+        # The strengths do not enter the training loss as weights (torchjd aggregation, or
+        # strengths set after a warm-up): no hypergradient; consumers fall back to differences.
+        metrics["hypergrad_seconds"] = 0.0
+        return metrics
     start = time.perf_counter()
     model = built[-1]
     if settings.hard:

@@ -22,11 +22,18 @@ a ``Float`` with ``off`` moves in its range band, or stays off when it starts of
    ``f_i(y) <= f_i(x) - armijo * t * (J d)_i + rtol * |f_i(x)| + atol``: ``y`` becomes the center and
    ``lr`` grows by ``grow`` (up to ``lr_max``); else ``lr`` halves and a shorter step is tried.
 
+A violated constraint joins the rows until it holds; if objectives and violated constraints are
+stationary together, feasibility comes first and the step follows the violated constraints' rows
+alone (the one kind of step that may worsen an objective). A step that crosses a constraint that held
+is rejected and that constraint joins the rows, so the next direction slides along its boundary.
+
 A member with ``|d| < tol`` is Pareto-stationary (no direction improves every row); one whose ``lr``
-fell below ``lr_min`` stalls. A violated constraint joins the rows until it holds; if objectives and
-violated constraints are stationary together, feasibility comes first and the step follows the
-violated constraints' rows alone (the one kind of step that may worsen an objective). Both are recorded in :attr:`JacobianStrategy.stationary` and the member
-re-seeds at its next Sobol start, so the population keeps tracing new parts of the front.
+fell below ``lr_min`` stalls. Both end the walk (recorded in :attr:`JacobianStrategy.stationary`),
+and the member moves on so that the population keeps tracing new parts of the front: with
+``reseed="trace"`` (default) a predictor step of ``trace_step`` along one objective's own descent
+direction starts the next walk, whose UPGrad steps correct back onto the front further towards that
+objective's end; once a walk no longer ends better in it, or after any other end, the member
+re-seeds at its next Sobol start.
 
 **Key scheme (hypergradient source).** An objective that can differentiate its metrics returns,
 beside them, ``grad/<metric>/<param>`` = d metric / d param in the parameter's *raw* units
@@ -64,6 +71,7 @@ from ._history import point_keys
 #: Prefix of hypergradient keys: ``grad/<metric>/<param>``.
 GRAD_PREFIX = "grad/"
 SOURCES = ("auto", "hypergrad", "fd")
+RESEEDS = ("trace", "sobol")
 #: Grid of the continuous coordinates of every proposed point: far above encode/decode round-off,
 #: so a point's key (rounded to 9 decimals) survives the round trip through a config.
 _GRID = 1e-7
@@ -92,7 +100,10 @@ class _Member:
     """One walker. Everything here is derived from the results it consumed (see module docstring)."""
 
     index: int
-    restarts: int = 0
+    restarts: int = 0   # walks ended so far (Sobol starts and trace hops)
+    sobol: int = 0      # Sobol starts used so far
+    trace: int = -1     # objective the current walk traces the front towards (-1: none)
+    trace_ref: float = math.nan  # that objective's row value where the previous walk ended
     start: np.ndarray = field(default_factory=lambda: np.empty(0))
     x: np.ndarray = field(default_factory=lambda: np.empty(0))
     cont: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
@@ -139,6 +150,11 @@ class JacobianStrategy(Strategy):
         normalize: scale every Jacobian row to norm 1 before aggregating (objectives on different
             scales then count alike, and ``tol`` is an angle-like, scale-free threshold).
         max_steps: accepted steps after which a member re-seeds anyway (None: no limit).
+        reseed: where a member goes when its walk ends: ``"trace"`` (from a stationary or stalled
+            feasible end, on along the front: a predictor step of ``trace_step`` towards one
+            objective, then UPGrad corrector steps; a fresh Sobol start once that objective stops
+            improving) or ``"sobol"`` (always a fresh Sobol start).
+        trace_step: length of the predictor step in the cube.
     """
 
     name = "jacobian"
@@ -147,7 +163,8 @@ class JacobianStrategy(Strategy):
     def __init__(self, *, seed: int | None = 0, population: int = 6, source: str = "auto",
                  h: float = 0.05, lr: float = 0.2, lr_max: float = 0.5, lr_min: float = 1e-3,
                  grow: float = 2.0, tol: float = 0.02, armijo: float = 0.01, rtol: float = 1e-3,
-                 atol: float = 0.0, normalize: bool = True, max_steps: int | None = None):
+                 atol: float = 0.0, normalize: bool = True, max_steps: int | None = None,
+                 reseed: str = "trace", trace_step: float = 0.1):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
             raise field_error("strategy.options.population", f"must be an int >= 1; got {population!r}")
@@ -168,8 +185,16 @@ class JacobianStrategy(Strategy):
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                       or max_steps < 1):
             raise field_error("strategy.options.max_steps", f"must be an int >= 1 or None; got {max_steps!r}")
+        if reseed not in RESEEDS:
+            raise field_error("strategy.options.reseed", f"must be one of {', '.join(RESEEDS)}; "
+                                                         f"got {reseed!r}")
+        if isinstance(trace_step, bool) or not isinstance(trace_step, (int, float)) or \
+                not 0 < trace_step <= 1:
+            raise field_error("strategy.options.trace_step", f"must be a number > 0 and <= 1; "
+                                                             f"got {trace_step!r}")
         self.population = population
         self.source = source
+        self.reseed, self.trace_step = reseed, float(trace_step)
         self.h, self.lr0, self.lr_max, self.lr_min = float(h), float(lr), float(lr_max), float(lr_min)
         self.grow, self.tol, self.armijo = float(grow), float(tol), float(armijo)
         self.rtol, self.atol, self.normalize, self.max_steps = float(rtol), float(atol), bool(normalize), max_steps
@@ -215,8 +240,11 @@ class JacobianStrategy(Strategy):
         return cache[index]
 
     def _start(self, member: _Member) -> _Member:
-        """Place ``member`` at its ``restarts``-th Sobol start (index + population * restarts)."""
-        raw = self._sobol(self._starts, member.index + self.population * member.restarts, 0)
+        """Place ``member`` at its next Sobol start: point ``index + population * k`` of the
+        sequence for its ``k``-th start."""
+        raw = self._sobol(self._starts, member.index + self.population * member.sobol, 0)
+        member.sobol += 1
+        member.trace, member.trace_ref = -1, math.nan
         start = self._snap(raw)
         cont, lo, hi = [], [], []
         for j, param in self._floats.items():
@@ -230,10 +258,50 @@ class JacobianStrategy(Strategy):
         if len(cont):
             start[member.cont] = np.clip(start[member.cont], member.lo, member.hi)
             start = self._snap(start)
+        return self._walk_from(member, start)
+
+    def _walk_from(self, member: _Member, start: np.ndarray) -> _Member:
         member.start, member.x = start, start
         member.lr, member.phase, member.center, member.y = self.lr0, CENTER, None, None
         member.steps = member.trials = 0
         return member
+
+    def _trace_point(self, member: _Member, reason: str) -> np.ndarray | None:
+        """Where a walk that ended at a front point continues, or None for a fresh Sobol start.
+
+        From a stationary (or stalled) feasible end, the next walk starts ``trace_step`` away along
+        the descent direction of one objective alone (a predictor step that gives up the others),
+        and its UPGrad steps correct back onto the front, better in that objective. A member keeps
+        tracing towards one objective while each walk ends better in it than the previous one.
+        """
+        if self.reseed != "trace" or reason not in ("stationary", "stalled") or member.center is None:
+            return None
+        n_objectives = len(self.problem.objectives)
+        if np.any(member.all_fx[n_objectives:] > 0):
+            return None  # infeasible: start afresh
+        if member.trace >= 0:
+            k = member.trace
+            ref = member.trace_ref
+            if not member.all_fx[k] < ref - self.rtol * abs(ref) - self.atol:
+                return None  # no progress towards objective k: this trace reached its end
+        else:
+            k = (member.index + member.sobol) % n_objectives
+        row = member.all_jacobian[k]
+        if not np.all(np.isfinite(row)):
+            return None
+        xc = member.x[member.cont]
+        row = np.where(((xc <= member.lo + _AT_BOUND) & (row > 0)) |
+                       ((xc >= member.hi - _AT_BOUND) & (row < 0)), 0.0, row)
+        norm = float(np.linalg.norm(row))
+        if norm <= 1e-300:
+            return None
+        point = member.x.copy()
+        point[member.cont] = np.clip(xc - self.trace_step * row / norm, member.lo, member.hi)
+        point = self._snap(point)
+        if self._key(point) == self._key(member.x):
+            return None
+        member.trace, member.trace_ref = k, float(member.all_fx[k])
+        return point
 
     # -- points and the table -------------------------------------------------------------------
 
@@ -521,13 +589,18 @@ class JacobianStrategy(Strategy):
         """Record where the member ended and re-seed it at its next start."""
         if member.center is not None:
             self.stationary.append({"member": member.index, "restart": member.restarts,
-                                    "reason": reason, "x": member.x.copy(),
+                                    "reason": reason, "x": member.x.copy(), "trace": member.trace,
                                     "values": dict(member.center.metrics)})
         elif reason == "failed":
             self.stationary.append({"member": member.index, "restart": member.restarts,
-                                    "reason": reason, "x": member.x.copy(), "values": {}})
+                                    "reason": reason, "x": member.x.copy(), "trace": member.trace,
+                                    "values": {}})
         member.restarts += 1
-        self._start(member)
+        point = self._trace_point(member, reason)
+        if point is None:
+            self._start(member)
+        else:
+            self._walk_from(member, point)
 
     def _log(self, member: _Member, accepted: bool | None, obs: _Observation | None) -> None:
         full = np.zeros((len(member.rows), len(self._names)))
@@ -625,7 +698,8 @@ class JacobianStrategy(Strategy):
 
     def state(self) -> list[dict[str, Any]]:
         """A plain summary of every member (equal for a live strategy and one rebuilt from data)."""
-        return [{"index": m.index, "restarts": m.restarts, "phase": m.phase,
+        return [{"index": m.index, "restarts": m.restarts, "sobol": m.sobol, "trace": m.trace,
+                 "phase": m.phase,
                  "x": [round(v, 9) for v in m.x.tolist()], "lr": m.lr, "steps": m.steps,
                  "y": None if m.y is None else [round(v, 9) for v in m.y.tolist()]}
                 for m in self.members]

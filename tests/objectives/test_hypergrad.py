@@ -58,6 +58,7 @@ def test_config_keys_are_split_off_and_validated():
     assert options == HypergradOptions(method="neumann", iterations=10, metrics=("test_mse",))
     assert split_hypergrad_config({"hypergrad": False, "hypergrad.iterations": 3})[1] is None
     assert split_hypergrad_config({"hypergrad": "unroll"})[1].steps == 20
+    assert split_hypergrad_config({"hypergrad": True})[1].steps == 20
     for bad in ({"hypergrad": "magic"}, {"hypergrad": True, "hypergrad.iterations": 0},
                 {"hypergrad": True, "hypergrad.typo": 1}, {"hypergrad": True, "hypergrad.damping": -1}):
         with pytest.raises(ValueError, match="hypergrad"):
@@ -88,17 +89,35 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def test_hypergradients_agree_with_central_differences(task, center):
+@pytest.fixture(scope="module")
+def differences(task):
+    return _central_differences(task)
+
+
+def _hypergradients(result):
+    return np.array([[result[grad_key(m, p)] for p in LAMS] for m in COVERED])
+
+
+def test_hypergradients_agree_with_central_differences(task, differences):
     """IFT + Neumann hypergradients against differences of trials that share the training seed."""
-    differences = _central_differences(task)
-    hyper = np.array([[center[grad_key(m, p)] for p in LAMS] for m in COVERED])
-    # The objectives a search trades off: accuracy and the invariances, one per row.
-    for row, metric in enumerate(COVERED):
-        if metric in ("test_mse", "equiv_err.rotation", "equiv_err.permutation"):
-            assert _cosine(hyper[row], differences[row]) > 0.95, metric
+    accurate = task({**TINY, **LAMS, "hypergrad": True, "hypergrad.iterations": 50,
+                     "hypergrad.group_samples": 4, "hypergrad.train_samples": 256})
+    hyper = _hypergradients(accurate)
+    # Accuracy and the invariances a search trades off, one row per metric (equiv_err.scaling, a
+    # small, flat row here, and val_mse on 256 points are the noisiest).
+    for metric in ("test_mse", "equiv_err.rotation", "equiv_err.permutation"):
+        row = COVERED.index(metric)
+        assert _cosine(hyper[row], differences[row]) > 0.95, metric
     # The whole Jacobian (every covered metric) points the same way.
     assert _cosine(hyper.ravel(), differences.ravel()) > 0.95
-    # A short unrolled window agrees as well.
+
+
+def test_cheap_defaults_and_the_unrolled_window_agree_too(task, center, differences):
+    hyper = _hypergradients(center)  # the defaults: a few tenths of a second
+    assert _cosine(hyper.ravel(), differences.ravel()) > 0.95
+    for metric, bound in (("test_mse", 0.9), ("equiv_err.rotation", 0.95), ("equiv_err.permutation", 0.95)):
+        row = COVERED.index(metric)
+        assert _cosine(hyper[row], differences[row]) > bound, metric
     unrolled = task({**TINY, **LAMS, "hypergrad": "unroll",
                      "hypergrad.metrics": "test_mse+equiv_err.permutation"})
     for metric in ("test_mse", "equiv_err.permutation"):
