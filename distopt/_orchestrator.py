@@ -100,6 +100,8 @@ class Orchestrator:
         self._slots: list[Any] = []
         self._running: dict[Any, _Call] = {}         # run ref -> the call's trials
         self._draining: dict[Any, int] = {}          # drain ref -> slot
+        self._starting: dict[Any, int] = {}          # ready ref -> slot of a replacement actor
+        self._start_failures: dict[int, int] = {}    # slot -> replacements that did not start
         self._trial_seconds: float | None = None     # moving mean of COMPLETE trial durations
         self._requeue: deque[tuple[int, dict[str, Any], int]] = deque()
         self._solo: set[int] = set()                 # trials to run alone (see _worker_lost)
@@ -147,6 +149,12 @@ class Orchestrator:
         actor_class = ray.remote(concurrency_groups={CONTROL: 2})(TrialWorker)
         return actor_class.options(**self._actor_options()).remote(
             self._objective_ref, self.problem.metric_names, RESERVED, f"worker-{slot}")
+
+    def _replace(self, slot: int) -> None:
+        """Put a new actor in ``slot``; it gets trials once it has started (see _free_slots)."""
+        actor = self._spawn(slot)
+        self._slots[slot] = actor
+        self._starting[actor.ready.remote()] = slot
 
     def start_workers(self) -> None:
         """Create the worker actors without waiting for them (they take ~0.5 s to start)."""
@@ -204,12 +212,15 @@ class Orchestrator:
     def _free_slots(self) -> list[int]:
         """One entry per call a slot can still take, least loaded slots first."""
         # Queued trials would start late, so a per-trial timeout keeps one trial per worker; so
-        # do trials that must run solo (see ``_worker_lost``).
-        depth = 1 if self.trial_timeout is not None or self._solo else max(
+        # do retried trials and those that must run solo (see ``_worker_lost``): a death of
+        # their worker is then charged to them alone.
+        depth = 1 if self.trial_timeout is not None or self._solo or self._requeue else max(
             1, self.strategy.queue_depth)
         load = [0] * len(self._slots)
         for call in self._running.values():
             load[call.slot] += 1
+        for slot in self._starting.values():  # a replacement takes trials once it is up, so
+            load[slot] = depth                 # that start-up never counts toward a timeout
         return [s for level in range(depth) for s in range(len(self._slots)) if load[s] <= level]
 
     def _trials_per_call(self) -> int:
@@ -262,7 +273,7 @@ class Orchestrator:
     def _wait(self) -> list[Any]:
         import ray
 
-        refs = list(self._running) + list(self._draining)
+        refs = list(self._running) + list(self._draining) + list(self._starting)
         if not refs:
             return []
         ready, rest = ray.wait(refs, num_returns=1, timeout=TICK)
@@ -276,6 +287,18 @@ class Orchestrator:
 
         rows, curves = [], []
         for ref in ready:
+            if ref in self._starting:
+                slot = self._starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    self._start_failures.pop(slot, None)
+                except ray.exceptions.RayError as error:  # e.g. its node went away: once more
+                    self._start_failures[slot] = self._start_failures.get(slot, 0) + 1
+                    if self._start_failures[slot] > 2:
+                        raise DistoptError(f"worker-{slot} could not be restarted 3 times: "
+                                           f"{_cause(error)}") from None
+                    self._replace(slot)
+                continue
             if ref in self._draining:
                 self._draining.pop(ref)
                 try:
@@ -348,7 +371,7 @@ class Orchestrator:
             if other.actor is call.actor and not _succeeded(ref):
                 lost.append(self._running.pop(ref))  # never started, or died with the actor
         if self._slots[call.slot] is call.actor:
-            self._slots[call.slot] = self._spawn(call.slot)
+            self._replace(call.slot)
         trials = [t for c in lost for t in c.trials]
         if len(trials) > 1:
             self._solo.update(t.trial_id for t in trials)
@@ -380,7 +403,7 @@ class Orchestrator:
             self._running.pop(ref)
             ray.kill(call.actor)
             if self._slots[call.slot] is call.actor:
-                self._slots[call.slot] = self._spawn(call.slot)
+                self._replace(call.slot)
             rows += [self._ended_row(t, TIMEOUT, f"stopped after trial_timeout="
                                                  f"{self.trial_timeout} s") for t in call.trials]
         self._finish(rows, [])
