@@ -105,6 +105,7 @@ class Orchestrator:
         self._trial_seconds: float | None = None     # moving mean of COMPLETE trial durations
         self._requeue: deque[tuple[int, dict[str, Any], int]] = deque()
         self._solo: set[int] = set()                 # trials to run alone (see _worker_lost)
+        self._charged: dict[int, int] = {}           # trial id -> worker deaths charged to it
         self._next_id = 0
         self.n_finished = 0
         self.n_failed = 0
@@ -341,7 +342,9 @@ class Orchestrator:
         if not rows:
             return
         self.writer.add_trials(rows)
-        self._solo.difference_update(r["trial_id"] for r in rows)
+        for row in rows:
+            self._solo.discard(row["trial_id"])
+            self._charged.pop(row["trial_id"], None)
         results = [TrialResult(r["trial_id"], r["config"], r["status"], r["metrics"]) for r in rows]
         self.n_finished += len(rows)
         durations = [r["end_time"] - r["start_time"] for r in rows if r["status"] == COMPLETE]
@@ -357,11 +360,12 @@ class Orchestrator:
     def _worker_lost(self, call: _Call, error: Exception) -> list[dict[str, Any]]:
         """Replace the dead actor; retry its trials, or return FAILED rows past max_retries.
 
-        Only a death that can be pinned on one trial is charged to it: when the actor held one
-        trial, that trial is charged one attempt. When it held several (a batched call, or calls
-        queued behind the running one) the culprit is unknown, so they are all re-queued uncharged
-        and run *solo* (one trial per actor, nothing queued) until they end: their next death
-        is charged. So a trial that kills its worker cannot make its neighbours FAILED.
+        Every lost trial is handed out again as its next ``attempt``. Only a death that can be
+        pinned on one trial is *charged* to it (counts toward ``max_retries``): when the actor
+        held one trial. When it held several (a batched call, or calls queued behind the running
+        one) the culprit is unknown, so none is charged and they all run *solo* (one trial per
+        actor, nothing queued) until they end: their next death is charged. So a trial that
+        kills its worker cannot make its neighbours FAILED.
         """
         import ray
 
@@ -375,13 +379,14 @@ class Orchestrator:
         trials = [t for c in lost for t in c.trials]
         if len(trials) > 1:
             self._solo.update(t.trial_id for t in trials)
-            self._requeue.extend((t.trial_id, t.config, t.attempt) for t in trials)
+            self._requeue.extend((t.trial_id, t.config, t.attempt + 1) for t in trials)
             return []
         trial = trials[0]
-        if trial.attempt <= self.max_retries:
+        deaths = self._charged[trial.trial_id] = self._charged.get(trial.trial_id, 0) + 1
+        if deaths <= self.max_retries:
             self._requeue.append((trial.trial_id, trial.config, trial.attempt + 1))
             return []
-        return [self._ended_row(trial, FAILED, f"worker died {trial.attempt} times; last cause: "
+        return [self._ended_row(trial, FAILED, f"worker died {deaths} times; last cause: "
                                                f"{_cause(error)}")]
 
     def _ended_row(self, trial: _Running, status: str, error: str) -> dict[str, Any]:
