@@ -39,7 +39,9 @@ class TrialContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
     n_reported: int = 0
     stop_requested: bool = False
-    last_row: dict[str, Any] | None = None  # the newest report row (metrics of a PRUNED trial)
+    last_row: dict[str, Any] | None = None  # the newest report row
+    #: The latest reported value of every metric (across rows): the metrics of a PRUNED trial.
+    latest_metrics: dict[str, float] = field(default_factory=dict)
 
     def take_rows(self) -> list[dict[str, Any]]:
         """Hand over the rows reported since the last call, leaving the buffer empty."""
@@ -110,6 +112,7 @@ def report(step: int | None = None, **metrics: Any) -> None:
         context.rows.append(row)
         context.n_reported += 1
         context.last_row = row
+        context.latest_metrics.update({k: v for k, v in row.items() if k not in ("step", "time")})
     if context.stop_requested:
         raise TrialPruned(f"trial {context.trial_id} stopped early by the scheduler at step {step}")
 
