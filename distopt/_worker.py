@@ -99,10 +99,9 @@ class TrialWorker:
         try:
             returned = self._objective(dict(config))
             metrics, error = check_metrics(returned, self._required, self._reserved)
-        except TrialPruned as exc:  # a scheduler stopped it: keep the metrics of its last report
+        except TrialPruned as exc:  # a scheduler stopped it: keep its latest reported metrics
             status, error = PRUNED, str(exc)
-            metrics = {k: v for k, v in (context.last_row or {}).items()
-                       if k not in ("trial_id", "step", "time")}
+            metrics = dict(context.latest_metrics)
         except Exception as exc:  # the user's objective failed: record it, keep the study going
             if is_device_fault(exc):
                 raise  # the driver replaces this process and retries the trial (max_retries)
