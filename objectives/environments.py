@@ -11,9 +11,8 @@ V-REx and MMD penalties reward. Variants: ``"linear"`` (``h`` linear, a linear m
 Metrics: ``train_risk`` (mean training-environment MSE), ``ood_risk`` (MSE in the flipped
 environment), ``penalty`` (the configured penalty on the training data; IRMv1 when
 ``penalty=none``), ``penalty.irm``, ``penalty.vrex``, ``penalty.mmd``, ``spurious_weight`` (mean
-``|df/dX_s|`` on test
-inputs: the spurious coefficient of a linear model), ``causal_weight`` (the same for ``X_c``),
-``params_m``, ``train_seconds``.
+``|df/dX_s|`` on test inputs: the spurious coefficient of a linear model), ``causal_weight`` (the
+same for ``X_c``), ``params_m``, ``train_seconds``.
 """
 
 from __future__ import annotations

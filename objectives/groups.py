@@ -148,10 +148,11 @@ class MatrixGroup(Group):
 
     def _apply_blocks(self, g: Tensor, x: Tensor, extra: int) -> Tensor:
         # ``extra`` data axes sit between the batch axes and the (k, d) blocks (1 for N, 0 for a
-        # global vector); g gets matching singleton axes so batch axes broadcast.
+        # global vector). einsum, not a broadcast ``@``: the latter runs one tiny d x d product per
+        # (element, sample, point), which made the action cost as much as a small forward.
         blocks = _blocks(x, self.dim)
-        matrix = g.mT.reshape(*g.shape[:-2], *([1] * extra), self.dim, self.dim)
-        return (blocks @ matrix).flatten(-2)
+        spec = "...ij,...nkj->...nki" if extra else "...ij,...kj->...ki"
+        return torch.einsum(spec, g, blocks).flatten(-2)
 
     def act_input(self, g: Tensor, x: Tensor) -> Tensor:
         return self._apply_blocks(g, x, extra=1)
@@ -163,20 +164,67 @@ class MatrixGroup(Group):
             return self._apply_blocks(g, y, extra=0)
         if self.output == "points":
             return self._apply_blocks(g, y, extra=1)
-        return g @ y @ g.mT
+        return torch.einsum("...ij,...jk,...lk->...il", g, y, g)
 
 
-def _haar_orthogonal(
-    m: int, d: int, generator: torch.Generator | None, device, dtype: torch.dtype
-) -> Tensor:
-    """``m`` Haar-distributed matrices of O(d), ``(m, d, d)`` (QR of a Gaussian with sign fix).
+def _quaternion_forms() -> Tensor:
+    """``C: (3, 3, 4, 4)`` with ``R(q)_ij = q^T C_ij q`` for a unit quaternion ``q = (w, x, y, z)``.
 
-    Mezzadri, "How to generate random matrices from the classical compact groups", 2007.
+    Diagonal: ``w^2 + x^2 - y^2 - z^2`` and its permutations; off-diagonal: ``2 (ab -+ wc)``, each
+    product split symmetrically over ``C[a, b]`` and ``C[b, a]``.
     """
+    c = torch.zeros(3, 3, 4, 4, dtype=torch.float64)
+    for i, signs in enumerate([(1, 1, -1, -1), (1, -1, 1, -1), (1, -1, -1, 1)]):
+        c[i, i] = torch.diag(torch.tensor(signs, dtype=torch.float64))
+    w, x, y, z = range(4)
+    off_diagonal = [
+        (0, 1, (x, y), (w, z), -1.0),
+        (1, 0, (x, y), (w, z), 1.0),
+        (0, 2, (x, z), (w, y), 1.0),
+        (2, 0, (x, z), (w, y), -1.0),
+        (1, 2, (y, z), (w, x), -1.0),
+        (2, 1, (y, z), (w, x), 1.0),
+    ]
+    for i, j, (a, b), (e, f), sign in off_diagonal:
+        c[i, j, a, b] = c[i, j, b, a] = 1.0
+        c[i, j, e, f] = c[i, j, f, e] = sign
+    return c
+
+
+_QUATERNION_FORMS = _quaternion_forms()
+
+
+def _haar_special(m: int, d: int, generator: torch.Generator | None) -> Tensor:
+    """``m`` Haar-distributed rotations of SO(d), ``(m, d, d)`` float64.
+
+    Closed forms where they exist, since a batched LAPACK QR costs more than the regulariser's
+    other bookkeeping: a uniform angle for d = 2, a uniform unit quaternion (a normalised 4-D
+    Gaussian) for d = 3 (Shoemake, "Uniform random rotations", Graphics Gems III, 1992). Otherwise
+    QR of a Gaussian with the sign fix of Mezzadri, "How to generate random matrices from the
+    classical compact groups", 2007, and one column flipped where the determinant is -1.
+    """
+    if d == 2:
+        angle = 2 * math.pi * torch.rand(m, generator=generator, dtype=torch.float64)
+        cos, sin = angle.cos(), angle.sin()
+        return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    if d == 3:
+        q = torch.randn(m, 4, generator=generator, dtype=torch.float64)
+        # R(q) is a quadratic form in q divided by |q|^2, so no normalisation step is needed.
+        r = torch.einsum("ijab,ma,mb->mij", _QUATERNION_FORMS, q, q)
+        return r / q.square().sum(-1)[:, None, None]
     gauss = torch.randn(m, d, d, generator=generator, dtype=torch.float64)
     q, r = torch.linalg.qr(gauss)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    return q.to(device=device, dtype=dtype)
+    flip = torch.linalg.det(q).sign()
+    return torch.cat([q[..., :1] * flip[:, None, None], q[..., 1:]], dim=-1)
+
+
+def _haar_orthogonal(m: int, d: int, generator: torch.Generator | None) -> Tensor:
+    """``m`` Haar-distributed matrices of O(d), ``(m, d, d)`` float64: a Haar rotation times a
+    reflection ``diag(-1, 1, ..., 1)`` with probability 1/2 (O(d) is SO(d) and its coset)."""
+    rotation = _haar_special(m, d, generator)
+    coin = torch.randint(0, 2, (m,), generator=generator, dtype=torch.float64)
+    return torch.cat([rotation[..., :1] * (1 - 2 * coin)[:, None, None], rotation[..., 1:]], -1)
 
 
 def _pca_frames(x: Tensor, d: int, special: bool) -> Tensor:
@@ -185,12 +233,10 @@ def _pca_frames(x: Tensor, d: int, special: bool) -> Tensor:
     The second moment ``S(x) = sum_i x_i x_i^T`` satisfies ``S(A x) = A S(x) A^T``, so its
     eigenvectors ``E`` move with ``A`` up to the sign of each column; taking every sign pattern
     ``E diag(s)`` (only ``det = +1`` ones for SO(d)) gives a frame. It is about the origin, where
-    the
-    group acts, not centred: centring would lose a rank, and two points in ``R^3`` would then leave
-        a
-    degenerate eigenspace. Exactness needs distinct eigenvalues except possibly one zero (points
-    spanning at least ``d - 1`` dimensions), true almost surely for continuous data. Computed in
-    float64 since the frame is only as equivariant as the eigensolver is accurate.
+    the group acts, not centred: centring would lose a rank, and two points in ``R^3`` would then
+    leave a degenerate eigenspace. Exactness needs distinct eigenvalues except possibly one zero
+    (points spanning at least ``d - 1`` dimensions), true almost surely for continuous data.
+    Computed in float64 since the frame is only as equivariant as the eigensolver is accurate.
     """
     points = _blocks(x, d).flatten(-3, -2).double()  # (B, N * k, d)
     _, vectors = torch.linalg.eigh(points.mT @ points)  # (B, d, d), columns = eigenvectors
@@ -206,22 +252,13 @@ def _pca_frames(x: Tensor, d: int, special: bool) -> Tensor:
 
 
 class Rotation(MatrixGroup):
-    """The rotation group SO(d), Haar-sampled; ``Rotation(2)`` is SO(2), ``Rotation(3)`` is
-    SO(3)."""
+    """The rotation group SO(d), Haar-sampled: ``Rotation(2)`` is SO(2), ``Rotation(3)`` SO(3)."""
 
     def __init__(self, dim: int = 3, output: str = "invariant", name: str = "rotation") -> None:
         super().__init__(dim, name, output)
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        if self.dim == 2:
-            angle = 2 * math.pi * torch.rand(m, generator=generator, dtype=torch.float64)
-            cos, sin = angle.cos(), angle.sin()
-            g = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-            return g.to(device=device, dtype=dtype)
-        q = _haar_orthogonal(m, self.dim, generator, "cpu", torch.float64)
-        flip = torch.linalg.det(q).sign()
-        q = torch.cat([q[..., :1] * flip[:, None, None], q[..., 1:]], dim=-1)
-        return q.to(device=device, dtype=dtype)
+        return _haar_special(m, self.dim, generator).to(device=device, dtype=dtype)
 
     def inverse(self, g: Tensor) -> Tensor:
         return g.mT
@@ -237,7 +274,7 @@ class Orthogonal(MatrixGroup):
         super().__init__(dim, name, output)
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        return _haar_orthogonal(m, self.dim, generator, device, dtype)
+        return _haar_orthogonal(m, self.dim, generator).to(device=device, dtype=dtype)
 
     def inverse(self, g: Tensor) -> Tensor:
         return g.mT

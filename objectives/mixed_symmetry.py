@@ -244,9 +244,9 @@ class MixedSymmetryTask:
 
     def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
         """Train under ``config`` (keys: ``lam.<candidate>`` and training settings, see
-        :func:`objectives.settings.parse_settings`) and return the trial metrics. ``hypergrad:
-        true``
-        also returns ``grad/<metric>/<param>`` hypergradients (see :mod:`objectives.hypergrad`)."""
+        :func:`objectives.settings.parse_settings`) and return the trial metrics.
+        ``hypergrad: true`` also returns ``grad/<metric>/<param>`` hypergradients (see
+        :mod:`objectives.hypergrad`)."""
         from .hypergrad import run_with_hypergradients, split_hypergrad_config
 
         config, hypergrad = split_hypergrad_config(config)

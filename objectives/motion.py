@@ -4,9 +4,9 @@ r"""Task 2: n-body motion forecasting with an external field that breaks rotatio
 by a spring of rest length 1) or charges (alternating +1/-1 by index, softened Coulomb forces),
 simulated in code with velocity Verlet. A uniform external field ``field * e_1`` (gravity for
 springs, an electric field for charges) is translation invariant but singles out a direction, so it
-breaks rotation
-equivariance by a set amount: ``field = 0`` gives exactly SO(d)-equivariant dynamics. For
-springs, relabelling particles is an exact symmetry; for charges it is broken (charges differ).
+breaks rotation equivariance by a set amount: ``field = 0`` gives exactly SO(d)-equivariant
+dynamics. For springs, relabelling particles is an exact symmetry; for charges it is broken
+(charges differ).
 
 A trial forecasts the next ``T_out`` positions of every particle from its last ``T_in`` positions.
 Inputs ``(B, N, T_in d)`` and targets ``(B, N, T_out d)`` are per-particle "points": rotations and

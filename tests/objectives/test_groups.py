@@ -148,3 +148,17 @@ def test_bad_arguments_are_rejected():
         Permutation(4).act_input(Permutation(4).sample(1), torch.zeros(1, 3, 2))
     with pytest.raises(ValueError, match="multiple of dim"):
         Rotation(3).act_input(Rotation(3).sample(1), torch.zeros(1, 2, 4))
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4])
+def test_haar_samplers_in_every_dimension(dim):
+    """Closed forms (d = 2, 3) and QR (d >= 4) alike: orthogonal, right determinant, E[R] = 0."""
+    gen = torch.Generator().manual_seed(11)
+    r = Rotation(dim).sample(3000, generator=gen, dtype=DT)
+    o = Orthogonal(dim).sample(3000, generator=gen, dtype=DT)
+    eye = torch.eye(dim, dtype=DT)
+    for g in (r, o):
+        assert torch.allclose(g @ g.mT, eye.expand_as(g), atol=1e-12)
+        assert float(g.mean(0).abs().max()) < 0.06
+    assert torch.allclose(torch.linalg.det(r), torch.ones(3000, dtype=DT), atol=1e-12)
+    assert 0.45 < float((torch.linalg.det(o) < 0).double().mean()) < 0.55
