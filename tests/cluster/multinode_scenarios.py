@@ -100,7 +100,32 @@ def node_loss(cluster, nodes, root):
             "dispatched": reader.dispatched().select(["trial_id", "attempt"]).to_pylist()}
 
 
-SCENARIOS = {"spread": spread, "gpu": gpu, "node_loss": node_loss}
+def cli(cluster, nodes, root):
+    """The README's route: ``distopt run study.yaml --address auto`` in another process, which
+    finds the cluster through RAY_ADDRESS (as on a head node or in a Ray job)."""
+    import subprocess
+
+    study_file = f"{root}/study.yaml"
+    with open(study_file, "w") as handle:
+        json.dump({"objective": "distopt.examples:two_bowls",
+                   "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}, "epochs": 2},
+                   "objectives": {"f1": "min", "f2": "min"}, "budget": 6, "workers": 2,
+                   "resources_per_trial": {"cpu": 0.5, "trainer": 1}}, handle)  # JSON is YAML
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    proc = subprocess.run([sys.executable, "-m", "distopt", "run", study_file, "--address", "auto",
+                           "--store", f"{root}/cli", "--no-progress"],
+                          capture_output=True, text=True, timeout=180, env=env)
+    out = {"rc": proc.returncode, "stdout": proc.stdout[-2000:], "stderr": proc.stderr[-2000:]}
+    if proc.returncode == 0:
+        out["trials"] = trials_of_cli(distopt.open_store(f"{root}/cli"))
+    return out
+
+
+def trials_of_cli(reader):
+    return reader.trials().select(["trial_id", "status", "node_id"]).to_pylist()
+
+
+SCENARIOS = {"spread": spread, "gpu": gpu, "cli": cli, "node_loss": node_loss}
 
 
 def main(names):

@@ -2,7 +2,7 @@
 
 The cluster cannot share the session's Ray, so ``multinode_scenarios.py`` builds it with
 ``ray.cluster_utils.Cluster`` in a subprocess, runs the three scenarios one after another on it
-(about 40 s in all) and prints the trial tables as JSON.
+(about 50 s in all) and prints the trial tables as JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SCRIPT = Path(__file__).with_name("multinode_scenarios.py")
 def cluster_run():
     env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONPATH": os.pathsep.join(
         [str(SCRIPT.parents[2]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "spread", "gpu", "node_loss"],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "spread", "gpu", "cli", "node_loss"],
                           capture_output=True, text=True, timeout=420, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, (
@@ -58,6 +58,17 @@ def test_quarter_gpu_trials_pack_four_at_once_on_the_one_gpu_node(cluster_run):
     earliest_end = min(t["t1"] for t in trials)
     assert latest_start < earliest_end, [(t["t0"], t["t1"]) for t in trials]
     assert len({t["worker"] for t in trials}) == 4
+
+
+def test_distopt_run_address_auto_joins_the_cluster(cluster_run):
+    """`distopt run study.yaml --address auto`, as the README shows, from another process."""
+    nodes = cluster_run["nodes"]
+    run = cluster_run["cli"]
+    assert run["rc"] == 0, run["stderr"]
+    assert "Pareto front" in run["stdout"]
+    trials = run["trials"]
+    assert len(trials) == 6 and {t["status"] for t in trials} == {"COMPLETE"}
+    assert {t["node_id"] for t in trials} <= {nodes["A"], nodes["B"]}  # not the head
 
 
 def test_removing_a_node_mid_search_reruns_its_trial_elsewhere(cluster_run):
