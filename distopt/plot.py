@@ -269,7 +269,8 @@ def parallel_coordinates(store: Store, params: Sequence[str] | None = None,
     ax.set_ylabel("scaled value (0 = lowest, 1 = highest)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(f"parallel coordinates: {table.num_rows} COMPLETE trials, "
-                 f"{int(is_front.sum())} on the front (coloured by {metrics[0] if metrics else '-'})",
+                 f"{int(is_front.sum())} on the front (coloured by "
+                 f"{metrics[0] if metrics else '-'})",
                  fontsize="medium")
     return fig
 
@@ -398,7 +399,8 @@ def symmetry_strengths(store: Store, alphas: Mapping[str, float] | None = None):
     for colour, group in zip(colours, groups):
         lam = _column(front, CONFIG_PREFIX + f"lam.{group}")
         x = levels[group] + rng.uniform(-0.015, 0.015, len(lam)) * span
-        ax.scatter(x, lam, color=colour, s=26, alpha=0.8, label=f"{group} (alpha={levels[group]:g})",
+        ax.scatter(x, lam, color=colour, s=26, alpha=0.8,
+                   label=f"{group} (alpha={levels[group]:g})",
                    gid="member")
         median = float(np.median(lam)) if len(lam) else math.nan
         medians.append(median)
@@ -442,12 +444,14 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 # -- all of them ----------------------------------------------------------------------------------
 
-def save_all(store: Store, out: str | os.PathLike, *, fmt: str = "png", dpi: int = 120) -> list[Path]:
+def save_all(store: Store, out: str | os.PathLike, *, fmt: str = "png",
+             dpi: int = 120) -> list[Path]:
     """Write every plot that applies to the store into ``out``; return the files written."""
     reader = _reader(store)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    plots: dict[str, Any] = {"hypervolume": hypervolume, "parallel_coordinates": parallel_coordinates}
+    plots: dict[str, Any] = {"hypervolume": hypervolume,
+                             "parallel_coordinates": parallel_coordinates}
     if len(reader.problem.objectives) >= 2:
         plots = {"pareto_front": pareto_front, **plots}
     if curve_metrics(reader):

@@ -213,7 +213,8 @@ class MOASHAScheduler(FIFOScheduler):
         self.moasha.on_trial_end(number, PRUNED if number in self.moasha.stopped else COMPLETE)
 
     def debug_string(self) -> str:
-        return f"MOASHAScheduler: rungs {self.moasha.rung_sizes}, stopped {len(self.moasha.stopped)}"
+        stopped = len(self.moasha.stopped)
+        return f"MOASHAScheduler: rungs {self.moasha.rung_sizes}, stopped {stopped}"
 
 
 __all__ = ["DistoptSearcher", "MOASHAScheduler"]

@@ -54,7 +54,8 @@ class MOASHA(Scheduler):
                  tie_break: str = "crowding"):
         super().__init__()
         if isinstance(grace_period, bool) or not isinstance(grace_period, int) or grace_period < 0:
-            raise field_error("scheduler.grace_period", f"must be an int >= 0; got {grace_period!r}")
+            raise field_error("scheduler.grace_period",
+                              f"must be an int >= 0; got {grace_period!r}")
         if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, (int, float)) \
                 or not reduction_factor > 1:
             raise field_error("scheduler.reduction_factor",
@@ -100,7 +101,7 @@ class MOASHA(Scheduler):
             raise field_error("scheduler.metrics", "is empty", "name at least one metric")
         self._maximize = [d == "max" for d in self.metrics.values()]
 
-    # -- rungs --------------------------------------------------------------------------------------
+    # -- rungs ------------------------------------------------------------------------------------
 
     def milestone(self, k: int) -> int | None:
         """The step of rung ``k`` (None past ``max_step``)."""
@@ -130,7 +131,7 @@ class MOASHA(Scheduler):
         """Trial id -> the milestone at which this scheduler stopped it."""
         return dict(self._stopped)
 
-    # -- decisions ----------------------------------------------------------------------------------
+    # -- decisions --------------------------------------------------------------------------------
 
     def on_report(self, trial_id: int, step: int, metrics: Mapping[str, float]) -> bool:
         if trial_id in self._stopped:

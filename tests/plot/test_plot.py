@@ -47,7 +47,7 @@ def two_objective_store(tmp_path_factory):
                            "act": distopt.Categorical(["relu", "silu"]), "epochs": 3},
                           {"f1": "min", "f2": "min"}, {"g": ("<=", 0.5)})
     trials, curves = [], []
-    for i, (name, (f1, f2, g)) in enumerate(POINTS.items()):
+    for i, (f1, f2, g) in enumerate(POINTS.values()):
         config = {"x": i / 10, "lr": 10 ** (-1 - i / 3), "act": ["relu", "silu"][i % 2],
                   "epochs": 3}
         trials.append(row(i, config, {"f1": f1, "f2": f2, "g": g}))
@@ -95,8 +95,8 @@ def test_hypervolume_over_trials_and_time(two_objective_store):
 def test_parallel_coordinates_one_line_per_complete_trial(two_objective_store):
     fig = dplot.parallel_coordinates(two_objective_store)
     (ax,) = fig.axes
-    front = [l for l in ax.lines if l.get_gid() == "front"]
-    others = [l for l in ax.lines if l.get_gid() == "trial"]
+    front = [line for line in ax.lines if line.get_gid() == "front"]
+    others = [line for line in ax.lines if line.get_gid() == "trial"]
     assert len(front) == 3 and len(front) + len(others) == 7
     labels = [t.get_text() for t in ax.get_xticklabels()]
     # Searched parameters in the space's order (constants such as epochs left out), objectives.
@@ -112,7 +112,7 @@ def test_learning_curves_of_front_members(two_objective_store):
     fig = dplot.learning_curves(two_objective_store)
     (ax,) = fig.axes
     assert ax.get_ylabel() == "train_loss" and ax.get_xlabel() == "step"
-    assert len([l for l in ax.lines if l.get_gid() == "front"]) == 3
+    assert len([line for line in ax.lines if line.get_gid() == "front"]) == 3
     first = ax.lines[0]
     assert list(first.get_xdata()) == [0, 1, 2]
     with pytest.raises(ValueError, match="never reported"):

@@ -102,7 +102,7 @@ def test_hypervolume_contribution_breaks_ties():
     front = np.array([[0.2, 2.9], [1.0, 1.0], [2.9, 0.2]])
     assert number_better(front, 1, tie_break="hypervolume") == 0
     assert number_better(front, 0, tie_break="hypervolume") >= 1
-    assert number_better(front, 1, tie_break="crowding") == 2  # the extremes are infinitely crowded-free
+    assert number_better(front, 1, tie_break="crowding") == 2  # extremes: infinite distance
 
 
 def test_metrics_reported_in_separate_calls_are_combined():
