@@ -14,7 +14,13 @@ Then the store of 10,000 trials is read in a fresh Python process (imports done 
 clock starts): ``open_store(path)`` + ``pareto_front()`` + ``hypervolume()``, best and median of
 5 runs. Target: under 1 s; memory flat between 1,000 and 10,000 trials.
 
-    python benchmarks/bench_load.py [--trials 10000] [--workers 2]
+    python benchmarks/bench_load.py [--trials 10000] [--workers 2] [--one-per-call]
+
+It runs twice, each in a fresh process: as is (short trials are batched, up to 16 per Ray actor
+call, so a store write carries several trials), and with a (never reached) ``trial_timeout``,
+which turns batching off: one actor call and one store write per trial, as with real trials that
+finish one at a time, ~16x more calls to expose any per-call growth. ``--one-per-call`` runs only
+the second.
 """
 
 from __future__ import annotations
@@ -111,13 +117,8 @@ print(json.dumps({"best": min(runs), "median": statistics.median(runs), "rows": 
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                      "bench_load.md"))
-    args = parser.parse_args()
+def bench(args: argparse.Namespace) -> str:
+    """One search in this process; its results as markdown."""
     checkpoints = tuple(sorted({c for c in CHECKPOINTS if c < args.trials} | {args.trials}))
     Recorder.checkpoints = checkpoints
 
@@ -137,7 +138,8 @@ def main() -> None:
         sampler.start()
         Recorder.started = time.perf_counter()
         reader = study.optimize(instant, budget=args.trials, workers=args.workers,
-                                progress=True)
+                                progress=True,
+                                trial_timeout=3600.0 if args.one_per_call else None)
         elapsed = time.perf_counter() - Recorder.started
         sampler.stop.set()
         sampler.join()
@@ -157,10 +159,12 @@ def main() -> None:
     flat = growth <= max(20.0, 0.05 * first[1])
     rate = (last[0] - first[0]) / max(last[3] - first[3], 1e-9)
     lines = [
-        f"Load: {args.trials:,} trials, instant objective, {args.workers} workers, random strategy, "
-        f"local Ray, {os.cpu_count()} CPUs. {elapsed:.1f} s in all, of which Ray and worker "
-        f"start-up until the first {first[0]:,} trials had finished: {first[3]:.1f} s; then "
-        f"{rate:,.0f} trials/s.",
+        f"Load: {args.trials:,} trials, instant objective, {args.workers} workers, random "
+        f"strategy, local Ray, {os.cpu_count()} CPUs. {elapsed:.1f} s in all, of which Ray and "
+        f"worker start-up until the first {first[0]:,} trials had finished: {first[3]:.1f} s; then "
+        f"{rate:,.0f} trials/s"
+        + (" (one actor call per trial: batching off)." if args.one_per_call else
+           " (short trials batched, up to 16 per actor call)."),
         "",
         "Driver memory in one search, sampled as the finished count crosses each mark (MiB; "
         f"before the search: {rss_before:.0f}):",
@@ -189,7 +193,34 @@ def main() -> None:
         "",
         f"Target: under 1 s -> {'met' if read['median'] < 1.0 else 'MISSED'}.",
     ]
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+RESULT = "---RESULT---\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--one-per-call", action="store_true",
+                        help="only the run without batching of short trials")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "bench_load.md"))
+    args = parser.parse_args()
+    if args.single:  # one mode, in a fresh process: its memory is its own
+        print(RESULT + bench(args))
+        return
+    texts = []
+    for extra in ([["--one-per-call"]] if args.one_per_call else [[], ["--one-per-call"]]):
+        done = subprocess.run([sys.executable, __file__, "--single", "--trials", str(args.trials),
+                               "--workers", str(args.workers), *extra],
+                              capture_output=True, text=True)
+        if done.returncode != 0 or RESULT not in done.stdout:
+            sys.exit(f"benchmark run {extra} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        texts.append(done.stdout.split(RESULT, 1)[1].strip())
+    text = "\n\n".join(texts)
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
