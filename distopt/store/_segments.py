@@ -5,9 +5,14 @@ Arrow IPC *stream* (schema, then record batches). The stream format is chosen ov
 format and Parquet because a stream can be appended batch by batch and flushed after each one,
 and every complete prefix of it is readable: a crash loses at most the batch being written.
 
-A writer never reopens an existing segment. A new writer session, or a row with a column the
+A writer never appends to an existing segment. A new writer session, or a row with a column the
 current schema lacks, starts a new segment; readers unify the schemas (missing columns read as
 null), so a metric that first appears late becomes a new nullable column.
+
+A segment is only ever *replaced whole*, atomically (temporary file, fsync, rename): when its
+writer closes it, it is compacted to one record batch (``compact_segment``); when a crash left it
+torn, the next writer cuts it back to its complete batches and keeps the original beside it as
+``part-NNNNN.arrow.torn`` (``repair_segment``).
 """
 
 from __future__ import annotations
