@@ -41,4 +41,5 @@ def test_notebook_runs_and_shows_its_plots(path, tmp_path):
         text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
         assert "24 trials" in text and "on the front" in text
         assert (tmp_path / "runs" / "pareto-notebook" / "trials.parquet").is_file()
-        assert seconds < 120, f"the notebook took {seconds:.0f} s; keep it under a minute"
+        # About 40 s on 2 idle cores; the bound only catches a notebook grown far too big.
+        assert seconds < 300, f"the notebook took {seconds:.0f} s; keep it under a minute"
