@@ -75,7 +75,8 @@ def test_moasha_stops_tune_trials_on_two_metrics(ray_local, tmp_path):
     from distopt.interop.tune import DistoptSearcher, MOASHAScheduler
 
     searcher = DistoptSearcher("random", space(), {"f1": "min", "f2": "min"}, seed=1)
-    scheduler = MOASHAScheduler(searcher, grace_period=1, reduction_factor=2)
+    scheduler = MOASHAScheduler(searcher, grace_period=1, reduction_factor=2,
+                                max_step=ITERATIONS)   # rungs at iterations 1, 2 and 4
     grid = fit(searcher, tmp_path, scheduler=scheduler, num_samples=10)
     assert len(grid) == 10 and not grid.errors
     iterations = {r.metrics["trial_id"]: r.metrics["training_iteration"] for r in grid}
