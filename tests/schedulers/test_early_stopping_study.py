@@ -109,7 +109,7 @@ def test_scheduler_from_a_study_file_and_kept_by_resume(ray_local, tmp_path):
     study_file = study_from_dict({
         "objective": "distopt.examples:two_bowls",
         "space": {"x": {"type": "float", "low": 0.0, "high": 1.0},
-                  "y": {"type": "float", "low": -1.0, "high": 1.0}, "epochs": 8, "sleep": 0.05},
+                  "y": {"type": "float", "low": -1.0, "high": 1.0}, "epochs": 10, "sleep": 0.1},
         "objectives": {"f1": "min", "f2": "min"},
         "scheduler": {"name": "moasha", "options": {"metrics": {"train_loss": "min"},
                                                     "grace_period": 1, "reduction_factor": 3}},
