@@ -15,7 +15,7 @@ from distopt.schedulers import MOASHA
 EPOCHS = 12
 
 
-def make_objective(epochs=EPOCHS, sleep=0.04):
+def make_objective(epochs=EPOCHS, sleep=0.08):
     """Curves that improve with epochs; ``y`` makes both objectives worse (dominated trials)."""
 
     def objective(config):
