@@ -93,9 +93,10 @@ def equivariance_loss(
 ) -> Tensor:
     """``R_G(f)`` on the batch ``x: (B, N, C)`` as a differentiable scalar (see
     :func:`equivariance_terms`)."""
-    return equivariance_terms(model, [group], x, samples, relative=relative, generator=generator)[
-        1
-    ][0]
+    _, terms = equivariance_terms(
+        model, [group], x, samples, relative=relative, generator=generator
+    )
+    return terms[0]
 
 
 @torch.no_grad()
