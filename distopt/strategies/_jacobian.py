@@ -27,7 +27,8 @@ stationary together, feasibility comes first and the step follows the violated c
 alone (the one kind of step that may worsen an objective). A step that crosses a constraint that held
 is rejected and that constraint joins the rows, so the next direction slides along its boundary.
 
-A member with ``|d| < tol`` is Pareto-stationary (no direction improves every row); one whose ``lr``
+A member with ``|d| < tol`` is Pareto-stationary (no direction improves every row), and so is one
+whose full step is predicted to improve no row by more than ``ftol`` (relative); one whose ``lr``
 fell below ``lr_min`` stalls. Both end the walk (recorded in :attr:`JacobianStrategy.stationary`),
 and the member moves on so that the population keeps tracing new parts of the front: with
 ``reseed="trace"`` (default) a predictor step of ``trace_step`` along one objective's own descent
@@ -144,6 +145,8 @@ class JacobianStrategy(Strategy):
         lr_min: a member whose step length halves below this stalls and re-seeds.
         grow: factor on ``lr`` after an accepted step.
         tol: a member whose direction norm is below ``tol`` is Pareto-stationary and re-seeds.
+        ftol: ... or whose full step (``lr_max``) is predicted to improve no row by more than
+            ``ftol`` relative to its value (0: off); noisy objectives stop dithering there.
         armijo: fraction of the first-order decrease every row must show (0: "not worse").
         rtol: noise allowance, relative to ``|f_i(x)|``, before a row counts as worse.
         atol: absolute noise allowance.
@@ -164,7 +167,7 @@ class JacobianStrategy(Strategy):
                  h: float = 0.05, lr: float = 0.2, lr_max: float = 0.5, lr_min: float = 1e-3,
                  grow: float = 2.0, tol: float = 0.02, armijo: float = 0.01, rtol: float = 1e-3,
                  atol: float = 0.0, normalize: bool = True, max_steps: int | None = None,
-                 reseed: str = "trace", trace_step: float = 0.1):
+                 reseed: str = "trace", trace_step: float = 0.1, ftol: float = 1e-2):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
             raise field_error("strategy.options.population", f"must be an int >= 1; got {population!r}")
@@ -177,7 +180,7 @@ class JacobianStrategy(Strategy):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
                 raise field_error(f"strategy.options.{name}",
                                   f"must be a number > {low:g} and <= {high:g}; got {value!r}")
-        for name, value in (("armijo", armijo), ("rtol", rtol), ("atol", atol)):
+        for name, value in (("armijo", armijo), ("rtol", rtol), ("atol", atol), ("ftol", ftol)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise field_error(f"strategy.options.{name}", f"must be a finite number >= 0; got {value!r}")
         if isinstance(grow, bool) or not isinstance(grow, (int, float)) or grow < 1:
@@ -194,7 +197,7 @@ class JacobianStrategy(Strategy):
                                                              f"got {trace_step!r}")
         self.population = population
         self.source = source
-        self.reseed, self.trace_step = reseed, float(trace_step)
+        self.reseed, self.trace_step, self.ftol = reseed, float(trace_step), float(ftol)
         self.h, self.lr0, self.lr_max, self.lr_min = float(h), float(lr), float(lr_max), float(lr_min)
         self.grow, self.tol, self.armijo = float(grow), float(tol), float(armijo)
         self.rtol, self.atol, self.normalize, self.max_steps = float(rtol), float(atol), bool(normalize), max_steps
@@ -204,8 +207,13 @@ class JacobianStrategy(Strategy):
     def _setup(self, problem: Problem) -> None:
         import torch  # noqa: F401 - fail early, at bind, when torch/torchjd are missing
         from torchjd.aggregation import UPGrad
+        from torchjd.linalg import QuadprogProjector
 
-        self._upgrad = UPGrad()
+        # torchjd regularises the Gramian by 1e-4 by default, which lets J d dip below 0 by about
+        # that much when rows are nearly dependent; a tiny regularisation keeps J d >= 0 to
+        # round-off, the default is the fallback when the QP is too singular for it.
+        self._upgrads = [UPGrad(projector=QuadprogProjector(reg_eps=eps)) for eps in (1e-9, 1e-6)]
+        self._upgrads.append(UPGrad())
         space = problem.space
         self._names = list(space.names)
         self._signs = {m: (-1.0 if d == "max" else 1.0) for m, d in problem.objectives.items()}
@@ -509,9 +517,16 @@ class JacobianStrategy(Strategy):
             matrix = np.where(norms > 1e-300, matrix / np.where(norms > 1e-300, norms, 1.0), 0.0)
         if not np.any(matrix):
             return np.zeros(matrix.shape[1])
-        with torch.no_grad():
-            d = self._upgrad(torch.as_tensor(matrix, dtype=torch.float64))
-        return d.numpy().astype(float)
+        tensor = torch.as_tensor(matrix, dtype=torch.float64)
+        for upgrad in self._upgrads:
+            try:
+                with torch.no_grad():
+                    d = upgrad(tensor).numpy().astype(float)
+            except Exception:  # quadprog: "matrix G is not positive definite"
+                continue
+            if np.all(np.isfinite(d)):
+                return d
+        return np.zeros(matrix.shape[1])
 
     def _direction(self, member: _Member) -> np.ndarray:
         """UPGrad of the active rows, with coordinates a step would push out of the box frozen."""
@@ -539,7 +554,7 @@ class JacobianStrategy(Strategy):
         the violated constraints' rows alone.
         """
         member.direction = self._direction(member)
-        if float(np.linalg.norm(member.direction)) < self.tol:
+        if self._stationary(member):
             reason = "stationary"
             violated = [i for i in member.active if member.all_rows[i][0] == "constraint"
                         and member.all_fx[i] > 0]
@@ -548,12 +563,23 @@ class JacobianStrategy(Strategy):
                 self._activate(member, violated)
                 member.direction = self._direction(member)
                 reason = "infeasible"
-            if float(np.linalg.norm(member.direction)) < self.tol:
+            if self._stationary(member):
                 self._log(member, None, None)
                 self._finish(member, reason)
                 return False
         self._propose(member)
         return member.phase == STEP
+
+    def _stationary(self, member: _Member) -> bool:
+        """No direction improves every row (``|d| < tol``), or none by enough to be worth a trial:
+        a full ``lr_max`` step is predicted to improve no row by more than ``ftol`` relative."""
+        d = member.direction
+        if float(np.linalg.norm(d)) < self.tol:
+            return True
+        if self.ftol <= 0:
+            return False
+        gain = (member.jacobian @ d) * self.lr_max / np.maximum(np.abs(member.fx), 1e-12)
+        return bool(np.all(gain < self.ftol))
 
     def _propose(self, member: _Member) -> None:
         d, xc = member.direction, member.x[member.cont]
