@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -148,6 +149,7 @@ def main(names):
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
     print("RESULT " + json.dumps(out, default=str))
 
 
