@@ -38,7 +38,7 @@ def write_metadata(folder: Path, data: dict[str, Any]) -> None:
     path = folder / METADATA_FILE
     tmp = path.with_suffix(".json.tmp")
     with open(tmp, "w") as handle:
-        json.dump({"format": FORMAT_VERSION, **data}, handle, indent=2, sort_keys=True,
+        json.dump({"format": FORMAT_VERSION, **data}, handle, indent=2,
                   default=str)
         handle.flush()
         os.fsync(handle.fileno())

@@ -462,3 +462,19 @@ def test_snapshot_has_the_readers_rows_for_a_trial_written_twice(rewritten):
     frame = pd.read_parquet(rewritten / "trials.parquet").sort_values("trial_id")
     assert frame["trial_id"].tolist() == [0, 1]
     assert frame["status"].tolist() == ["COMPLETE", "COMPLETE"]
+
+
+def test_reopened_store_keeps_the_declared_objective_order(tmp_path):
+    """study.json must not sort keys: the first objective orders the front and the plots."""
+    import distopt
+    from distopt.store import StoreWriter
+
+    problem = distopt.Problem({"x": distopt.Float(0, 1)}, {"zeta": "min", "alpha": "max"},
+                              {"omega": ("<=", 1.0), "beta": (">=", 0.0)})
+    StoreWriter(tmp_path / "s", {"problem": problem.to_dict(),
+                                 "config_types": problem.space.arrow_types(),
+                                 "metric_order": problem.metric_names}).close()
+    reopened = distopt.open_store(tmp_path / "s").problem
+    assert list(reopened.objectives) == ["zeta", "alpha"]
+    assert reopened.maximize == [False, True]
+    assert list(reopened.constraints) == ["omega", "beta"]
