@@ -15,8 +15,9 @@ class RandomStrategy(Strategy):
 
     Sobol points fill the cube more evenly than i.i.d. uniforms (lower discrepancy), which is why
     BoTorch and Optuna's QMCSampler start from them. The sequence position is the number of
-    configurations handed out, so a resumed study that replays its trials through ``tell``
-    continues the same sequence instead of repeating its first points.
+    distinct configurations known to have been handed out: those this instance drew, those told
+    back, and pending ones it did not draw (trials a crashed run left in flight, re-run on
+    resume). So a resumed study continues the sequence instead of repeating points.
     """
 
     name = "random"
@@ -27,20 +28,26 @@ class RandomStrategy(Strategy):
 
         self._sobol = qmc.Sobol(d=problem.space.dim, scramble=True, seed=self.seed)
         self._drawn = 0
-        self._seen: set[int] = set()
+        self._known: set[tuple[float, ...]] = set()
 
-    def _draw(self, n: int) -> np.ndarray:
-        self._drawn += n
-        return self._sobol.random(n)
+    def _key(self, config: dict[str, Any]) -> tuple[float, ...]:
+        return tuple(np.round(self.problem.space.encode([config])[0], 12))
 
-    def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self.problem.space.decode(self._draw(n))
-
-    def _tell(self, results: list[TrialResult]) -> None:
-        # Replayed trials (resume) advance the sequence past points already handed out.
-        new = [r for r in results if r.trial_id not in self._seen]
-        self._seen.update(r.trial_id for r in new)
-        behind = len(self._seen) - self._drawn
+    def _catch_up(self, configs: list[dict[str, Any]]) -> None:
+        """Skip the sequence past configurations handed out by an earlier run."""
+        self._known.update(self._key(c) for c in configs)
+        behind = len(self._known) - self._drawn
         if behind > 0:
             self._sobol.fast_forward(behind)
             self._drawn += behind
+
+    def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self._catch_up(pending)
+        points = self._sobol.random(n)
+        self._drawn += n
+        configs = self.problem.space.decode(points)
+        self._known.update(self._key(c) for c in configs)
+        return configs
+
+    def _tell(self, results: list[TrialResult]) -> None:
+        self._catch_up([r.config for r in results])

@@ -69,10 +69,6 @@ def test_resume_of_a_finished_study_runs_nothing(ray_local, tmp_path):
     assert raw_rows(path, "dispatched").num_rows == 6
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (distopt/strategies/_random.py): on resume the Sobol sequence is fast-forwarded by the "
-    "number of *finished* trials, so new trials are given the points of the trials that were "
-    "in flight at the crash (which re-run with them): duplicate evaluations"))
 def test_resume_does_not_hand_out_the_points_of_in_flight_trials_again(ray_local, tmp_path):
     path = tmp_path / "store"
     _crashed_store(path, dispatched=12, finished=9)
