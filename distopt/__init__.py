@@ -11,6 +11,7 @@ from ._context import TrialPruned, device, report, should_stop
 from ._errors import ConfigError, DistoptError, StoreError
 from ._problem import Problem, TrialResult
 from ._study import Study
+from ._studyfile import load_study_file
 from .space import Categorical, Float, Int, Space
 from .store import StoreReader, open_store
 
@@ -30,6 +31,7 @@ __all__ = [
     "TrialPruned",
     "TrialResult",
     "device",
+    "load_study_file",
     "open_store",
     "report",
     "should_stop",

@@ -54,8 +54,19 @@ class Param(ABC):
         return f"{type(self).__name__}({fields})"
 
 
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_bounds(kind: str, low: Any, high: Any, log: bool) -> None:
     for name, value in (("low", low), ("high", high)):
+        if isinstance(value, str) and _looks_numeric(value):
+            raise field_error(f"{kind}.{name}", f"must be a number; got the text {value!r}",
+                              "YAML 1.1 reads 1e-3 as text: write 1.0e-3")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise field_error(f"{kind}.{name}", f"must be a finite number; got {value!r}")
     if not low < high:

@@ -31,6 +31,9 @@ def param_from_spec(name: str, spec: Any) -> Param | Any:
     if not isinstance(kind, str) or kind not in _SPEC_KEYS:
         raise field_error(f"{field}.type", f"must be one of float, int, categorical; got {kind!r}")
     allowed, cls = _SPEC_KEYS[kind]
+    if False in spec and "off" not in spec:
+        # YAML 1.1 (PyYAML) reads an unquoted `off:` key as the boolean false: it meant "off".
+        spec = {("off" if k is False else k): v for k, v in spec.items()}
     unknown = set(spec) - allowed
     if unknown:
         raise field_error(field, f"unknown key(s) {sorted(unknown, key=str)} for type {kind}",

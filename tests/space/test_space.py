@@ -144,3 +144,17 @@ def test_bad_spec_names_the_field(spec, field):
 def test_bad_space_names_space(params):
     with pytest.raises(distopt.ConfigError, match=r"^space: "):
         Space(params)
+
+
+def test_yaml_off_key_and_exponent_text_are_understood_or_explained():
+    """PyYAML (YAML 1.1) reads `off:` as False and `1e-3` as text; both are common in spaces."""
+    import yaml
+
+    from distopt import ConfigError, Space
+
+    spec = yaml.safe_load("lam: {type: float, low: 1.0e-3, high: 10.0, log: true, off: 0.0}")
+    assert False in spec["lam"]  # the pitfall is real
+    space = Space(spec)
+    assert space.params["lam"].off == 0.0
+    with pytest.raises(ConfigError, match=r"space\.lam.*1\.0e-3"):
+        Space(yaml.safe_load("lam: {type: float, low: 1e-3, high: 10.0, log: true}"))
