@@ -380,7 +380,9 @@ def test_resume_reruns_trials_that_were_in_flight(ray_local, tmp_path):
     configs = configs_of(table)
     assert configs[4] == lost
     assert table["f1"][4].as_py() == pytest.approx(0.125**2 + 0.25**2)
-    assert configs[5] == sobol_configs(RESUME_SPACE, 5)[4]
+    # The lost trial used up sequence position 4 (in a real crash it was handed Sobol point 4),
+    # so the first new trial continues at position 5 rather than repeating point 4.
+    assert configs[5] == sobol_configs(RESUME_SPACE, 6)[5]
 
 
 def test_given_reference_point_is_kept(ray_local, tmp_path):
