@@ -28,12 +28,14 @@ alone (the one kind of step that may worsen an objective). A step that crosses a
 is rejected and that constraint joins the rows, so the next direction slides along its boundary.
 
 A member with ``|d| < tol`` is Pareto-stationary (no direction improves every row), and so is one
-whose full step is predicted to improve no row by more than ``ftol`` (relative); one whose ``lr``
-fell below ``lr_min`` stalls. Both end the walk (recorded in :attr:`JacobianStrategy.stationary`),
+whose full step is predicted to improve no row by more than ``ftol`` or whose last accepted step
+improved none by more than ``ptol`` (relative: progress too small to be worth trials); one whose
+``lr`` fell below ``lr_min`` stalls. Both end the walk (recorded in :attr:`JacobianStrategy.stationary`),
 and the member moves on so that the population keeps tracing new parts of the front: with
-``reseed="trace"`` (default) a predictor step of ``trace_step`` along one objective's own descent
-direction starts the next walk, whose UPGrad steps correct back onto the front further towards that
-objective's end; once a walk no longer ends better in it, or after any other end, the member
+``reseed="trace"`` (default) a predictor step (first ``trace_step``) along one objective's own
+descent direction starts the next walk, whose UPGrad steps correct back onto the front further
+towards that objective's end; a walk that does not end better in it is retried with half the
+predictor, and once that falls below half of ``trace_step``, or after any other end, the member
 re-seeds at its next Sobol start.
 
 **Key scheme (hypergradient source).** An objective that can differentiate its metrics returns,
@@ -104,7 +106,10 @@ class _Member:
     restarts: int = 0   # walks ended so far (Sobol starts and trace hops)
     sobol: int = 0      # Sobol starts used so far
     trace: int = -1     # objective the current walk traces the front towards (-1: none)
-    trace_ref: float = math.nan  # that objective's row value where the previous walk ended
+    trace_ref: float = math.nan  # that objective's row value at the trace's origin
+    trace_origin: np.ndarray = field(default_factory=lambda: np.empty(0))  # the last end improved
+    trace_dir: np.ndarray = field(default_factory=lambda: np.empty(0))  # unit predictor direction
+    trace_len: float = 0.0  # current predictor length
     start: np.ndarray = field(default_factory=lambda: np.empty(0))
     x: np.ndarray = field(default_factory=lambda: np.empty(0))
     cont: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
@@ -127,6 +132,7 @@ class _Member:
     steps: int = 0      # accepted steps since the last start
     trials: int = 0     # results consumed since the last start
     consumed: int = 0   # results consumed in all (orders the asks, so members take turns)
+    slow: bool = False  # the last accepted step improved no row by more than ptol
 
 
 class JacobianStrategy(Strategy):
@@ -140,34 +146,37 @@ class JacobianStrategy(Strategy):
             ``hypergrad`` constant or a trial already returned ``grad/`` keys), ``"hypergrad"`` (the
             same, never speculating) or ``"fd"`` (central differences only, keys ignored).
         h: central-difference step in the encoded cube.
-        lr: first step length (in cube units, for a direction of norm 1).
+        lr: first step length of a walk (in cube units, for a direction of norm 1).
         lr_max: longest step.
-        lr_min: a member whose step length halves below this stalls and re-seeds.
+        lr_min: a walk whose step length halves below this stalls.
         grow: factor on ``lr`` after an accepted step.
-        tol: a member whose direction norm is below ``tol`` is Pareto-stationary and re-seeds.
-        ftol: ... or whose full step (``lr_max``) is predicted to improve no row by more than
-            ``ftol`` relative to its value (0: off); noisy objectives stop dithering there.
         armijo: fraction of the first-order decrease every row must show (0: "not worse").
         rtol: noise allowance, relative to ``|f_i(x)|``, before a row counts as worse.
         atol: absolute noise allowance.
+        tol: a walk whose direction norm is below ``tol`` is Pareto-stationary and ends.
+        ftol: a walk also ends when a full ``lr_max`` step is predicted to improve no row by more
+            than ``ftol`` relative to its value (0: off) ...
+        ptol: ... or when its last accepted step improved no row by more than ``ptol`` relative
+            (0: off); with noisy objectives, walks then stop instead of dithering.
         normalize: scale every Jacobian row to norm 1 before aggregating (objectives on different
             scales then count alike, and ``tol`` is an angle-like, scale-free threshold).
-        max_steps: accepted steps after which a member re-seeds anyway (None: no limit).
-        reseed: where a member goes when its walk ends: ``"trace"`` (from a stationary or stalled
-            feasible end, on along the front: a predictor step of ``trace_step`` towards one
-            objective, then UPGrad corrector steps; a fresh Sobol start once that objective stops
-            improving) or ``"sobol"`` (always a fresh Sobol start).
-        trace_step: length of the predictor step in the cube.
+        max_steps: accepted steps after which a walk ends anyway (None: no limit).
+        reseed: where a member goes when its walk ends: ``"trace"`` (on along the front from a
+            stationary or stalled feasible end: a predictor step towards one objective, then
+            UPGrad corrector steps; a fresh Sobol start when the trace ends) or ``"sobol"``
+            (always a fresh Sobol start).
+        trace_step: first predictor length in the cube.
     """
 
     name = "jacobian"
     queue_depth = 1
 
     def __init__(self, *, seed: int | None = 0, population: int = 6, source: str = "auto",
-                 h: float = 0.05, lr: float = 0.2, lr_max: float = 0.5, lr_min: float = 1e-3,
-                 grow: float = 2.0, tol: float = 0.02, armijo: float = 0.01, rtol: float = 1e-3,
+                 h: float = 0.05, lr: float = 0.2, lr_max: float = 0.4, lr_min: float = 0.02,
+                 grow: float = 1.5, tol: float = 0.02, armijo: float = 0.01, rtol: float = 1e-3,
                  atol: float = 0.0, normalize: bool = True, max_steps: int | None = None,
-                 reseed: str = "trace", trace_step: float = 0.1, ftol: float = 1e-2):
+                 reseed: str = "trace", trace_step: float = 0.1, ftol: float = 1e-2,
+                 ptol: float = 1e-3):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
             raise field_error("strategy.options.population", f"must be an int >= 1; got {population!r}")
@@ -180,7 +189,8 @@ class JacobianStrategy(Strategy):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
                 raise field_error(f"strategy.options.{name}",
                                   f"must be a number > {low:g} and <= {high:g}; got {value!r}")
-        for name, value in (("armijo", armijo), ("rtol", rtol), ("atol", atol), ("ftol", ftol)):
+        for name, value in (("armijo", armijo), ("rtol", rtol), ("atol", atol), ("ftol", ftol),
+                            ("ptol", ptol)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise field_error(f"strategy.options.{name}", f"must be a finite number >= 0; got {value!r}")
         if isinstance(grow, bool) or not isinstance(grow, (int, float)) or grow < 1:
@@ -197,7 +207,8 @@ class JacobianStrategy(Strategy):
                                                              f"got {trace_step!r}")
         self.population = population
         self.source = source
-        self.reseed, self.trace_step, self.ftol = reseed, float(trace_step), float(ftol)
+        self.reseed, self.trace_step = reseed, float(trace_step)
+        self.ftol, self.ptol = float(ftol), float(ptol)
         self.h, self.lr0, self.lr_max, self.lr_min = float(h), float(lr), float(lr_max), float(lr_min)
         self.grow, self.tol, self.armijo = float(grow), float(tol), float(armijo)
         self.rtol, self.atol, self.normalize, self.max_steps = float(rtol), float(atol), bool(normalize), max_steps
@@ -252,7 +263,7 @@ class JacobianStrategy(Strategy):
         sequence for its ``k``-th start."""
         raw = self._sobol(self._starts, member.index + self.population * member.sobol, 0)
         member.sobol += 1
-        member.trace, member.trace_ref = -1, math.nan
+        member.trace, member.trace_ref, member.trace_len = -1, math.nan, 0.0
         start = self._snap(raw)
         cont, lo, hi = [], [], []
         for j, param in self._floats.items():
@@ -272,28 +283,37 @@ class JacobianStrategy(Strategy):
         member.start, member.x = start, start
         member.lr, member.phase, member.center, member.y = self.lr0, CENTER, None, None
         member.steps = member.trials = 0
+        member.slow = False
         return member
 
     def _trace_point(self, member: _Member, reason: str) -> np.ndarray | None:
         """Where a walk that ended at a front point continues, or None for a fresh Sobol start.
 
-        From a stationary (or stalled) feasible end, the next walk starts ``trace_step`` away along
-        the descent direction of one objective alone (a predictor step that gives up the others),
-        and its UPGrad steps correct back onto the front, better in that objective. A member keeps
-        tracing towards one objective while each walk ends better in it than the previous one.
+        From a stationary (or stalled) feasible end, the next walk starts a predictor step away
+        along the descent direction of one objective alone (giving up the others), and its UPGrad
+        steps correct back onto the front, better in that objective. A walk that ends better in it
+        than the previous end becomes the new origin and the predictor grows by 1.5 (up to twice
+        ``trace_step``); one that does not is retried from the same origin with half the step,
+        and the trace ends below half of ``trace_step``.
         """
-        if self.reseed != "trace" or reason not in ("stationary", "stalled") or member.center is None:
+        if self.reseed != "trace" or member.center is None:
             return None
         n_objectives = len(self.problem.objectives)
-        if np.any(member.all_fx[n_objectives:] > 0):
-            return None  # infeasible: start afresh
+        feasible_end = reason in ("stationary", "stalled") and not np.any(member.all_fx[n_objectives:] > 0)
         if member.trace >= 0:
-            k = member.trace
-            ref = member.trace_ref
-            if not member.all_fx[k] < ref - self.rtol * abs(ref) - self.atol:
-                return None  # no progress towards objective k: this trace reached its end
+            k, ref = member.trace, member.trace_ref
+            if feasible_end and member.all_fx[k] < ref - self.rtol * abs(ref) - self.atol:
+                member.trace_len = min(1.5 * member.trace_len, 2.0 * self.trace_step)
+            else:  # no progress towards objective k: a shorter predictor from the same origin
+                member.trace_len *= 0.5
+                if member.trace_len < 0.5 * self.trace_step - 1e-12:
+                    return None
+                return self._predict(member, member.trace_origin, member.trace_dir)
+        elif not feasible_end:
+            return None
         else:
             k = (member.index + member.sobol) % n_objectives
+            member.trace_len = self.trace_step
         row = member.all_jacobian[k]
         if not np.all(np.isfinite(row)):
             return None
@@ -303,13 +323,16 @@ class JacobianStrategy(Strategy):
         norm = float(np.linalg.norm(row))
         if norm <= 1e-300:
             return None
-        point = member.x.copy()
-        point[member.cont] = np.clip(xc - self.trace_step * row / norm, member.lo, member.hi)
-        point = self._snap(point)
-        if self._key(point) == self._key(member.x):
-            return None
         member.trace, member.trace_ref = k, float(member.all_fx[k])
-        return point
+        member.trace_origin, member.trace_dir = member.x.copy(), row / norm
+        return self._predict(member, member.trace_origin, member.trace_dir)
+
+    def _predict(self, member: _Member, origin: np.ndarray, direction: np.ndarray) -> np.ndarray | None:
+        point = origin.copy()
+        point[member.cont] = np.clip(origin[member.cont] - member.trace_len * direction,
+                                     member.lo, member.hi)
+        point = self._snap(point)
+        return None if self._key(point) == self._key(origin) else point
 
     # -- points and the table -------------------------------------------------------------------
 
@@ -388,6 +411,9 @@ class JacobianStrategy(Strategy):
                 accepted, crossed = self._accept(member, obs)
                 self._log(member, accepted, obs)
                 if accepted:
+                    gained = (member.fx - self._row_values(member.rows, obs.metrics)) / \
+                        np.maximum(np.abs(member.fx), 1e-12)
+                    member.slow = bool(np.all(gained < self.ptol))
                     member.x, member.y = member.y, None
                     member.lr = min(member.lr * self.grow, self.lr_max)
                     member.steps += 1
@@ -572,9 +598,10 @@ class JacobianStrategy(Strategy):
 
     def _stationary(self, member: _Member) -> bool:
         """No direction improves every row (``|d| < tol``), or none by enough to be worth a trial:
-        a full ``lr_max`` step is predicted to improve no row by more than ``ftol`` relative."""
+        a full ``lr_max`` step is predicted to improve no row by more than ``ftol`` relative, or the
+        last accepted step improved none by more than ``ptol``."""
         d = member.direction
-        if float(np.linalg.norm(d)) < self.tol:
+        if float(np.linalg.norm(d)) < self.tol or member.slow:
             return True
         if self.ftol <= 0:
             return False
@@ -725,6 +752,7 @@ class JacobianStrategy(Strategy):
     def state(self) -> list[dict[str, Any]]:
         """A plain summary of every member (equal for a live strategy and one rebuilt from data)."""
         return [{"index": m.index, "restarts": m.restarts, "sobol": m.sobol, "trace": m.trace,
+                 "trace_len": m.trace_len,
                  "phase": m.phase,
                  "x": [round(v, 9) for v in m.x.tolist()], "lr": m.lr, "steps": m.steps,
                  "y": None if m.y is None else [round(v, 9) for v in m.y.tolist()]}
