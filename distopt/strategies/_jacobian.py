@@ -82,7 +82,7 @@ _GRID = 1e-7
 _OFF_MARGIN = 1e-6
 _AT_BOUND = 1e-9
 
-CENTER, GRADIENT, STEP = "center", "gradient", "step"
+WAIT, CENTER, GRADIENT, STEP = "wait", "center", "gradient", "step"
 
 
 def grad_key(metric: str, param: str) -> str:
@@ -141,6 +141,9 @@ class JacobianStrategy(Strategy):
     Args:
         seed: seed of the Sobol starts.
         population: members walking at once (each from its own Sobol start).
+        n_initial: Sobol points run before any walk; the walks then start from the best of them
+            (non-dominated and feasible first, spread along the front). None: ``population``,
+            every member starts at its own point at once.
         source: ``"auto"`` (hypergradients where trials return them, central differences for the
             rest; differences are run speculatively beside a center unless the space has a truthy
             ``hypergrad`` constant or a trial already returned ``grad/`` keys), ``"hypergrad"`` (the
@@ -176,7 +179,7 @@ class JacobianStrategy(Strategy):
                  grow: float = 1.5, tol: float = 0.02, armijo: float = 0.01, rtol: float = 1e-3,
                  atol: float = 0.0, normalize: bool = True, max_steps: int | None = None,
                  reseed: str = "trace", trace_step: float = 0.1, ftol: float = 1e-2,
-                 ptol: float = 1e-3):
+                 ptol: float = 1e-3, n_initial: int | None = None):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
             raise field_error("strategy.options.population", f"must be an int >= 1; got {population!r}")
@@ -198,6 +201,11 @@ class JacobianStrategy(Strategy):
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                       or max_steps < 1):
             raise field_error("strategy.options.max_steps", f"must be an int >= 1 or None; got {max_steps!r}")
+        if n_initial is not None and (isinstance(n_initial, bool) or not isinstance(n_initial, int)
+                                      or n_initial < population):
+            raise field_error("strategy.options.n_initial", f"must be an int >= population "
+                                                            f"({population}) or None; got {n_initial!r}")
+        self.n_initial = population if n_initial is None else n_initial
         if reseed not in RESEEDS:
             raise field_error("strategy.options.reseed", f"must be one of {', '.join(RESEEDS)}; "
                                                          f"got {reseed!r}")
@@ -243,7 +251,15 @@ class JacobianStrategy(Strategy):
         #: ``"stationary"``, ``"infeasible"`` (a violated constraint cannot be reduced),
         #: ``"stalled"``, ``"max_steps"``, ``"failed"``, ``"fixed"`` (nothing continuous to move).
         self.stationary: list[dict[str, Any]] = []
-        self.members = [self._start(_Member(index=i)) for i in range(self.population)]
+        # The initial design: the first n_initial points of the Sobol sequence. With more points
+        # than members, walks start once all have run, from the best-spread non-dominated ones.
+        self._design = [self._sobol(self._starts, i, 0) for i in range(self.n_initial)]
+        self._assigned = self.n_initial == self.population
+        self.members = [_Member(index=i, phase=WAIT) for i in range(self.population)]
+        if self._assigned:
+            for member in self.members:
+                self._place(member, self._design[member.index])
+                member.sobol = 1
 
     def _sobol(self, cache: list[np.ndarray], index: int, stream: int) -> np.ndarray:
         from scipy.stats import qmc
@@ -259,10 +275,14 @@ class JacobianStrategy(Strategy):
         return cache[index]
 
     def _start(self, member: _Member) -> _Member:
-        """Place ``member`` at its next Sobol start: point ``index + population * k`` of the
-        sequence for its ``k``-th start."""
-        raw = self._sobol(self._starts, member.index + self.population * member.sobol, 0)
+        """Place ``member`` at its next Sobol start: point ``n_initial + index + population * (k - 1)``
+        of the sequence for its ``k``-th start after the initial design."""
+        raw = self._sobol(self._starts, self.n_initial + member.index + self.population * (member.sobol - 1), 0)
         member.sobol += 1
+        return self._place(member, raw)
+
+    def _place(self, member: _Member, raw: np.ndarray) -> _Member:
+        """Start a fresh walk at ``raw``: its Floats move, everything else stays."""
         member.trace, member.trace_ref, member.trace_len = -1, math.nan, 0.0
         start = self._snap(raw)
         cont, lo, hi = [], [], []
@@ -278,6 +298,48 @@ class JacobianStrategy(Strategy):
             start[member.cont] = np.clip(start[member.cont], member.lo, member.hi)
             start = self._snap(start)
         return self._walk_from(member, start)
+
+    def _assign_starts(self) -> None:
+        """Once the whole design has run: one start per member, the non-dominated feasible points
+        first, spread out (farthest-point order in normalised objective space), then the next
+        ranks; failed points last."""
+        from .. import pareto
+
+        design = [self._snap(p) for p in self._design]
+        observations = [self._lookup(p) for p in design]
+        if any(o is None for o in observations):
+            return
+        self._assigned = True
+        good = [i for i, o in enumerate(observations) if o.ok]
+        rows = [("objective", m) for m in self.problem.objectives]
+        values = np.array([self._row_values(rows, observations[i].metrics) for i in good]).reshape(
+            len(good), len(rows))
+        slack = self.problem.constraint_slack([observations[i].metrics for i in good])
+        violation = np.clip(slack, 0.0, None).sum(axis=1) if slack.shape[1] else np.zeros(len(good))
+        feasible = violation <= 0
+        rank = np.zeros(len(good), dtype=int)
+        if feasible.any():
+            rank[feasible] = pareto.pareto_rank(values[feasible])
+        rank[~feasible] = rank.max(initial=0) + 1 + np.argsort(np.argsort(violation[~feasible]))
+        low = values.min(axis=0) if len(good) else np.zeros(len(rows))
+        span = values.max(axis=0) - low if len(good) else np.ones(len(rows))
+        scaled = (values - low) / np.where(span > 0, span, 1.0)
+        order: list[int] = []
+        for level in sorted(set(rank.tolist())):
+            candidates = [c for c in range(len(good)) if rank[c] == level]
+            while candidates:
+                if not order:
+                    pick = min(candidates, key=lambda c: (values[c, 0], good[c]))
+                else:
+                    chosen = scaled[order]
+                    pick = max(candidates, key=lambda c: (
+                        float(np.min(np.linalg.norm(chosen - scaled[c], axis=1))), -good[c]))
+                order.append(pick)
+                candidates.remove(pick)
+        starts = [good[c] for c in order] + [i for i in range(len(design)) if i not in good]
+        for member, index in zip(self.members, starts):
+            self._place(member, self._design[index])
+            member.sobol = 1
 
     def _walk_from(self, member: _Member, start: np.ndarray) -> _Member:
         member.start, member.x = start, start
@@ -375,11 +437,15 @@ class JacobianStrategy(Strategy):
     def _tell(self, results: list[TrialResult]) -> None:
         for result in sorted(results, key=lambda r: r.trial_id):
             self._record(result)
+        if not self._assigned:
+            self._assign_starts()
         for member in self.members:
             self._advance(member)
 
     def _advance(self, member: _Member) -> None:
         for _ in range(4 * len(self._table) + 100):  # every pass or two consumes a result
+            if member.phase == WAIT:
+                return
             if member.phase == CENTER:
                 obs = self._lookup(member.x)
                 if obs is None:
@@ -673,6 +739,10 @@ class JacobianStrategy(Strategy):
     def _wanted(self, member: _Member, tier: int) -> list[np.ndarray]:
         """Points ``member`` needs: tier 0 surely, tier 1 likely, tier 2 on one of two outcomes."""
         speculate = not self._expect_grads
+        if member.phase == WAIT:
+            if tier != 0:
+                return []
+            return [self._snap(p) for p in self._design[member.index::self.population]]
         if member.phase == CENTER:
             if tier == 0:
                 return [member.x]

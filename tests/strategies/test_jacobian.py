@@ -168,14 +168,14 @@ def test_violated_constraint_joins_the_rows_until_it_holds():
     assert sum(problem.feasible([r.metrics])[0] for r in results) > 20
 
 
-@pytest.mark.parametrize("source", ["fd", "auto"])
-def test_restart_from_a_store_rebuilds_the_same_state(source):
+@pytest.mark.parametrize(("source", "n_initial"), [("fd", None), ("auto", None), ("auto", 8)])
+def test_restart_from_a_store_rebuilds_the_same_state(source, n_initial):
     problem = Problem(SPACE, {"f1": "min", "f2": "min"}, {"g": ("<=", 1.4)})
     objective = bowls_with_gradients if source == "auto" else bowls
-    live = JacobianStrategy(seed=5, population=3, source=source)
+    live = JacobianStrategy(seed=5, population=3, source=source, n_initial=n_initial)
     results = run(live, objective, problem, 120, batch=4, shuffle_seed=0)
 
-    rebuilt = JacobianStrategy(seed=5, population=3, source=source)
+    rebuilt = JacobianStrategy(seed=5, population=3, source=source, n_initial=n_initial)
     rebuilt.bind(problem)
     shuffled = list(results)
     random.Random(1).shuffle(shuffled)
@@ -197,6 +197,31 @@ def test_restart_from_a_store_rebuilds_the_same_state(source):
     before = live.state()
     live.tell(results)
     assert live.state() == before
+
+
+def test_initial_design_then_walks_from_its_best_spread_points():
+    problem = Problem(SPACE, {"f1": "min", "f2": "min"})
+    strategy = JacobianStrategy(seed=0, population=3, n_initial=10)
+    strategy.bind(problem)
+    design = strategy.ask(10)  # the whole design can run at once
+    assert all(m.phase == "wait" for m in strategy.members)
+    results = [TrialResult(i, c, "COMPLETE", bowls(c)) for i, c in enumerate(design)]
+    strategy.tell(results[:9])
+    assert all(m.phase == "wait" for m in strategy.members)  # walks start once all have run
+    strategy.tell(results[9:])
+    starts = [tuple(np.round(m.x, 6)) for m in strategy.members]
+    values = np.array([[r.metrics["f1"], r.metrics["f2"]] for r in results])
+    by_point = {tuple(np.round([c[f"x{i}"] for i in range(3)], 6)): v for c, v in zip(design, values)}
+    from distopt import pareto
+
+    front = {tuple(v) for v in values[pareto.is_non_dominated(values)]}
+    chosen = [tuple(by_point[p]) for p in starts]
+    assert len(set(starts)) == 3
+    # Non-dominated points first (as many as there are), starting with the best f1.
+    assert all(v in front for v in chosen[:min(3, len(front))])
+    assert chosen[0] == min(front)
+    # Every member then walks from its start: the next asks are new points near the starts.
+    assert len(strategy.ask(3)) == 3
 
 
 def test_asks_fill_every_worker_without_duplicates():
@@ -257,7 +282,8 @@ def test_registry_options_and_validation():
     assert isinstance(strategy, JacobianStrategy)
     assert strategy.population == 3 and strategy.seed == 2
     for options in ({"population": 0}, {"source": "magic"}, {"h": 0.0}, {"lr": 2.0},
-                    {"armijo": -1.0}, {"grow": 0.5}, {"max_steps": 0}):
+                    {"armijo": -1.0}, {"grow": 0.5}, {"max_steps": 0}, {"n_initial": 2},
+                    {"reseed": "nowhere"}, {"trace_step": 0.0}, {"ptol": -1}):
         with pytest.raises(ConfigError):
             make_strategy({"name": "jacobian", "options": options})
     with pytest.raises(ConfigError):
