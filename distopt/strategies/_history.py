@@ -85,7 +85,7 @@ class History:
             return []
         names = self.problem.metric_names
         encoded = snap(self.problem, self.problem.space.encode([r.config for r in new]))
-        for result, point, key in zip(new, encoded, point_keys(encoded)):
+        for result, point, key in zip(new, encoded, point_keys(encoded), strict=True):
             self._ids.add(result.trial_id)
             self.configs.append(dict(result.config))
             self._points.append(point)
@@ -132,7 +132,7 @@ class History:
         if not problem.constraints:
             return np.zeros(self.n_complete)
         names = problem.metric_names
-        metrics = [dict(zip(names, row)) for row in self._values]
+        metrics = [dict(zip(names, row, strict=True)) for row in self._values]
         slack = problem.constraint_slack(metrics)
         scale = np.array([max(1.0, abs(t)) for _, t in problem.constraints.values()])
         return np.clip(slack / scale, 0.0, None).sum(axis=1)
@@ -176,7 +176,7 @@ class SobolStart:
             with warnings.catch_warnings():  # scrambled Sobol prefixes are fine at any length
                 warnings.simplefilter("ignore", UserWarning)
                 draws = snap(problem, engine.random(max(n, 8)))
-            for point, key in zip(draws, point_keys(draws)):
+            for point, key in zip(draws, point_keys(draws), strict=True):
                 if key not in seen:
                     seen.add(key)
                     chosen.append(point)

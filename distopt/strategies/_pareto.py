@@ -12,8 +12,15 @@ from ..pareto import to_minimization
 from ..space import Categorical
 from ._base import Strategy
 from ._history import History, SobolStart, derive_seed, pending_points, point_keys, snap
-from ._pareto_ops import (categorical_variation, constrained_rank, crowding_distance,
-                          polynomial_mutation, sbx, survivors, tournament)
+from ._pareto_ops import (
+    categorical_variation,
+    constrained_rank,
+    crowding_distance,
+    polynomial_mutation,
+    sbx,
+    survivors,
+    tournament,
+)
 
 #: Children drawn before giving up on finding one that is not a repeat (then: Sobol point).
 MAX_TRIES = 32

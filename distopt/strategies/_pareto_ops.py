@@ -104,7 +104,7 @@ def sbx(rng: np.random.Generator, p1: np.ndarray, p2: np.ndarray, eta: float,
 
 def polynomial_mutation(rng: np.random.Generator, x: np.ndarray, eta: float, prob: float,
                         dims: np.ndarray) -> np.ndarray:
-    """Deb's bounded polynomial mutation of each coordinate in ``dims`` with probability ``prob``."""
+    """Deb's bounded polynomial mutation of each coordinate in ``dims`` (probability ``prob``)."""
     x = x.copy()
     for j in dims:
         if rng.random() >= prob:
@@ -118,8 +118,9 @@ def polynomial_mutation(rng: np.random.Generator, x: np.ndarray, eta: float, pro
     return x
 
 
-def categorical_variation(rng: np.random.Generator, child: np.ndarray, other: np.ndarray | None,
-                          codes: dict[int, list[float]], prob: float) -> np.ndarray:
+def categorical_variation(rng: np.random.Generator, child: np.ndarray,
+                          other: np.ndarray | None, codes: dict[int, list[float]],
+                          prob: float) -> np.ndarray:
     """Uniform crossover (when ``other`` is given) then random resetting on categoricals.
 
     Each categorical coordinate (``codes``: coordinate -> codes of its choices) takes the other

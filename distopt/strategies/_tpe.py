@@ -120,9 +120,9 @@ class TPEStrategy(Strategy):
                     study.add_trial(optuna.trial.create_trial(
                         state=optuna.trial.TrialState.RUNNING, params=self._params(config),
                         distributions=self._distributions))
-                    self._running[key] = study.trials[-1].number
+                    self._running[key] = len(study.get_trials(deepcopy=False)) - 1
             avoid = self._told | set(self._running)
-            study.sampler = self._sampler(len(study.trials))
+            study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
             configs = []
             for _ in range(n):
                 config, key = self._sample(avoid)
@@ -137,7 +137,8 @@ class TPEStrategy(Strategy):
         study = self._study
         for attempt in range(MAX_TRIES + 1):
             if attempt == MAX_TRIES:  # TPE keeps repeating itself: queue a random new point
-                rng = np.random.default_rng(derive_seed(self._entropy, len(study.trials)))
+                rng = np.random.default_rng(derive_seed(
+                    self._entropy, len(study.get_trials(deepcopy=False))))
                 for _ in range(64):
                     config = self.problem.space.decode(rng.random((1, self.problem.space.dim)))[0]
                     if self._key(config) not in avoid:
@@ -184,7 +185,7 @@ class TPEStrategy(Strategy):
         values = problem.objective_values([result.metrics])[0]
         slack = problem.constraint_slack([result.metrics])[0]
         constraints = {name: float(s) if math.isfinite(s) else math.inf
-                       for name, s in zip(problem.constraints, slack)}
+                       for name, s in zip(problem.constraints, slack, strict=True)}
         if result.status == "COMPLETE" and np.all(np.isfinite(values)):
             return optuna.trial.TrialState.COMPLETE, [float(v) for v in values], constraints
         if result.status == "PRUNED":
@@ -193,8 +194,7 @@ class TPEStrategy(Strategy):
 
 
 def _distribution(param: Any) -> Any:
-    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                      IntDistribution)
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if isinstance(param, Float):
         if param.off is not None:

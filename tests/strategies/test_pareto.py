@@ -9,9 +9,15 @@ from strategy_helpers import drive, make
 from distopt._errors import ConfigError
 from distopt._problem import Problem
 from distopt.pareto import hypervolume
-from distopt.strategies._pareto_ops import (categorical_variation, constrained_rank,
-                                            crowding_distance, polynomial_mutation, sbx,
-                                            survivors, tournament)
+from distopt.strategies._pareto_ops import (
+    categorical_variation,
+    constrained_rank,
+    crowding_distance,
+    polynomial_mutation,
+    sbx,
+    survivors,
+    tournament,
+)
 
 
 def test_constrained_rank_puts_feasible_fronts_first_then_smaller_violation() -> None:
