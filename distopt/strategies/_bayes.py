@@ -1,0 +1,210 @@
+"""Constrained multi-objective Bayesian optimisation with BoTorch (``strategy="bayes"``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .._errors import field_error
+from .._problem import Problem, TrialResult
+from ..pareto import reference_point
+from ._base import Strategy
+from ._history import History, SobolStart, derive_seed, pending_points, point_keys, snap
+
+#: Failed or pruned trials fed to the acquisition as if still running (most recent first):
+#: the acquisition then expects nothing new from their neighbourhood, which steers suggestions
+#: away from regions that crash without inventing metric values for them.
+MAX_FAILED_AS_PENDING = 8
+
+
+class BayesStrategy(Strategy):
+    """Constrained multi-objective Bayesian optimisation (BoTorch).
+
+    A scrambled Sobol start of ``n_initial`` points, then one GP per metric (objectives and
+    constraint metrics) and qLogNEHVI (two or more objectives) or qLogNEI (one), with outcome
+    constraints folded in as probabilities of feasibility and running trials as pending points.
+    Integers and categoricals are optimised on their valid values (categoricals through a
+    categorical kernel), so suggestions are valid and distinct without rounding tricks. Failed,
+    timed-out and pruned trials are left out of the model and never proposed again.
+
+    Args:
+        seed: seed of the Sobol start, the MC samples and the acquisition optimiser.
+        n_initial: Sobol points before the first model (default ``2 * (dim + 1)``).
+        ref_point: reference point of the hypervolume, metric -> value in the metric's own
+            units and direction (e.g. ``{"loss": 1.0, "accuracy": 0.5}``); every objective must
+            be given. When omitted, it is inferred at each suggestion from the feasible points
+            (nadir of the front, 10% of its range worse) and exposed as :attr:`ref_point`.
+        num_restarts: L-BFGS-B starts of the acquisition optimisation.
+        raw_samples: points scored to choose those starts.
+        mc_samples: quasi-MC samples of the acquisition.
+        max_observations: at most this many observations train the GP (the best half by
+            constrained Pareto rank plus a random subsample of the others); keeps a suggestion
+            well under a second past several hundred trials.
+        warm_start: start each GP fit from the previous hyperparameters with a short L-BFGS-B
+            run (a cold fit from the priors otherwise).
+
+    Attributes:
+        ref_point: metric -> value of the reference point in use (given or last inferred);
+            None before the first model-based suggestion and for a single objective.
+        last_timing: seconds spent in the last model-based ``ask``: ``fit``, ``acquisition``,
+            and ``n_train`` (observations the GP saw), for benchmarks and logs.
+    """
+
+    name = "bayes"
+
+    def __init__(self, *, seed: int | None = 0, n_initial: int | None = None,
+                 ref_point: Mapping[str, float] | None = None, num_restarts: int = 4,
+                 raw_samples: int = 128, mc_samples: int = 64, max_observations: int = 256,
+                 warm_start: bool = True):
+        super().__init__(seed=seed)
+        _check_int("n_initial", n_initial, 1, allow_none=True)
+        _check_int("num_restarts", num_restarts, 1)
+        _check_int("raw_samples", raw_samples, 1)
+        _check_int("mc_samples", mc_samples, 1)
+        _check_int("max_observations", max_observations, 8)
+        if ref_point is not None and not isinstance(ref_point, Mapping):
+            raise field_error("bayes.ref_point", f"must be a mapping of objective to value; got "
+                                                 f"{ref_point!r}", 'e.g. {"loss": 1.0}')
+        self.n_initial = n_initial
+        self.user_ref_point = None if ref_point is None else dict(ref_point)
+        self.ref_point: dict[str, float] | None = self.user_ref_point
+        self.num_restarts, self.raw_samples = num_restarts, raw_samples
+        self.mc_samples, self.max_observations = mc_samples, max_observations
+        self.warm_start = bool(warm_start)
+        self.last_timing: dict[str, float] = {}
+
+    def _setup(self, problem: Problem) -> None:
+        from ._bayes_model import InputDomain  # torch/botorch load when a search starts
+
+        if self.user_ref_point is not None:
+            _check_ref_point(problem, self.user_ref_point)
+        self._entropy = self.seed if self.seed is not None else derive_seed(
+            int(np.random.SeedSequence().entropy % 2**31))
+        self._domain = InputDomain.of(problem)
+        self._history = History(problem)
+        self._sobol = SobolStart(problem.space.dim, self._entropy)
+        self._n_initial = self.n_initial or 2 * (problem.space.dim + 1)
+        self._fit_state: Any = None  # hyperparameters to warm start the next GP fit from
+
+    def _tell(self, results: list[TrialResult]) -> None:
+        self._history.add(results)
+
+    def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        history = self._history
+        running = pending_points(self.problem, pending)
+        avoid, position = history.known(running)
+        from ._bayes_model import is_valid_training_set
+
+        if is_valid_training_set(history.values):
+            n_sobol = min(n, max(0, self._n_initial - position))
+        else:  # not enough observations (yet, or because trials fail) for a model
+            n_sobol = n
+        points = self._sobol.take(position, n_sobol, avoid, self.problem)
+        if n_sobol < n:
+            avoid = avoid | set(point_keys(points))
+            running = np.concatenate([running, points])
+            seed = derive_seed(self._entropy, len(history), position)
+            points = np.concatenate([points, self._suggest(n - n_sobol, running, avoid, seed)])
+        history.issue(points)
+        return self.problem.space.decode(points)
+
+    def _suggest(self, q: int, running: np.ndarray, avoid: set[tuple[float, ...]],
+                 seed: int) -> np.ndarray:
+        """``q x dim`` new snapped points from the model, none of them in ``avoid``."""
+        import torch
+
+        from ._bayes_acquisition import build_acquisition, optimize
+        from ._bayes_model import fit_model, to_tensor, training_subset
+
+        history, problem = self._history, self.problem
+        objectives, violation = history.objectives(), history.violation()
+        ref = self._reference_point(objectives, violation)
+        train = training_subset(objectives, violation, problem.maximize, self.max_observations,
+                                seed)
+        X = to_tensor(history.points[history.complete][train])
+        Y = to_tensor(history.values[train])
+        failed = history.points[~history.complete][-MAX_FAILED_AS_PENDING:]
+        X_pending = to_tensor(np.concatenate([running, failed])) if len(running) + len(
+            failed) else None
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            model, state, warm = fit_model(self._domain, X, Y,
+                                           self._fit_state if self.warm_start else None)
+            self._fit_state = state
+            fitted = time.perf_counter()
+            acq = build_acquisition(model, problem, X, X_pending, ref, self.mc_samples, seed)
+            candidates = optimize(acq, self._domain, q, num_restarts=self.num_restarts,
+                                  raw_samples=self.raw_samples)
+            chosen = self._deduplicate(snap(problem, candidates.numpy()), avoid, acq, X_pending,
+                                       seed)
+        self.last_timing = {"fit": fitted - start, "acquisition": time.perf_counter() - fitted,
+                            "n_train": float(len(X)), "warm": float(warm)}
+        return chosen
+
+    def _deduplicate(self, candidates: np.ndarray, avoid: set[tuple[float, ...]], acq: Any,
+                     X_pending: Any, seed: int) -> np.ndarray:
+        """Replace candidates that repeat a known configuration (or each other).
+
+        A repeat happens when the acquisition peaks on an observed corner or, in small discrete
+        spaces, on an observed configuration; the replacement is the best of a Sobol pool of
+        unseen configurations under the same acquisition.
+        """
+        import torch
+
+        from ._bayes_acquisition import best_of_pool
+        from ._bayes_model import to_tensor
+
+        avoid = set(avoid)
+        chosen: list[np.ndarray] = []
+        for point, key in zip(candidates, point_keys(candidates), strict=True):
+            if key in avoid:
+                pool = SobolStart(self.problem.space.dim, seed).take(
+                    0, self.raw_samples, avoid, self.problem)
+                pending = [X_pending] if X_pending is not None else []
+                pending += [to_tensor(np.array(chosen))] if chosen else []
+                point = pool[best_of_pool(acq, to_tensor(pool),
+                                          torch.cat(pending) if pending else None)]
+                key = point_keys(point[None])[0]
+            avoid.add(key)
+            chosen.append(point)
+        return np.array(chosen)
+
+    def _reference_point(self, objectives: np.ndarray, violation: np.ndarray) -> Any:
+        """The reference point in maximisation form, tensor of shape ``k`` (None for k = 1)."""
+        from ._bayes_acquisition import objective_signs
+        from ._bayes_model import to_tensor
+
+        problem = self.problem
+        if len(problem.objectives) == 1:
+            return None
+        if self.user_ref_point is None:
+            feasible = violation <= 0
+            base = objectives[feasible] if feasible.any() else objectives
+            raw = reference_point(base, maximize=problem.maximize)
+            self.ref_point = {name: float(v)
+                              for name, v in zip(problem.objectives, raw, strict=True)}
+        raw = np.array([self.ref_point[name] for name in problem.objectives])
+        return objective_signs(problem) * to_tensor(raw)
+
+
+def _check_int(field: str, value: Any, low: int, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise field_error(f"bayes.{field}", f"must be an int >= {low}; got {value!r}")
+
+
+def _check_ref_point(problem: Problem, ref_point: dict[str, float]) -> None:
+    if len(problem.objectives) < 2:
+        raise field_error("bayes.ref_point", "only applies to two or more objectives",
+                          "remove it for a single-objective study")
+    if set(ref_point) != set(problem.objectives):
+        raise field_error("bayes.ref_point", f"needs exactly the objectives "
+                                             f"{list(problem.objectives)}; got {sorted(ref_point)}")
+    for name, value in ref_point.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise field_error(f"bayes.ref_point.{name}", f"must be a finite number; got {value!r}")

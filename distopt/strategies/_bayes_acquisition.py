@@ -1,0 +1,152 @@
+"""Acquisition of the ``bayes`` strategy: qLogNEHVI (2+ objectives) or qLogNEI (one objective).
+
+The GP models raw metrics (objectives and constraint metrics, ``problem.metric_names`` order).
+The acquisition sees them through a linear objective that flips minimised objectives
+(BoTorch maximises) and through one constraint callable per outcome constraint, which BoTorch
+folds in as a smooth probability of feasibility.
+
+Optimisation is lean on purpose (few restarts and raw samples, starting points drawn partly
+around the current best points): most of the quality comes from the model, and the wall-clock
+cost of a suggestion is what limits how many trials a study can afford.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from botorch.acquisition import AcquisitionFunction
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
+from botorch.acquisition.objective import LinearMCObjective
+from botorch.exceptions.warnings import OptimizationWarning
+from botorch.models.model import Model
+from botorch.optim import optimize_acqf
+from botorch.optim.optimize_mixed import optimize_acqf_mixed_alternating
+from botorch.sampling import SobolQMCNormalSampler
+from linear_operator.utils.warnings import NumericalWarning
+from torch import Tensor
+
+from .._problem import Problem
+from ._bayes_model import DTYPE, InputDomain
+
+#: Raw samples scored per acquisition call (no gradients): one call per few hundred points
+#: instead of BoTorch's default of ``batch_limit`` points, which dominated the cost.
+INIT_BATCH_LIMIT = 512
+#: L-BFGS-B of the acquisition: each iteration is one posterior and gradient evaluation whose
+#: cost is mostly fixed overhead, so the number of iterations is what a suggestion costs.
+ACQ_MAXITER = 50
+ACQ_FTOL = 1e-6
+SAMPLE_AROUND_BEST = True
+
+
+class OutcomeConstraint:
+    """``metric <= t`` or ``metric >= t`` on model samples, as BoTorch wants it (``<= 0`` ok).
+
+    Args:
+        index: the metric's output of the model.
+        threshold: ``t``, in the metric's raw units.
+        upper: True for ``<=``, False for ``>=``.
+    """
+
+    def __init__(self, index: int, threshold: float, upper: bool):
+        self.index, self.threshold, self.upper = index, threshold, upper
+
+    def __call__(self, samples: Tensor) -> Tensor:
+        """``sample_shape x batch_shape x q x m`` samples -> ``sample_shape x batch_shape x q``."""
+        slack = samples[..., self.index] - self.threshold
+        return slack if self.upper else -slack
+
+
+def outcome_constraints(problem: Problem) -> list[OutcomeConstraint]:
+    """One callable per constraint of ``problem``, indexing the model's outputs."""
+    names = problem.metric_names
+    return [OutcomeConstraint(names.index(name), threshold, op == "<=")
+            for name, (op, threshold) in problem.constraints.items()]
+
+
+def objective_signs(problem: Problem) -> Tensor:
+    """``+1`` per maximised and ``-1`` per minimised objective, shape ``k``."""
+    return torch.tensor([1.0 if up else -1.0 for up in problem.maximize], dtype=DTYPE)
+
+
+def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
+                      X_pending: Tensor | None, ref_point: Tensor | None, mc_samples: int,
+                      seed: int) -> AcquisitionFunction:
+    """qLogNEHVI (with ``ref_point``) or qLogNEI (one objective) with outcome constraints.
+
+    Args:
+        X_baseline: ``n x d`` observed inputs; the noisy incumbent (front) is integrated over
+            their posterior and pruned to the points that may be on it.
+        X_pending: ``p x d`` running inputs, fantasised jointly with each candidate so that
+            asynchronous workers get distinct suggestions.
+        ref_point: ``k`` reference point in maximisation form (``signs * raw``); None for a
+            single objective.
+    """
+    sampler = SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed)
+    constraints = outcome_constraints(problem) or None
+    signs = objective_signs(problem)
+    n_objectives, n_outputs = len(signs), len(problem.metric_names)
+    if n_objectives == 1:
+        weights = torch.zeros(n_outputs, dtype=DTYPE)
+        weights[0] = signs[0]
+        return qLogNoisyExpectedImprovement(
+            model=model, X_baseline=X_baseline, sampler=sampler,
+            objective=LinearMCObjective(weights), constraints=constraints,
+            X_pending=X_pending, prune_baseline=True, cache_root=True)
+    if ref_point is None:
+        raise ValueError("a reference point is needed with two or more objectives")
+    objective = WeightedMCMultiOutputObjective(signs, outcomes=list(range(n_objectives)),
+                                               num_outcomes=n_outputs)
+    return qLogNoisyExpectedHypervolumeImprovement(
+        model=model, ref_point=ref_point, X_baseline=X_baseline, sampler=sampler,
+        objective=objective, constraints=constraints, X_pending=X_pending,
+        prune_baseline=True, cache_root=True)
+
+
+def optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_restarts: int,
+             raw_samples: int) -> Tensor:
+    """Maximise ``acq`` over the domain; returns ``q x d`` candidates (sequential greedy).
+
+    Continuous spaces use multi-start L-BFGS-B from Sobol and near-best starting points.
+    Spaces with Int or Categorical parameters use BoTorch's mixed alternating optimiser:
+    continuous steps on Floats alternate with neighbourhood search over the discrete values, so
+    every candidate is a valid configuration without rounding a relaxed optimum.
+    """
+    with warnings.catch_warnings():
+        # L-BFGS-B line searches sometimes end "ABNORMAL" on the flat parts of a log
+        # acquisition; BoTorch then restarts from new points by itself. Nothing to report.
+        warnings.simplefilter("ignore", OptimizationWarning)
+        warnings.simplefilter("ignore", NumericalWarning)
+        warnings.filterwarnings("ignore", message="Optimization failed", category=RuntimeWarning)
+        return _optimize(acq, domain, q, num_restarts=num_restarts, raw_samples=raw_samples)
+
+
+def _optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_restarts: int,
+              raw_samples: int) -> Tensor:
+    if domain.discrete_dims or domain.cat_dims:
+        candidates, _ = optimize_acqf_mixed_alternating(
+            acq, bounds=domain.bounds, discrete_dims=domain.discrete_dims,
+            cat_dims=domain.cat_dims, q=q, num_restarts=num_restarts, raw_samples=raw_samples,
+            options={"batch_limit": num_restarts, "init_batch_limit": INIT_BATCH_LIMIT,
+                     "maxiter_init": 30, "maxiter_continuous": 16, "maxiter_alternating": 8,
+                     "tol": 1e-3})
+        return candidates.detach()
+    candidates, _ = optimize_acqf(
+        acq, bounds=domain.bounds, q=q, num_restarts=num_restarts, raw_samples=raw_samples,
+        sequential=True,
+        options={"batch_limit": num_restarts, "init_batch_limit": INIT_BATCH_LIMIT,
+                 "maxiter": ACQ_MAXITER, "ftol": ACQ_FTOL, "factr": None,
+                 "sample_around_best": SAMPLE_AROUND_BEST})
+    return candidates.detach()
+
+
+def best_of_pool(acq: AcquisitionFunction, pool: Tensor, X_pending: Tensor | None) -> int:
+    """Index of the pool point (``p x d``) of highest acquisition value given ``X_pending``."""
+    acq.set_X_pending(X_pending)
+    with torch.no_grad():
+        values = torch.cat([acq(chunk.unsqueeze(-2)) for chunk in pool.split(128)])
+    values = torch.nan_to_num(values, nan=-np.inf)
+    return int(values.argmax())

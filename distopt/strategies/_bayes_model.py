@@ -1,0 +1,247 @@
+"""Surrogate of the ``bayes`` strategy: one GP per outcome, fitted with warm starts.
+
+Every metric the problem needs (objectives, then constraint-only metrics, in
+``problem.metric_names`` order) is one output of a batched ``SingleTaskGP`` (independent GPs
+sharing the training inputs, cheaper than a ``ModelListGP`` of the same GPs), or of a
+``MixedSingleTaskGP`` when the space has categoricals. Inputs are the space's unit-cube
+encoding, snapped to valid values; outputs are raw metric values, standardised by the model's
+outcome transform.
+
+The cost of a suggestion is dominated by the fit, so each fit starts from the previous
+hyperparameters and runs a short L-BFGS-B (the optimum moves little when one point is added);
+past ``max_observations`` the GP is trained on the points that matter for the front plus a
+random subsample of the rest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from botorch.exceptions import ModelFittingError
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import MixedSingleTaskGP, SingleTaskGP
+from botorch.models.transforms import Normalize, Standardize
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from torch import Tensor
+
+from .._problem import Problem
+from ..pareto import pareto_rank
+from ..space import Categorical, Int
+
+DTYPE = torch.double
+
+#: L-BFGS-B iterations of a warm-started fit (two starts at once) and of a cold fit. Past about
+#: 150 iterations a cold fit gains under 1% of marginal likelihood per point, and BoTorch's own
+#: default (scipy's 15000) makes the first fit of a resumed study take seconds.
+WARM_MAXITER = 40
+COLD_MAXITER = 150
+#: Fits after which the explorer chain of :func:`fit_model` starts again from the priors.
+EXPLORER_RESTART = 5
+
+
+@dataclass(frozen=True)
+class InputDomain:
+    """Where the GP's inputs live: the unit-cube encoding, split by parameter kind.
+
+    Attributes:
+        bounds: ``2 x d`` lower and upper bound per coordinate (an Int's or a Categorical's
+            first and last cell centre, ``[0, 1]`` for a Float).
+        discrete_dims: coordinate -> sorted codes of an Int's values.
+        cat_dims: coordinate -> codes of a Categorical's choices.
+    """
+
+    bounds: Tensor
+    discrete_dims: dict[int, list[float]]
+    cat_dims: dict[int, list[float]]
+
+    @classmethod
+    def of(cls, problem: Problem) -> InputDomain:
+        space = problem.space
+        lower, upper = np.zeros(space.dim), np.ones(space.dim)
+        discrete: dict[int, list[float]] = {}
+        categorical: dict[int, list[float]] = {}
+        for j, name in enumerate(space.names):
+            param = space.params[name]
+            if isinstance(param, Int):
+                codes = sorted({param.to_unit(k) for k in range(param.low, param.high + 1)})
+                discrete[j] = codes
+            elif isinstance(param, Categorical):
+                codes = [param.to_unit(c) for c in param.choices]
+                categorical[j] = codes
+            else:
+                continue
+            lower[j], upper[j] = codes[0], codes[-1]
+        bounds = torch.tensor(np.stack([lower, upper]), dtype=DTYPE)
+        return cls(bounds=bounds, discrete_dims=discrete, cat_dims=categorical)
+
+    @property
+    def ordinal_dims(self) -> list[int]:
+        """Coordinates the GP treats as continuous (Floats and Ints)."""
+        return [j for j in range(self.bounds.shape[-1]) if j not in self.cat_dims]
+
+
+def build_model(domain: InputDomain, X: Tensor, Y: Tensor) -> SingleTaskGP:
+    """An unfitted GP with one output per metric.
+
+    Args:
+        X: ``n x d`` snapped encodings.
+        Y: ``n x m`` raw metric values.
+    """
+    ordinal = domain.ordinal_dims
+    # Bounds are fixed (not learned from the data) so that the input scaling does not change
+    # between fits and warm-started lengthscales keep their meaning.
+    input_transform = Normalize(d=X.shape[-1], indices=ordinal,
+                                bounds=_safe_bounds(domain.bounds)) if ordinal else None
+    outcome_transform = Standardize(m=Y.shape[-1])
+    if domain.cat_dims:
+        return MixedSingleTaskGP(X, Y, cat_dims=sorted(domain.cat_dims),
+                                 input_transform=input_transform,
+                                 outcome_transform=outcome_transform)
+    return SingleTaskGP(X, Y, input_transform=input_transform,
+                        outcome_transform=outcome_transform)
+
+
+def _safe_bounds(bounds: Tensor) -> Tensor:
+    # An Int with a single value has equal bounds; widen them so Normalize never divides by 0.
+    bounds = bounds.clone()
+    flat = bounds[1] <= bounds[0]
+    bounds[0, flat] -= 0.5
+    bounds[1, flat] += 0.5
+    return bounds
+
+
+def hyperparameters(model: SingleTaskGP) -> dict[str, Tensor]:
+    """The fitted hyperparameters (raw kernel, likelihood and mean parameters)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@dataclass
+class FitState:
+    """Hyperparameters carried from one fit to the next (two chains, see :func:`fit_model`).
+
+    Attributes:
+        best: per output, the hyperparameters of higher marginal likelihood last time.
+        explorer: the chain restarted from the priors' initial values every
+            ``EXPLORER_RESTART`` fits; None means "restart it now".
+        age: fits since the explorer last restarted.
+    """
+
+    best: dict[str, Tensor]
+    explorer: dict[str, Tensor] | None = None
+    age: int = 0
+
+
+def fit_model(domain: InputDomain, X: Tensor, Y: Tensor,
+              state: FitState | None) -> tuple[SingleTaskGP, FitState, bool]:
+    """A GP fitted by maximising the marginal likelihood, the state to warm start the next fit
+    from, and whether the warm start won for every output.
+
+    Without ``state`` this is BoTorch's usual fit from the priors' initial values (at most
+    ``COLD_MAXITER`` iterations). With it, a twin model holding two copies of every output GP
+    is fitted in one short L-BFGS-B run (``WARM_MAXITER``): one copy starts from
+    ``state.best`` (last time's winner, usually a few iterations from the new optimum), the
+    other continues the explorer chain, which restarts from the priors every
+    ``EXPLORER_RESTART`` fits. Each output keeps the copy of higher marginal likelihood.
+
+    The explorer is what stops a warm start from staying in a basin found with few points
+    (typically "all noise": long lengthscales and large noise, which makes the acquisition
+    chase corners): because it continues across fits, it converges even though each fit runs
+    few iterations. Sharing one batched fit costs little more than one fit, since at a few
+    hundred points the cost of an iteration is mostly Python overhead.
+
+    Args:
+        X: ``n x d`` snapped encodings.
+        Y: ``n x m`` raw metric values.
+        state: what the previous fit of an ``m``-output model returned.
+    """
+    if state is None:
+        model = build_model(domain, X, Y)
+        _fit(model, maxiter=COLD_MAXITER)
+        return model, FitState(best=hyperparameters(model)), False
+    m = Y.shape[-1]
+    twin = build_model(domain, X, torch.cat([Y, Y], dim=-1))
+    params = dict(twin.named_parameters())
+    if set(params) != set(state.best):
+        return fit_model(domain, X, Y, None)
+    with torch.no_grad():
+        for half, values in ((slice(0, m), state.best), (slice(m, 2 * m), state.explorer)):
+            for name, value in (values or {}).items():  # no explorer: priors' initial values
+                params[name][half] = value.reshape(params[name][half].shape)
+    _fit(twin, maxiter=WARM_MAXITER)
+    scores = _marginal_log_likelihood(twin)  # (2m,)
+    pick = torch.where(scores[:m] >= scores[m:], torch.arange(m), torch.arange(m) + m)
+    model = build_model(domain, X, Y)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(params[name][pick].reshape(param.shape))
+    model.eval()
+    age = state.age + 1 if state.explorer is not None else 1
+    explorer = None if age >= EXPLORER_RESTART else {
+        name: params[name][m:].detach().clone().reshape(value.shape)
+        for name, value in state.best.items()}
+    return model, FitState(best=hyperparameters(model), explorer=explorer, age=age), \
+        bool((pick < m).all())
+
+
+def _fit(model: SingleTaskGP, maxiter: int) -> None:
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    # closure_kwargs={} makes BoTorch optimise all outputs' hyperparameters as one vector:
+    # its per-output batched L-BFGS-B is several times slower at these sizes.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numerical and iteration-limit warnings are expected
+        try:
+            fit_gpytorch_mll(mll, closure_kwargs={},
+                             optimizer_kwargs={"options": {"maxiter": maxiter}})
+        except ModelFittingError:  # every retry failed: keep the initial values, still usable
+            model.eval()
+
+
+def _marginal_log_likelihood(model: SingleTaskGP) -> Tensor:
+    """Per-output marginal log likelihood (per observation), shape ``batch_shape``."""
+    model.train()
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    with torch.no_grad():
+        value = mll(model(*model.train_inputs), model.train_targets)
+    model.eval()
+    return torch.nan_to_num(value, nan=-torch.inf)
+
+
+def training_subset(objectives: np.ndarray, violation: np.ndarray, maximize: list[bool],
+                    limit: int, seed: int) -> np.ndarray:
+    """Indices of at most ``limit`` observations to train on, sorted.
+
+    The best half by Deb's constrained order (feasible first, then non-dominated rank, then
+    smaller violation) keeps the model sharp where the front is; a seeded uniform subsample of
+    the rest keeps it honest elsewhere. Exact GP inference is cubic in the number of points, so
+    this is what keeps a suggestion well under a second past a few hundred observations.
+
+    Args:
+        objectives: ``n x k`` raw objective values.
+        violation: ``n`` total violations (0 = feasible).
+    """
+    n = len(objectives)
+    if n <= limit:
+        return np.arange(n)
+    rank = np.full(n, n, dtype=int)
+    feasible = violation <= 0
+    if feasible.any():
+        rank[feasible] = pareto_rank(objectives[feasible], maximize=maximize)
+    order = np.lexsort((violation, rank, ~feasible))
+    n_best = limit // 2
+    best, rest = order[:n_best], order[n_best:]
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(rest, size=limit - n_best, replace=False)
+    return np.sort(np.concatenate([best, sample]))
+
+
+def to_tensor(array: np.ndarray) -> Tensor:
+    return torch.as_tensor(np.asarray(array, dtype=float), dtype=DTYPE)
+
+
+def is_valid_training_set(Y: np.ndarray) -> bool:
+    """At least two finite observations, enough to fit a GP."""
+    return len(Y) >= 2 and bool(np.all(np.isfinite(Y)))
+

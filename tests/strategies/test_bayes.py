@@ -1,0 +1,210 @@
+"""The ``bayes`` strategy: acquisition choice, reference point, constraints, pending points."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from strategy_helpers import drive, make, mixed_metrics, mixed_problem
+
+from distopt._errors import ConfigError
+from distopt._problem import Problem, TrialResult
+from distopt.pareto import is_non_dominated, reference_point
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("botorch")
+
+from distopt.strategies import _bayes_acquisition, _bayes_model  # noqa: E402
+
+SQUARE = {"x": {"type": "float", "low": 0.0, "high": 1.0},
+          "y": {"type": "float", "low": 0.0, "high": 1.0}}
+
+
+def two_objectives(c: dict[str, float]) -> dict[str, float]:
+    """A convex front along x = y (both minimised) and a disc constraint metric."""
+    x, y = c["x"], c["y"]
+    return {"f1": x ** 2 + y ** 2, "f2": (x - 1) ** 2 + (y - 1) ** 2,
+            "r": (x - 0.3) ** 2 + (y - 0.3) ** 2}
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Records the acquisition built at each model-based ask and its arguments."""
+    calls: list[dict] = []
+    build = _bayes_acquisition.build_acquisition
+
+    def recording(model, problem, X_baseline, X_pending, ref_point, mc_samples, seed):
+        acq = build(model, problem, X_baseline, X_pending, ref_point, mc_samples, seed)
+        calls.append({"acq": acq, "model": model, "X_pending": X_pending, "ref": ref_point})
+        return acq
+
+    monkeypatch.setattr(_bayes_acquisition, "build_acquisition", recording)
+    return calls
+
+
+def test_single_objective_uses_qlognei(spy: list[dict]) -> None:
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+
+    problem = Problem(SQUARE, {"f1": "min"})
+    strategy = make("bayes", problem)
+    drive(strategy, two_objectives, 7)
+    assert len(spy) == 2 and all(isinstance(c["acq"], qLogNoisyExpectedImprovement) for c in spy)
+    assert strategy.ref_point is None
+
+
+def test_two_objectives_use_qlognehvi_with_the_inferred_reference_point(spy: list[dict]) -> None:
+    from botorch.acquisition.multi_objective.logei import (
+        qLogNoisyExpectedHypervolumeImprovement,
+    )
+
+    problem = Problem(SQUARE, {"f1": "min", "f2": "max"})
+    strategy = make("bayes", problem)
+    results = drive(strategy, two_objectives, 6)
+    assert isinstance(spy[-1]["acq"], qLogNoisyExpectedHypervolumeImprovement)
+    # recorded in the metric's own direction, from the points told before that last ask
+    values = problem.objective_values([r.metrics for r in results[:-1]])
+    expected = reference_point(values, maximize=[False, True])
+    assert strategy.ref_point == pytest.approx({"f1": expected[0], "f2": expected[1]})
+    front = values[is_non_dominated(values, maximize=[False, True])]
+    assert strategy.ref_point["f1"] > front[:, 0].max()
+    assert strategy.ref_point["f2"] < front[:, 1].min()
+    # BoTorch maximises: a minimised objective's reference enters negated
+    assert spy[-1]["ref"].tolist() == pytest.approx([-expected[0], expected[1]])
+
+
+def test_a_given_reference_point_is_used_and_validated(spy: list[dict]) -> None:
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
+    strategy = make("bayes", problem, ref_point={"f1": 2.0, "f2": 3.0})
+    drive(strategy, two_objectives, 6)
+    assert strategy.ref_point == {"f1": 2.0, "f2": 3.0}
+    assert spy[-1]["ref"].tolist() == [-2.0, -3.0]
+    with pytest.raises(ConfigError, match="ref_point"):
+        make("bayes", problem, ref_point={"f1": 2.0})
+    with pytest.raises(ConfigError, match="ref_point"):
+        make("bayes", Problem(SQUARE, {"f1": "min"}), ref_point={"f1": 2.0})
+
+
+def test_constraints_are_modelled_and_respected_in_the_front() -> None:
+    # feasible: the disc of radius 0.3 around (0.3, 0.3), 28% of the square, which cuts the
+    # unconstrained front (the diagonal) at about (0.51, 0.51)
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"}, {"r": ["<=", 0.09]})
+    results = drive(make("bayes", problem, n_initial=6), two_objectives, 18)
+    metrics = [r.metrics for r in results]
+    feasible = problem.feasible(metrics)
+    assert feasible[6:].mean() >= 0.75  # Sobol start: 2 of 6; the model learned the disc
+    values = problem.objective_values(metrics)
+    front = is_non_dominated(values[feasible])
+    assert front.sum() >= 3
+    # the unconstrained front would contain infeasible points: feasibility matters here
+    assert not feasible[is_non_dominated(values)].all()
+    best_f2 = values[feasible][front][:, 1].min()
+    assert best_f2 < 0.65  # towards the disc's best point for f2, (0.51, 0.51): f2 = 0.48
+
+
+def test_pending_points_give_distinct_suggestions() -> None:
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
+    strategy = make("bayes", problem)
+    drive(strategy, two_objectives, 8)
+    twin, other = pickle.loads(pickle.dumps(strategy)), pickle.loads(pickle.dumps(strategy))
+    first = strategy.ask(1)[0]
+    assert twin.ask(1)[0] == first  # same data, same seed: the same point
+    second = other.ask(1, pending=[first])[0]
+    gap = np.abs(problem.space.encode([first]) - problem.space.encode([second])).max()
+    assert gap > 0.02
+    batch = strategy.ask(3, pending=[first])
+    points = problem.space.encode(batch + [first])
+    distances = np.abs(points[:, None] - points[None]).max(-1) + np.eye(4)
+    assert distances.min() > 0.01
+
+
+def test_failed_trials_are_fed_as_pending_and_kept_out_of_the_model(spy: list[dict]) -> None:
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
+    strategy = make("bayes", problem)
+    results = drive(strategy, two_objectives, 5)
+    bad = {"x": 0.9, "y": 0.1}
+    strategy.tell([TrialResult(99, bad, "FAILED")])
+    strategy.ask(1)
+    pending = spy[-1]["X_pending"]
+    assert pending is not None and pending.tolist()[-1] == pytest.approx([0.9, 0.1])
+    assert spy[-1]["model"].train_inputs[0].shape[-2] == len(results)
+
+
+def test_mixed_space_uses_a_categorical_kernel_and_valid_values(spy: list[dict]) -> None:
+    from botorch.models import MixedSingleTaskGP
+
+    problem = mixed_problem()
+    results = drive(make("bayes", problem), mixed_metrics, 7)
+    assert isinstance(spy[-1]["model"], MixedSingleTaskGP)
+    for r in results:
+        problem.space.validate(r.config)
+
+
+def test_training_subset_keeps_the_front_and_a_sample_of_the_rest() -> None:
+    rng = np.random.default_rng(0)
+    objectives = rng.random((300, 2))
+    violation = np.where(rng.random(300) < 0.2, rng.random(300), 0.0)
+    chosen = _bayes_model.training_subset(objectives, violation, [False, False], 40, seed=1)
+    assert len(chosen) == 40 and len(set(chosen.tolist())) == 40
+    feasible = violation == 0
+    front = np.flatnonzero(feasible)[is_non_dominated(objectives[feasible])]
+    assert set(front.tolist()) <= set(chosen.tolist())
+    assert violation[chosen].max() > 0  # the random half reaches infeasible points too
+    assert np.array_equal(chosen, _bayes_model.training_subset(objectives, violation,
+                                                                [False, False], 40, seed=1))
+    assert len(_bayes_model.training_subset(objectives[:30], violation[:30], [False] * 2, 40,
+                                            seed=1)) == 30
+
+
+def test_warm_start_keeps_a_good_fit_and_recovers_from_a_bad_one() -> None:
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
+    domain = _bayes_model.InputDomain.of(problem)
+    rng = np.random.default_rng(0)
+    points = rng.random((20, 2))
+    Y = problem.objective_values([two_objectives({"x": a, "y": b}) for a, b in points])
+    X, Y = _bayes_model.to_tensor(points), _bayes_model.to_tensor(Y)
+    score = _bayes_model._marginal_log_likelihood
+    cold, state, warm_won = _bayes_model.fit_model(domain, X, Y, None)
+    assert not warm_won and state.explorer is None
+    refit, state, warm_won = _bayes_model.fit_model(domain, X, Y, state)
+    assert warm_won and (score(refit) >= score(cold) - 0.01).all()
+    bad = {k: v.clone() for k, v in state.best.items()}
+    bad["likelihood.noise_covar.raw_noise"] += 3.0  # "everything is noise"
+    bad["covar_module.raw_lengthscale"] += 5.0
+    state = _bayes_model.FitState(best=bad)
+    wins = []
+    for _ in range(4):  # the explorer chain continues: 4 x 40 iterations ~ one cold fit
+        recovered, state, warm_won = _bayes_model.fit_model(domain, X, Y, state)
+        wins.append(warm_won)
+    assert not wins[0]  # the explorer beat the bad start at once for some output
+    assert (score(recovered) >= score(cold) - 0.02).all(), (score(recovered), score(cold))
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="num_restarts"):
+        make("bayes", mixed_problem(), num_restarts=0)
+    with pytest.raises(ConfigError, match="n_initial"):
+        make("bayes", mixed_problem(), n_initial=1.5)
+
+
+@pytest.mark.slow
+def test_bayes_finds_more_hypervolume_than_sobol_on_zdt1() -> None:
+    from distopt.pareto import hypervolume
+
+    problem = Problem({f"x{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(4)},
+                      {"f1": "min", "f2": "min"})
+
+    def zdt1(c: dict[str, float]) -> dict[str, float]:
+        x = np.array([c[f"x{i}"] for i in range(4)])
+        g = 1 + 9 * x[1:].mean()
+        return {"f1": float(x[0]), "f2": float(g * (1 - np.sqrt(x[0] / g)))}
+
+    def hv(name: str) -> float:
+        values = problem.objective_values([r.metrics for r in drive(
+            make(name, problem, **({"n_initial": 10} if name == "bayes" else {})), zdt1, 30)])
+        return hypervolume(values, [1.1, 11.0])
+
+    bayes, sobol = hv("bayes"), hv("random")
+    # the front's hypervolume is 11.1 - 1/3 = 11.77
+    assert bayes > sobol + 0.5 and math.isfinite(bayes), (bayes, sobol)
