@@ -23,6 +23,7 @@ views (``TuneConfig(metric=..., mode=...)`` or ``results.get_best_result(metric,
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -141,31 +142,36 @@ class DistoptSearcher(Searcher):
     # -- Tune checkpointing --------------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "live": self._live, "next_id": self._next_id,
-                "pruned": self._pruned,
-                "results": self.results, "tune_ids": self.tune_ids,
+        """Plain data (JSON-ready): the strategy is rebuilt from the results on restore,
+        as a resumed distopt study rebuilds it from its store, so no object is pickled."""
+        return {"format": 1,
+                "live": {tid: [number, config] for tid, (number, config) in self._live.items()},
+                "next_id": self._next_id, "pruned": sorted(self._pruned),
+                "results": [{"trial_id": r.trial_id, "config": r.config, "status": r.status,
+                             "metrics": r.metrics} for r in self.results],
+                "tune_ids": {str(k): v for k, v in self.tune_ids.items()},
                 "metric": self._metric, "mode": self._mode}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.strategy = state["strategy"]
-        self._live = state["live"]
-        self._pruned = state.get("pruned", set())
-        self._next_id = state["next_id"]
-        self.results = state["results"]
-        self.tune_ids = state["tune_ids"]
+        self._live = {tid: (int(number), dict(config))
+                      for tid, (number, config) in state["live"].items()}
+        self._pruned = set(state.get("pruned", ()))
+        self._next_id = int(state["next_id"])
+        self.results = [TrialResult(int(r["trial_id"]), dict(r["config"]), r["status"],
+                                    dict(r["metrics"])) for r in state["results"]]
+        self.tune_ids = {int(k): v for k, v in state["tune_ids"].items()}
         self._metric, self._mode = state["metric"], state["mode"]
+        self.strategy.bind(self.problem)  # binding starts the strategy afresh
+        if self.results:
+            self.strategy.tell(self.results)
 
     def save(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.get_state(), handle)
+        with open(checkpoint_path, "w", encoding="utf-8") as handle:
+            json.dump(self.get_state(), handle)
 
     def restore(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "rb") as handle:
-            self.set_state(pickle.load(handle))
+        with open(checkpoint_path, encoding="utf-8") as handle:
+            self.set_state(json.load(handle))
 
 
 class MOASHAScheduler(FIFOScheduler):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import time
 
 import pytest
@@ -89,17 +91,23 @@ def test_moasha_stops_tune_trials_on_two_metrics(ray_local, tmp_path):
     assert all(r.status == "COMPLETE" for r in searcher.pareto_front())
 
 
-def test_searcher_rejects_a_tune_search_space_and_round_trips_its_state(tmp_path):
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_searcher_rejects_a_tune_search_space_and_round_trips_its_state(tmp_path, strategy):
     from distopt.interop.tune import DistoptSearcher
 
-    searcher = DistoptSearcher("random", space(), {"f1": "min", "f2": "max"})
+    searcher = DistoptSearcher(strategy, space(), {"f1": "min", "f2": "max"})
     assert searcher.metric == "f1" and searcher.mode == "min"
     assert not searcher.set_search_properties(None, None, {"x": tune.uniform(0, 1)})
     assert searcher.set_search_properties("f2", "max", {"epochs": 3})
+    done = searcher.suggest("done")
+    searcher.on_trial_complete("done", {"f1": 0.5, "f2": 0.25})
     config = searcher.suggest("t0")
-    searcher.save(str(tmp_path / "state.pkl"))
-    again = DistoptSearcher("random", space(), {"f1": "min", "f2": "max"})
-    again.restore(str(tmp_path / "state.pkl"))
-    assert again.suggest("t1") == searcher.suggest("t1") != config
+    searcher.save(str(tmp_path / "state.json"))
+    # plain JSON: the strategy is rebuilt from the results, nothing is unpickled
+    assert json.loads((tmp_path / "state.json").read_text())["results"][0]["config"] == done
+    again = DistoptSearcher(strategy, space(), {"f1": "min", "f2": "max"})
+    again.restore(str(tmp_path / "state.json"))
+    assert again.results == searcher.results and again.metric == "f2"
+    assert again.suggest("t1") == searcher.suggest("t1") not in (config, done)
     again.on_trial_complete("t0", {"f1": 0.1}, error=False)   # f2 missing: FAILED
-    assert again.results[-1].status == "FAILED"
+    assert again.results[-1].status == "FAILED" and again.results[-1].config == config
