@@ -42,10 +42,6 @@ class Study:
                  store: str | os.PathLike[str] | None = None, seed: int | None = 0,
                  ref_point: Mapping[str, float] | None = None):
         self.problem = Problem(space, objectives, constraints)
-        if isinstance(strategy, Mapping) and not isinstance(strategy.get("options") or {},
-                                                            Mapping):
-            raise field_error("strategy.options", f"must be a mapping of option to value; got "
-                                                  f"{strategy['options']!r}")
         if store is not None and not isinstance(store, (str, os.PathLike)):
             raise field_error("store", f"must be a folder path; got {store!r}",
                               "e.g. runs/my-study")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._errors import field_error
+from .._plugin import split_spec
 from ._base import Scheduler
 from ._moasha import MOASHA, crowding_distance, number_better
 
@@ -22,14 +23,7 @@ def make_scheduler(spec: str | Mapping[str, Any] | Scheduler | None) -> Schedule
     """A scheduler from a name, a ``{name: ..., options: {...}}`` mapping, or an instance."""
     if spec is None or isinstance(spec, Scheduler):
         return spec
-    options: dict[str, Any] = {}
-    if isinstance(spec, Mapping):
-        unknown = set(spec) - {"name", "options"}
-        if unknown or "name" not in spec:
-            raise field_error("scheduler", f"a mapping needs 'name' and optional 'options'; got "
-                                           f"keys {sorted(spec)}", "e.g. {name: moasha}")
-        options = dict(spec.get("options") or {})
-        spec = spec["name"]
+    spec, options = split_spec(spec, "scheduler", "{name: moasha}")
     if not isinstance(spec, str) or spec not in REGISTRY:
         raise field_error("scheduler", f"unknown scheduler {spec!r}",
                           f"choose one of {', '.join(REGISTRY)}")

@@ -15,11 +15,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .._errors import DistoptError
-from .._problem import Problem
+from .._plugin import ProblemBound
 
 
-class Scheduler(ABC):
+class Scheduler(ProblemBound, ABC):
     """Early-stopping rule over per-step reports (subclasses implement :meth:`on_report`)."""
 
     #: Name used by ``scheduler="..."`` in the API and ``scheduler:`` in a study file.
@@ -27,24 +26,6 @@ class Scheduler(ABC):
     #: Seconds between two collections of a running trial's reports while this scheduler is set
     #: (the default orchestrator interval is 1 s; decisions want fresher rows).
     drain_interval: float = 0.2
-
-    def __init__(self) -> None:
-        self._problem: Problem | None = None
-
-    @property
-    def problem(self) -> Problem:
-        """The problem this scheduler was bound to."""
-        if self._problem is None:
-            raise DistoptError(f"{type(self).__name__} is not bound; call bind(problem) first")
-        return self._problem
-
-    def bind(self, problem: Problem) -> None:
-        """Attach the problem (objectives, constraints); called once before any report."""
-        self._problem = problem
-        self._setup(problem)
-
-    def _setup(self, problem: Problem) -> None:  # noqa: B027 - optional hook
-        """Prepare for ``problem``; the default does nothing."""
 
     @abstractmethod
     def on_report(self, trial_id: int, step: int, metrics: Mapping[str, float]) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._errors import field_error
+from .._plugin import split_spec
 from ._base import Strategy
 from ._random import RandomStrategy
 
@@ -42,21 +43,14 @@ def make_strategy(spec: str | Strategy | Mapping[str, Any], *, seed: int | None 
     """Build a strategy from a name, a ``{name: ..., options: {...}}`` mapping, or an instance."""
     if isinstance(spec, Strategy):
         return spec
-    options: dict[str, Any] = {}
-    if isinstance(spec, Mapping):
-        unknown = set(spec) - {"name", "options"}
-        if unknown or "name" not in spec:
-            raise field_error("strategy", f"a mapping needs 'name' and optional 'options'; got "
-                                          f"keys {sorted(spec)}")
-        options = dict(spec.get("options") or {})
-        spec = spec["name"]
+    spec, options = split_spec(spec, "strategy", "{name: bayes, options: {seed: 1}}")
     if not isinstance(spec, str):
         raise field_error("strategy", f"must be a name, a mapping or a Strategy; got {spec!r}")
     cls = strategy_class(spec)
     try:
         return cls(seed=seed, **options)
     except TypeError as error:
-        raise field_error(f"strategy.options", f"{spec}: {error}",
+        raise field_error("strategy.options", f"{spec}: {error}",
                           "check the option names in the strategy's docstring") from None
 
 

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._errors import DistoptError, field_error
-from .._problem import Problem, TrialResult
+from .._plugin import ProblemBound
+from .._problem import TrialResult
 
 
-class Strategy(ABC):
+class Strategy(ProblemBound, ABC):
     """Proposes configurations and learns from finished trials.
 
     Args:
@@ -37,19 +38,6 @@ class Strategy(ABC):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise field_error("seed", f"must be an int or None; got {seed!r}")
         self.seed = seed
-        self._problem: Problem | None = None
-
-    @property
-    def problem(self) -> Problem:
-        """The problem this strategy was bound to."""
-        if self._problem is None:
-            raise DistoptError(f"{type(self).__name__} is not bound; call bind(problem) first")
-        return self._problem
-
-    def bind(self, problem: Problem) -> None:
-        """Attach the problem (space, objectives, constraints); called once before any ask."""
-        self._problem = problem
-        self._setup(problem)
 
     def ask(self, n: int, pending: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
         """Return ``n`` new configurations.
@@ -71,9 +59,6 @@ class Strategy(ABC):
         """Learn from finished trials (any status; failed ones carry no usable metrics)."""
         if results:
             self._tell(list(results))
-
-    def _setup(self, problem: Problem) -> None:  # noqa: B027 - optional hook
-        """Prepare for ``problem``; the default does nothing."""
 
     @abstractmethod
     def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
