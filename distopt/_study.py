@@ -51,6 +51,8 @@ class Study:
         self.store_path = Path(store) if store is not None else Path(
             "runs", time.strftime("study-%Y%m%d-%H%M%S"))
         self.ref_point = _check_ref_point(ref_point, self.problem)
+        if self.ref_point is not None:
+            self.strategy.offer_ref_point(self.ref_point)
         #: How the objective was named (``module:function`` or a factory call), kept in the store
         #: so that ``distopt resume STORE`` can import it again.
         self.objective_spec: Any = None

@@ -55,6 +55,10 @@ class Strategy(ProblemBound, ABC):
                                f"expected {n}")
         return configs
 
+    def offer_ref_point(self, ref_point: dict[str, float]) -> None:  # noqa: B027 - optional hook
+        """The study's hypervolume reference point (metric -> value, own units and direction),
+        for strategies that steer by hypervolume; ignored by the others."""
+
     def tell(self, results: Sequence[TrialResult]) -> None:
         """Learn from finished trials (any status; failed ones carry no usable metrics)."""
         if results:

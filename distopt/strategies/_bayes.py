@@ -37,6 +37,7 @@ class BayesStrategy(Strategy):
             units and direction (e.g. ``{"loss": 1.0, "accuracy": 0.5}``); every objective must
             be given. When omitted, it is inferred at each suggestion from the feasible points
             (nadir of the front, 10% of its range worse) and exposed as :attr:`ref_point`.
+            ``Study(ref_point=...)`` passes the study's when this is omitted.
         num_restarts: L-BFGS-B starts of the acquisition optimisation.
         raw_samples: points scored to choose those starts.
         mc_samples: quasi-MC samples of the acquisition.
@@ -75,6 +76,11 @@ class BayesStrategy(Strategy):
         self.mc_samples, self.max_observations = mc_samples, max_observations
         self.warm_start = bool(warm_start)
         self.last_timing: dict[str, float] = {}
+
+    def offer_ref_point(self, ref_point: dict[str, float]) -> None:
+        """Use the study's reference point unless this strategy was given its own."""
+        if self.user_ref_point is None:
+            self.user_ref_point = self.ref_point = dict(ref_point)
 
     def _setup(self, problem: Problem) -> None:
         from ._bayes_model import InputDomain  # torch/botorch load when a search starts

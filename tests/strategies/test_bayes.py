@@ -86,6 +86,19 @@ def test_a_given_reference_point_is_used_and_validated(spy: list[dict]) -> None:
         make("bayes", Problem(SQUARE, {"f1": "min"}), ref_point={"f1": 2.0})
 
 
+def test_the_studys_reference_point_is_used_unless_the_strategy_has_one() -> None:
+    import distopt
+
+    study = distopt.Study(SQUARE, {"f1": "min", "f2": "max"}, strategy="bayes",
+                          ref_point={"f1": 2.0, "f2": -1.0})
+    assert study.strategy.ref_point == {"f1": 2.0, "f2": -1.0}
+    own = distopt.Study(SQUARE, {"f1": "min", "f2": "max"},
+                        strategy={"name": "bayes", "options": {"ref_point": {"f1": 5.0,
+                                                                             "f2": 0.0}}},
+                        ref_point={"f1": 2.0, "f2": -1.0})
+    assert own.strategy.ref_point == {"f1": 5.0, "f2": 0.0}
+
+
 def test_constraints_are_modelled_and_respected_in_the_front() -> None:
     # feasible: the disc of radius 0.3 around (0.3, 0.3), 28% of the square, which cuts the
     # unconstrained front (the diagonal) at about (0.51, 0.51)
