@@ -20,7 +20,7 @@ from .groups import (
     o2_about,
     so2_about,
 )
-from .models import MLP, FrameAveraged, hard_equivariant
+from .models import MLP, MODELS, FrameAveraged, ResidualPathway, hard_equivariant
 from .penalties import irm_penalty, mmd_penalty, vrex_penalty
 from .regularisers import equivariance_error, equivariance_loss, equivariance_terms
 from .settings import AGGREGATORS, MODES, TrainSettings, parse_settings
@@ -29,6 +29,7 @@ from .training import backward_step, fit, make_aggregator, plan_losses
 __all__ = [
     "AGGREGATORS",
     "MLP",
+    "MODELS",
     "MODES",
     "Embedded",
     "FrameAveraged",
@@ -37,6 +38,7 @@ __all__ = [
     "Orthogonal",
     "Permutation",
     "Reflection",
+    "ResidualPathway",
     "Rotation",
     "Scaling",
     "TrainSettings",

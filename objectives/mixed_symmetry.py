@@ -22,7 +22,9 @@ al., "Residual Pathway Priors for Soft Equivariance Constraints", NeurIPS 2021),
 ``o2_z`` > ``so2_z``, and ``o2_x`` (the wrong axis) and ``permutation``.
 
 ``make_task`` returns a picklable :class:`MixedSymmetryTask`; calling it with a config trains an MLP
-(optionally frame-averaged) with one equivariance regulariser per candidate group and returns
+(optionally frame-averaged; or, with ``model: residual``, a frame-averaged MLP plus a free MLP
+pathway, the soft model of Residual Pathway Priors) with one equivariance regulariser per candidate
+group and returns
 ``test_mse``, ``val_mse``, ``equiv_err.<group>``, ``params_m`` and ``train_seconds``.
 """
 
@@ -36,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .groups import Group, Orthogonal, Permutation, Rotation, Scaling, o2_about, so2_about
-from .models import MLP
+from .models import MLP, MODELS
 from .runner import RegressionData, run_regression, trial_device
 from .settings import TrainSettings, parse_settings
 
@@ -251,8 +253,16 @@ class MixedSymmetryTask:
 
         config, hypergrad = split_hypergrad_config(config)
         settings = parse_settings(
-            config, groups=self.candidates, defaults=self.defaults(), allow_penalty=False
+            config,
+            groups=self.candidates,
+            defaults=self.defaults(),
+            allow_penalty=False,
+            models=MODELS,
         )
+        if hypergrad is not None and settings.model != "mlp":
+            # run_with_hypergradients re-wraps the last network it saw built; with two pathways
+            # that would differentiate the wrong model.
+            raise ValueError("hypergrad: supported with model: mlp only; got model: residual")
         n, d = self.dims
         out_shape: tuple[int, ...] = () if self.variant == "points" else (3, 3)
 

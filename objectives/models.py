@@ -1,5 +1,5 @@
-"""Models trained inside trials: a plain MLP on flattened sets, and the frame-averaged hard
-baseline."""
+"""Models trained inside trials: a plain MLP on flattened sets, the frame-averaged hard baseline,
+and the residual-pathway soft model that adds a free pathway to it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,19 @@ from torch import Tensor, nn
 
 from .groups import Group
 
-__all__ = ["ACTIVATIONS", "MLP", "FrameAveraged", "count_parameters", "hard_equivariant"]
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "MODELS",
+    "FrameAveraged",
+    "ResidualPathway",
+    "count_parameters",
+    "hard_equivariant",
+]
+
+#: Trial model families (config key ``model``): ``mlp`` is the plain network (frame-averaged when
+#: ``hard`` names groups); ``residual`` is :class:`ResidualPathway`.
+MODELS: tuple[str, ...] = ("mlp", "residual")
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -95,6 +107,42 @@ def hard_equivariant(model: nn.Module, groups: Sequence[Group]) -> nn.Module:
     for group in groups:
         model = FrameAveraged(model, group)
     return model
+
+
+class ResidualPathway(nn.Module):
+    r"""The soft model ``f(x) = f_hard(x) + f_free(x)`` of Residual Pathway Priors.
+
+    ``f_hard`` is exactly equivariant (a :class:`FrameAveraged` network), ``f_free`` has no built-in
+    symmetry (Finzi et al., "Residual Pathway Priors for Soft Equivariance Constraints", NeurIPS
+    2021; the soft models of Kim et al., ICML 2023, are built the same way). Trained with the
+    equivariance regulariser on the whole ``f``: since ``R_G(f) = R_G(f_free)`` for every ``G`` the
+    hard pathway is exact for, a large strength pulls ``f`` towards an equivariant model with (at
+    least) the hard model's capacity, and a small one lets the free pathway fit the symmetry
+    breaking. So soft and hard differ in the constraint, not in the architecture.
+
+    Args:
+        hard: the equivariant pathway.
+        free: the unconstrained pathway, same input and output shapes.
+        zero_init: zero the free pathway's last linear layer, so training starts at the hard model
+            and leaves it only as far as the data (and the strength) allow: the RPP prior is
+            centred on the equivariant solution.
+    """
+
+    def __init__(self, hard: nn.Module, free: nn.Module, *, zero_init: bool = True) -> None:
+        super().__init__()
+        self.hard, self.free = hard, free
+        if zero_init:
+            last = [m for m in free.modules() if isinstance(m, nn.Linear)]
+            if not last:
+                raise ValueError("free: zero_init needs an nn.Linear layer in the free pathway")
+            with torch.no_grad():
+                last[-1].weight.zero_()
+                if last[-1].bias is not None:
+                    last[-1].bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, *in) -> (B, *out)``: the sum of both pathways."""
+        return self.hard(x) + self.free(x)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -15,12 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from .groups import Group
-from .models import count_parameters, hard_equivariant
+from .models import ResidualPathway, count_parameters, hard_equivariant
 from .regularisers import equivariance_error, equivariance_terms
 from .settings import TrainSettings
 from .training import fit, plan_losses
 
-__all__ = ["RegressionData", "report", "run_regression", "trial_device"]
+__all__ = ["RegressionData", "build_trial_model", "report", "run_regression", "trial_device"]
 
 
 def report(step: int, **metrics: float) -> None:
@@ -61,6 +61,26 @@ def _mse(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 1024) -> float:
     return total / y.numel()
 
 
+def build_trial_model(
+    groups: Mapping[str, Group],
+    settings: TrainSettings,
+    build_model: Callable[[TrainSettings], nn.Module],
+) -> nn.Module:
+    """The trial's model: ``build_model(settings)``, frame-averaged over ``settings.hard``
+    (permutations innermost, see :func:`objectives.models.hard_equivariant`); with ``model:
+    residual`` a second ``build_model(settings)`` is added as the free pathway of
+    :class:`objectives.models.ResidualPathway` (so ``build_model`` must return a plain network whose
+    last linear layer is its output: zeroing it zeroes the free pathway)."""
+    model = build_model(settings)
+    if settings.hard:
+        order = sorted(settings.hard, key=lambda name: name != "permutation")
+        model = hard_equivariant(model, [groups[name] for name in order])
+    if settings.model == "residual":
+        # Built second, so the hard pathway gets the same initial weights as the hard baseline.
+        model = ResidualPathway(model, build_model(settings))
+    return model
+
+
 def run_regression(
     data: RegressionData,
     groups: Mapping[str, Group],
@@ -73,16 +93,12 @@ def run_regression(
     """Train one model on ``data`` and return the trial metrics.
 
     The per-step loss vector is ``[mse, R_g for active g]`` from one batched forward
-    (:func:`objectives.regularisers.equivariance_terms`); ``settings.hard`` wraps the model in frame
-    averaging over those groups (permutations innermost). Each epoch reports ``train_mse`` and
-    ``val_mse`` through ``distopt.report``.
+    (:func:`objectives.regularisers.equivariance_terms`); the model is :func:`build_trial_model`'s
+    (``settings.hard`` and ``settings.model``). Each epoch reports ``train_mse`` and ``val_mse``
+    through ``distopt.report``.
     """
     torch.manual_seed(settings.seed)
-    model = build_model(settings)
-    if settings.hard:
-        order = sorted(settings.hard, key=lambda name: name != "permutation")
-        model = hard_equivariant(model, [groups[name] for name in order])
-    model = model.to(device)
+    model = build_trial_model(groups, settings, build_model).to(device)
     data = data.to(device)
     plan = plan_losses(settings, list(groups))
     active = [groups[name] for name in plan.groups]

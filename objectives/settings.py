@@ -58,6 +58,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     seed: int = 0
     hard: tuple[str, ...] = ()
+    model: str = "mlp"
 
     def with_(self, **changes: Any) -> TrainSettings:
         """A copy with some fields replaced (used for task-specific defaults)."""
@@ -122,12 +123,21 @@ def _hard(value: Any, groups: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def _model(value: Any, groups: Sequence[str], models: Sequence[str]) -> str:
+    if not groups:
+        raise ValueError("model: this task has no symmetry groups to build in; remove the key")
+    if value not in models:
+        raise ValueError(f"model: got {value!r}; allowed: {', '.join(models)}")
+    return value
+
+
 def parse_settings(
     config: Mapping[str, Any],
     *,
     groups: Sequence[str] = (),
     defaults: TrainSettings | None = None,
     allow_penalty: bool = True,
+    models: Sequence[str] = ("mlp",),
 ) -> TrainSettings:
     """Validate a trial config and merge it over ``defaults``.
 
@@ -137,7 +147,10 @@ def parse_settings(
     ``vrex``, ``mmd``), ``penalty_weight`` (>= 0), ``warmup`` (epochs; see
     :func:`objectives.training.warmup_epochs`), ``auto_scale`` (> 0), ``activation``,
     ``weight_decay``, ``seed``, ``hard`` (``"none"`` or group names joined by ``+``:
-    wrap the model in exact frame averaging over those groups, the hard baseline). Keys starting
+    wrap the model in exact frame averaging over those groups, the hard baseline), ``model``
+    (one of ``models``, which the task supports, from :data:`objectives.models.MODELS`:
+    ``residual`` adds a free MLP pathway to the frame-averaged one, so ``hard`` must name its
+    groups). Keys starting
     with ``_`` are ignored (free for the caller's bookkeeping); any other unknown key is an error,
     so a typo never passes silently.
 
@@ -148,7 +161,12 @@ def parse_settings(
     lams = {name: 0.0 for name in groups}
     changes: dict[str, Any] = {}
     allowed = sorted(
-        [*(f"lam.{g}" for g in groups), *_NUMERIC, *_CHOICES, *(("hard",) if groups else ())]
+        [
+            *(f"lam.{g}" for g in groups),
+            *_NUMERIC,
+            *_CHOICES,
+            *(("hard", "model") if groups else ()),
+        ]
     )
     for key, value in config.items():
         if not isinstance(key, str):
@@ -168,6 +186,8 @@ def parse_settings(
             changes[key] = _number(key, value, *_NUMERIC[key])
         elif key == "hard":
             changes["hard"] = _hard(value, groups)
+        elif key == "model":
+            changes["model"] = _model(value, groups, models)
         elif key in _CHOICES:
             if value not in _CHOICES[key]:
                 raise ValueError(f"{key}: got {value!r}; allowed: {', '.join(_CHOICES[key])}")
@@ -175,6 +195,11 @@ def parse_settings(
         else:
             raise ValueError(f"{key}: unknown config key; allowed: {', '.join(allowed)}")
     settings = base.with_(lams=lams, **changes)
+    if settings.model == "residual" and not settings.hard:
+        raise ValueError(
+            "model: 'residual' needs `hard` to name the groups of its equivariant pathway "
+            f"(e.g. hard: {groups[0]}); got hard: none"
+        )
     if not allow_penalty and settings.penalty != "none":
         raise ValueError(
             f"penalty: got {settings.penalty!r}; this task has one environment, allowed: none"

@@ -91,6 +91,31 @@ def test_regularisation_lowers_the_equivariance_error_and_hard_model_is_exact():
     assert hard["equiv_err.rotation"] < 1e-6
 
 
+def test_residual_model_runs_through_make_task_and_its_strength_controls_equivariance():
+    task = make_task(alphas={"rotation": 0.0}, candidates=["rotation"], n_train=256)
+    base = {"epochs": 15, "width": 32, "model": "residual", "hard": "rotation"}
+    free = task({**base, "lam.rotation": 0.0})
+    strong = task({**base, "lam.rotation": 100.0})
+    hard = task({"epochs": 15, "width": 32, "hard": "rotation"})
+    # Two pathways of the hard model's size: twice its parameters (one MLP is frame-averaged).
+    assert free["params_m"] == pytest.approx(2 * hard["params_m"])
+    # Unregularised, the free pathway departs from equivariance; a large strength keeps the model
+    # close to the equivariant subspace it started in.
+    assert free["equiv_err.rotation"] > 1e-3
+    assert strong["equiv_err.rotation"] < 0.1 * free["equiv_err.rotation"]
+    assert math.isfinite(strong["test_mse"])
+
+
+def test_residual_model_config_errors_name_the_field():
+    task = make_task(candidates=["rotation"])
+    with pytest.raises(ValueError, match="^model: 'residual' needs `hard`"):
+        task({"model": "residual"})
+    with pytest.raises(ValueError, match="^model: got 'transformer'"):
+        task({"model": "transformer", "hard": "rotation"})
+    with pytest.raises(ValueError, match="^hypergrad"):
+        task({"model": "residual", "hard": "rotation", "hypergrad": True})
+
+
 def test_objective_is_deterministic():
     task = make_task(n_train=128)
     first, second = task(FAST), task(FAST)

@@ -1,12 +1,19 @@
-"""The MLP and the frame-averaged hard baseline."""
+"""The MLP, the frame-averaged hard baseline and the residual-pathway soft model."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from objectives.groups import Orthogonal, Permutation, Rotation, Scaling, Translation, o2_about
-from objectives.models import MLP, FrameAveraged, count_parameters, hard_equivariant
+from objectives.models import (
+    MLP,
+    FrameAveraged,
+    ResidualPathway,
+    count_parameters,
+    hard_equivariant,
+)
 from objectives.regularisers import equivariance_error
 
 DT = torch.float64
@@ -61,3 +68,39 @@ def test_nested_frames_keep_both_symmetries():
     # invariant, which is why hard_equivariant documents the order.
     wrong = hard_equivariant(MLP((4, 3), (), width=16, depth=1).double(), [rotation, permutation])
     assert equivariance_error(wrong, [rotation], torch.randn(32, 4, 3, dtype=DT))["rotation"] > 1e-4
+
+
+def _pathways(seed: int = 3) -> tuple[Rotation, nn.Module, MLP, torch.Tensor]:
+    torch.manual_seed(seed)
+    group = Rotation(3)
+    hard = FrameAveraged(MLP((4, 3), (), width=16, depth=2).double(), group)
+    free = MLP((4, 3), (), width=16, depth=2).double()
+    return group, hard, free, torch.randn(64, 4, 3, dtype=DT)
+
+
+def test_residual_pathway_starts_as_the_hard_model():
+    group, hard, free, x = _pathways()
+    model = ResidualPathway(hard, free)  # zero_init: the free pathway outputs exactly 0
+    assert torch.equal(model(x), hard(x))
+    assert equivariance_error(model, [group], x, samples=8)["rotation"] < 1e-12
+    assert count_parameters(model) == count_parameters(hard) + count_parameters(free)
+    # Its gradients still reach the free pathway's last layer, so training can leave the hard model.
+    model(x).square().mean().backward()
+    assert free.net[-1].weight.grad.abs().sum() > 0
+
+
+def test_residual_pathway_is_equivariant_exactly_when_its_free_pathway_is():
+    group, hard, free, x = _pathways()
+    broken = ResidualPathway(hard, free, zero_init=False)
+    assert not torch.equal(broken(x), hard(x))
+    assert equivariance_error(broken, [group], x, samples=8)["rotation"] > 1e-3
+    other = FrameAveraged(MLP((4, 3), (), width=16, depth=2).double(), group)
+    both = ResidualPathway(hard, other, zero_init=False)
+    assert equivariance_error(both, [group], x, samples=8)["rotation"] < 1e-12
+    assert torch.allclose(both(x), hard(x) + other(x))
+
+
+def test_residual_pathway_needs_a_linear_layer_to_zero():
+    group, hard, _, _ = _pathways()
+    with pytest.raises(ValueError, match="free"):
+        ResidualPathway(hard, nn.Identity())

@@ -102,3 +102,7 @@ def test_bad_arguments():
         make_task("gravity")
     with pytest.raises(ValueError, match="lam.so2_x"):
         make_task(dim=2)({"lam.so2_x": 1.0})
+    # Its model has a built-in extrapolation, so a second copy as a free pathway would count it
+    # twice: the residual model is not offered here.
+    with pytest.raises(ValueError, match="^model: got 'residual'; allowed: mlp"):
+        make_task()({"model": "residual", "hard": make_task().candidates[0]})

@@ -78,6 +78,9 @@ def test_every_listed_aggregator_builds_and_aggregates(name):
         ({"epochs": "ten"}, "epochs"),
         ({"penalty": "irm"}, "penalty"),
         ({"hard": "scaling"}, "hard"),
+        ({"model": "residual"}, "model"),
+        ({"model": "residual", "hard": "rotation"}, "model"),  # this caller allows mlp only
+        ({"model": "cnn"}, "model"),
         ({"widht": 8}, "widht"),
         ({"warmup": -1}, "warmup"),
         ({"lam.rotation": float("nan")}, "lam.rotation"),
@@ -102,6 +105,19 @@ def test_settings_merge_defaults_and_accept_integral_floats():
         "rotation",
         "scaling",
     )
+
+
+def test_model_key_defaults_to_mlp_and_residual_needs_hard_groups():
+    groups = ("rotation", "scaling")
+    assert parse_settings({}, groups=groups).model == "mlp"
+    s = parse_settings(
+        {"model": "residual", "hard": "rotation"}, groups=groups, models=("mlp", "residual")
+    )
+    assert (s.model, s.hard) == ("residual", ("rotation",))
+    with pytest.raises(ValueError, match="^model: 'residual' needs `hard`"):
+        parse_settings({"model": "residual"}, groups=groups, models=("mlp", "residual"))
+    with pytest.raises(ValueError, match="^model: this task has no symmetry groups"):
+        parse_settings({"model": "mlp"})
 
 
 def test_plan_turns_off_zero_strengths_except_in_auto_mode():
