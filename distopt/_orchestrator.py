@@ -411,6 +411,8 @@ class Orchestrator:
                 self._replace(call.slot)
             rows += [self._ended_row(t, TIMEOUT, f"stopped after trial_timeout="
                                                  f"{self.trial_timeout} s") for t in call.trials]
+        if self.scheduler is not None and rows:  # it forgets a trial only when told it ended
+            self._schedule([], rows)
         self._finish(rows, [])
 
     def _drain_long_trials(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import distopt
 from distopt import _orchestrator
+from distopt.schedulers import Scheduler
 
 from . import faulty
 from ._util import assert_budget_reached, raw_rows, wait_for
@@ -26,6 +27,21 @@ def _study(tmp_path: Path, **constants) -> distopt.Study:
     markers.mkdir(exist_ok=True)
     space = {**SPACE, "markers": str(markers), **constants}
     return distopt.Study(space, OBJECTIVES, store=tmp_path / "store", seed=0)
+
+
+class EndRecorder(Scheduler):
+    """Never stops a trial; records how each one ended."""
+
+    name = "end-recorder"
+
+    def __init__(self) -> None:
+        self.ends: dict[int, str] = {}
+
+    def on_report(self, trial_id: int, step: int, metrics) -> bool:
+        return False
+
+    def on_trial_end(self, trial_id: int, status: str) -> None:
+        self.ends[trial_id] = status
 
 
 def _by_id(table) -> dict[int, dict]:
@@ -185,3 +201,14 @@ def test_trial_past_its_timeout_is_stopped_and_its_slot_reused(ray_local, tmp_pa
     later = [r for r in rows.values() if r["worker"] == slot and r["start_time"] > rows[0][
         "end_time"]]
     assert later, f"slot {slot} was not reused: {table.to_pylist()}"
+
+
+def test_an_early_stopping_scheduler_hears_of_a_timeout(ray_local, tmp_path):
+    study = _study(tmp_path, slow="0", long=120.0, short=0.2)
+    ended = EndRecorder()
+    reader = study.optimize(faulty.slow_for, budget=4, workers=2, trial_timeout=2.0,
+                            scheduler=ended)
+    rows = _by_id(assert_budget_reached(reader.path, 4))
+    assert rows[0]["status"] == "TIMEOUT"
+    # it forgets a trial's reports only when told the trial ended: every end, timeouts included
+    assert ended.ends == {t: r["status"] for t, r in rows.items()}
