@@ -227,16 +227,24 @@ def training_subset(objectives: np.ndarray, violation: np.ndarray, maximize: lis
     n = len(objectives)
     if n <= limit:
         return np.arange(n)
-    rank = np.full(n, n, dtype=int)
-    feasible = violation <= 0
-    if feasible.any():
-        rank[feasible] = pareto_rank(objectives[feasible], maximize=maximize)
-    order = np.lexsort((violation, rank, ~feasible))
+    order = constrained_order(objectives, violation, maximize)
     n_best = limit // 2
     best, rest = order[:n_best], order[n_best:]
     rng = np.random.default_rng(seed)
     sample = rng.choice(rest, size=limit - n_best, replace=False)
     return np.sort(np.concatenate([best, sample]))
+
+
+def constrained_order(objectives: np.ndarray, violation: np.ndarray,
+                      maximize: list[bool]) -> np.ndarray:
+    """Indices from best to worst by Deb's constrained order: feasible first, then
+    non-dominated rank among the feasible, then smaller violation."""
+    n = len(objectives)
+    rank = np.full(n, n, dtype=int)
+    feasible = violation <= 0
+    if feasible.any():
+        rank[feasible] = pareto_rank(objectives[feasible], maximize=maximize)
+    return np.lexsort((violation, rank, ~feasible))
 
 
 def to_tensor(array: np.ndarray) -> Tensor:

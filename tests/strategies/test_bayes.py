@@ -37,7 +37,8 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
     def recording(model, problem, X_baseline, X_pending, ref_point, mc_samples, seed):
         acq = build(model, problem, X_baseline, X_pending, ref_point, mc_samples, seed)
-        calls.append({"acq": acq, "model": model, "X_pending": X_pending, "ref": ref_point})
+        calls.append({"acq": acq, "model": model, "X_pending": X_pending, "ref": ref_point,
+                      "X_baseline": X_baseline})
         return acq
 
     monkeypatch.setattr(_bayes_acquisition, "build_acquisition", recording)
@@ -192,6 +193,29 @@ def test_warm_start_keeps_a_good_fit_and_recovers_from_a_bad_one() -> None:
         wins.append(warm_won)
     assert not wins[0]  # the explorer beat the bad start at once for some output
     assert (score(recovered) >= score(cold) - 0.02).all(), (score(recovered), score(cold))
+
+
+def test_the_acquisition_baseline_is_the_best_observations_past_its_limit(
+        spy: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    from distopt.strategies import _bayes
+
+    monkeypatch.setattr(_bayes, "MAX_BASELINE", 6)
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"}, {"r": ("<=", 0.2)})
+    strategy = make("bayes", problem)
+    results = drive(strategy, two_objectives, 14)
+    told = results[:-1]  # the last ask saw these
+    baseline = {tuple(np.round(row, 9)) for row in spy[-1]["X_baseline"].numpy()}
+    assert len(baseline) == 6
+    metrics = [r.metrics for r in told]
+    values = problem.objective_values(metrics)
+    feasible = problem.feasible(metrics)
+    encoded = np.round(problem.space.encode([r.config for r in told]), 9)
+    front = {tuple(encoded[i]) for i in np.flatnonzero(feasible)[is_non_dominated(
+        values[feasible])]}
+    # the feasible front comes first in the constrained order
+    assert front <= baseline if len(front) <= 6 else baseline <= front
+    # the training set keeps every observation
+    assert spy[-1]["model"].train_inputs[0].shape[-2] == len(told)
 
 
 def test_options_are_validated() -> None:
