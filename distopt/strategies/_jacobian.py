@@ -36,7 +36,9 @@ and the member moves on so that the population keeps tracing new parts of the fr
 descent direction starts the next walk, whose UPGrad steps correct back onto the front further
 towards that objective's end; a walk that does not end better in it is retried with half the
 predictor, and once that falls below half of ``trace_step``, or after any other end, the member
-re-seeds at its next Sobol start.
+re-seeds at its next Sobol start. It re-seeds too rather than trace towards an objective whose descent
+the box holds for the most part: that end of the front lies on the box, and hops along the bound's
+face would only chase what is left (on noisy objectives, mostly noise).
 
 **Key scheme (hypergradient source).** An objective that can differentiate its metrics returns,
 beside them, ``grad/<metric>/<param>`` = d metric / d param in the parameter's *raw* units
@@ -356,7 +358,9 @@ class JacobianStrategy(Strategy):
         steps correct back onto the front, better in that objective. A walk that ends better in it
         than the previous end becomes the new origin and the predictor grows by 1.5 (up to twice
         ``trace_step``); one that does not is retried from the same origin with half the step,
-        and the trace ends below half of ``trace_step``.
+        and the trace ends below half of ``trace_step``. No trace starts towards an objective
+        whose descent the box holds for the most part (its row keeps less than half its norm once
+        the components pointing out of the box are dropped): that end of the front is on the box.
         """
         if self.reseed != "trace" or member.center is None:
             return None
@@ -380,10 +384,13 @@ class JacobianStrategy(Strategy):
         if not np.all(np.isfinite(row)):
             return None
         xc = member.x[member.cont]
+        full = float(np.linalg.norm(row))
         row = np.where(((xc <= member.lo + _AT_BOUND) & (row > 0)) |
                        ((xc >= member.hi - _AT_BOUND) & (row < 0)), 0.0, row)
         norm = float(np.linalg.norm(row))
-        if norm <= 1e-300:
+        if norm <= 0.5 * full or norm <= 1e-300:
+            # The box holds most of objective k's descent: that end of the front lies on the box,
+            # and hops along the bound's face would only chase what is left.
             return None
         member.trace, member.trace_ref = k, float(member.all_fx[k])
         member.trace_origin, member.trace_dir = member.x.copy(), row / norm
