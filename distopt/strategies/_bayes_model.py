@@ -35,10 +35,10 @@ DTYPE = torch.double
 
 #: L-BFGS-B iterations of a warm-started fit (two starts at once) and of a cold fit. Past about
 #: 150 iterations a cold fit gains under 1% of marginal likelihood per point, and BoTorch's own
-#: default (scipy's 15000) makes the first fit of a resumed study take seconds. A warm fit of
-#: 40 iterations left DTLZ2 (d=6) 0.1 behind in log10 gap at 40 evaluations (median of 5
-#: seeds); 100 closed it for ~30% more CPU per suggestion (benchmarks/bench_quality.py).
-WARM_MAXITER = 100
+#: default (scipy's 15000) makes the first fit of a resumed study take seconds. 100 warm
+#: iterations instead of 40 cost ~30% more CPU per suggestion and their gain on DTLZ2 (d=6)
+#: did not survive a second run of 5 seeds (benchmarks/bench_quality.py): kept at 40.
+WARM_MAXITER = 40
 COLD_MAXITER = 150
 #: Fits after which the explorer chain of :func:`fit_model` starts again from the priors.
 EXPLORER_RESTART = 5
