@@ -370,8 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     table = render(summarize(runs))
     header = (f"# {args.name}\n\nlog10(max_hv - hv) after n evaluations, median over the "
               f"seeds (lower is better); suggest_ms/eval: time to propose over the "
-              f"first {TIME_WINDOW} evaluations / {TIME_WINDOW}, one torch thread, "
-              f"{args.jobs} run(s) in parallel on {os.cpu_count()} CPUs. {args.note}\n\n")
+              f"first {TIME_WINDOW} evaluations / {TIME_WINDOW}, one torch thread"
+              + (f", {args.jobs} run(s) in parallel on {os.cpu_count()} CPUs" if jobs else "")
+              + f". {args.note}\n\n")
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.md").write_text(header + table + "\n")
