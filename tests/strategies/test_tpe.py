@@ -93,6 +93,30 @@ def test_nan_metrics_count_as_failed() -> None:
     assert strategy._study.trials[0].state == State.FAIL
 
 
+def test_one_worker_replays_optunas_own_tpe_run_for_the_same_seed() -> None:
+    optuna = pytest.importorskip("optuna")
+
+    def metrics(x: float, y: float) -> dict[str, float]:
+        return {"f1": (x - 0.2) ** 2 + y ** 2, "f2": (x - 0.8) ** 2 + (y - 0.5) ** 2}
+
+    problem = Problem({"x": {"type": "float", "low": 0.0, "high": 1.0},
+                       "y": {"type": "float", "low": 0.0, "high": 1.0}},
+                      {"f1": "min", "f2": "min"})
+    ours = drive(make("tpe", problem, seed=7, n_startup_trials=5),
+                 lambda c: metrics(c["x"], c["y"]), 16)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize"] * 2, sampler=optuna.samplers.TPESampler(
+        multivariate=True, seed=7, n_startup_trials=5))
+    theirs = []
+    for _ in range(16):
+        trial = study.ask()
+        x, y = trial.suggest_float("x", 0.0, 1.0), trial.suggest_float("y", 0.0, 1.0)
+        values = metrics(x, y)
+        study.tell(trial, [values["f1"], values["f2"]])
+        theirs.append({"x": x, "y": y})
+    assert [r.config for r in ours] == theirs
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="n_startup_trials"):
         make("tpe", mixed_problem(), n_startup_trials=-1)
