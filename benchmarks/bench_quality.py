@@ -344,8 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="bench_quality", help="results/<name>.md and .json")
     parser.add_argument("--note", default="", help="a sentence for the header (how it was run)")
     parser.add_argument("--include", nargs="+", default=[], type=Path,
-                        help="runs (.json of earlier invocations) to tabulate with these; a "
-                             "(problem, method, workers) run here replaces theirs")
+                        help="runs (.json of earlier invocations) to tabulate with these; "
+                             "runs made here, then later files, replace the same (problem, "
+                             "method, workers) runs of earlier files")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.problems = 2, ["BraninCurrin"]
@@ -363,10 +364,14 @@ def main(argv: list[str] | None = None) -> None:
                   f"w={run['workers']} gap@end={run['gaps'][-1]:.2f} "
                   f"ask={sum(run['ask_seconds']):.1f}s cpu={sum(run['ask_cpu']):.1f}s "
                   f"wall={run['wall']:.1f}s", flush=True)
-    fresh = {(r["problem"], r["method"], r["workers"]) for r in runs}
-    for path in args.include:
-        runs += [r for r in json.loads(path.read_text())
-                 if (r["problem"], r["method"], r["workers"]) not in fresh]
+    def group(run: dict[str, Any]) -> tuple[str, str, int]:
+        return run["problem"], run["method"], run["workers"]
+
+    taken = {group(r) for r in runs}
+    for path in reversed(args.include):  # a later file's runs replace an earlier file's
+        older = [r for r in json.loads(path.read_text()) if group(r) not in taken]
+        runs += older
+        taken |= {group(r) for r in older}
     table = render(summarize(runs))
     header = (f"# {args.name}\n\nlog10(max_hv - hv) after n evaluations, median over the "
               f"seeds (lower is better); suggest_ms/eval: time to propose over the "
