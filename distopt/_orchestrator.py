@@ -101,6 +101,7 @@ class Orchestrator:
         self._running: dict[Any, _Call] = {}         # run ref -> the call's trials
         self._draining: dict[Any, int] = {}          # drain ref -> slot
         self._starting: dict[Any, int] = {}          # ready ref -> slot of a replacement actor
+        self._starting_since: dict[int, float] = {}  # slot -> when it lost its started actor
         self._start_failures: dict[int, int] = {}    # slot -> replacements that did not start
         self._trial_seconds: float | None = None     # moving mean of COMPLETE trial durations
         self._requeue: deque[tuple[int, dict[str, Any], int]] = deque()
@@ -156,6 +157,7 @@ class Orchestrator:
         actor = self._spawn(slot)
         self._slots[slot] = actor
         self._starting[actor.ready.remote()] = slot
+        self._starting_since.setdefault(slot, time.monotonic())
 
     def start_workers(self) -> None:
         """Create the worker actors without waiting for them (they take ~0.5 s to start)."""
@@ -204,6 +206,7 @@ class Orchestrator:
                 self._fill()
                 self._collect(self._wait())
                 self._check_timeouts()
+                self._check_stalled_starts()
                 self._drain_long_trials()
                 self._report_progress()
             self._report_progress(force=True)
@@ -293,6 +296,7 @@ class Orchestrator:
                 try:
                     ray.get(ref)
                     self._start_failures.pop(slot, None)
+                    self._starting_since.pop(slot, None)
                 except ray.exceptions.RayError as error:  # e.g. its node went away: once more
                     self._start_failures[slot] = self._start_failures.get(slot, 0) + 1
                     if self._start_failures[slot] > 2:
@@ -414,6 +418,23 @@ class Orchestrator:
         if self.scheduler is not None and rows:  # it forgets a trial only when told it ended
             self._schedule([], rows)
         self._finish(rows, [])
+
+    def _check_stalled_starts(self) -> None:
+        """Give up when every worker has lost its actor and none could be placed again within
+        ``START_TIMEOUT`` (e.g. the only node with the resource a trial asks is gone): waiting
+        would hang the search. Fewer workers than asked is fine; no worker at all is not."""
+        if len(self._starting_since) < len(self._slots) or self._running:
+            return
+        if time.monotonic() - min(self._starting_since.values()) < START_TIMEOUT:
+            return
+        import ray
+
+        raise DistoptError(
+            f"no worker could be restarted within {START_TIMEOUT:.0f} s after every worker "
+            f"was lost (e.g. their node went away): the cluster has "
+            f"{ray.available_resources()} free and each worker asks {self.resources}; the "
+            f"finished trials are in the store: add capacity, then `distopt resume "
+            f"{self.writer.path}`")
 
     def _drain_long_trials(self) -> None:
         """Ask each busy worker for its new report rows, about once a second (more often when a

@@ -101,6 +101,41 @@ def node_loss(cluster, nodes, root):
             "dispatched": reader.dispatched().select(["trial_id", "attempt"]).to_pylist()}
 
 
+def no_room(cluster, nodes, root):
+    """2 workers on the one GPU node (half a GPU each); the node is removed mid-trial, so no
+    replacement can be placed anywhere. Run last: it leaves no worker node."""
+    from distopt import _orchestrator
+
+    _orchestrator.START_TIMEOUT = 8.0  # the default (180 s) makes a slow test
+    path = f"{root}/no_room"
+
+    def remove_when_busy():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                if distopt.open_store(path).trials().num_rows >= 2:
+                    time.sleep(0.8)
+                    cluster.remove_node(nodes["B_node"], allow_graceful=False)
+                    return
+            except Exception:
+                continue
+
+    killer = threading.Thread(target=remove_when_busy, daemon=True)
+    killer.start()
+    began = time.time()
+    try:
+        study(path, 2.0, OneAtATime(seed=1)).optimize(
+            sleepy, budget=12, workers=2, resources_per_trial={"cpu": 0.5, "gpu": 0.5},
+            address=cluster.address, max_retries=3)
+        error = None
+    except distopt.DistoptError as caught:
+        error = str(caught)
+    killer.join(timeout=5)
+    return {"error": error, "waited": time.time() - began,
+            "trials": trials(distopt.open_store(path))}
+
+
 def cli(cluster, nodes, root):
     """The README's route: ``distopt run study.yaml --address auto`` in another process, which
     finds the cluster through RAY_ADDRESS (as on a head node or in a Ray job)."""
@@ -126,7 +161,8 @@ def trials_of_cli(reader):
     return reader.trials().select(["trial_id", "status", "node_id"]).to_pylist()
 
 
-SCENARIOS = {"spread": spread, "gpu": gpu, "cli": cli, "node_loss": node_loss}
+SCENARIOS = {"spread": spread, "gpu": gpu, "cli": cli, "node_loss": node_loss,
+             "no_room": no_room}
 
 
 def main(names):
@@ -137,7 +173,7 @@ def main(names):
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     nodes = {"head": cluster.head_node.node_id, "A": node_a.node_id, "B": node_b.node_id,
-             "A_node": node_a}
+             "A_node": node_a, "B_node": node_b}
     out = {"nodes": {k: v for k, v in nodes.items() if isinstance(v, str)},
            "setup_seconds": time.time() - started}
     root = tempfile.mkdtemp(prefix="distopt-cluster-")

@@ -25,7 +25,8 @@ SCRIPT = Path(__file__).with_name("multinode_scenarios.py")
 def cluster_run():
     env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONPATH": os.pathsep.join(
         [str(SCRIPT.parents[2]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "spread", "gpu", "cli", "node_loss"],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "spread", "gpu", "cli", "node_loss",
+                           "no_room"],
                           capture_output=True, text=True, timeout=420, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, (
@@ -92,3 +93,12 @@ def test_removing_a_node_mid_search_reruns_its_trial_elsewhere(cluster_run):
     assert all(dispatches[t["trial_id"]] >= 2 for t in moved)
     attempts = {(d["trial_id"], d["attempt"]) for d in run["dispatched"]}
     assert all((t["trial_id"], t["attempts"]) in attempts for t in moved)
+
+
+def test_losing_every_worker_with_no_room_to_replace_them_stops_with_a_clear_error(cluster_run):
+    run = cluster_run["no_room"]
+    assert run["error"] is not None, "the search did not stop"
+    assert "no worker could be restarted" in run["error"] and "distopt resume" in run["error"]
+    assert run["waited"] < 120                     # START_TIMEOUT is 8 s in the scenario
+    finished = [t for t in run["trials"] if t["status"] == "COMPLETE"]
+    assert len(finished) >= 2 and len(run["trials"]) < 12   # kept in the store, budget not met
