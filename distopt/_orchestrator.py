@@ -117,8 +117,8 @@ class Orchestrator:
 
     # -- setup ------------------------------------------------------------------------------------
 
-    def resume_from(self, results: Iterable[TrialResult], in_flight: Iterable[tuple[int, dict, int]],
-                    max_id: int) -> None:
+    def resume_from(self, results: Iterable[TrialResult],
+                    in_flight: Iterable[tuple[int, dict, int]], max_id: int) -> None:
         """Rebuild from a store: tell the strategy every stored trial, re-run the in-flight ones."""
         results = list(results)
         self.strategy.tell(results)
@@ -465,7 +465,7 @@ class Orchestrator:
         from . import pareto
 
         mask = pareto.is_non_dominated(self._front_points, maximize=self.problem.maximize)
-        self._front_points = [p for p, keep in zip(self._front_points, mask) if keep]
+        self._front_points = [p for p, keep in zip(self._front_points, mask, strict=True) if keep]
         self._front_pruned = len(self._front_points)
 
     def _ensure_ref_point(self) -> None:
@@ -482,7 +482,8 @@ class Orchestrator:
 
         ref = pareto.reference_point(self._initial_points, maximize=self.problem.maximize,
                                      front_only=False)
-        self.writer.record(ref_point=dict(zip(self.problem.objectives, map(float, ref))))
+        self.writer.record(ref_point=dict(zip(self.problem.objectives, map(float, ref),
+                                                   strict=True)))
         self._initial_points = []
 
     def _report_progress(self, force: bool = False) -> None:
