@@ -127,7 +127,8 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
     hv = reader.hypervolume()
     counts = reader.trials()["status"].value_counts().to_pylist()
     if fmt == "json":
-        print(json.dumps({"hypervolume": hv, "ref_point": reader.ref_point,
+        print(json.dumps({"hypervolume": hv, "ref_point": reader.ref_point_in_use(),
+                          "ref_point_recorded": reader.ref_point is not None,
                           "trials": {c["values"]: c["counts"] for c in counts},
                           "front" if not show_all else "rows": table.to_pylist()}, default=str))
         return
@@ -145,8 +146,11 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
     status = ", ".join(f"{c['counts']} {c['values']}" for c in counts)
     label = "trials" if show_all else "Pareto front"
+    ref = reader.ref_point  # recorded once a search has 2(d+1) feasible trials
+    origin = f"ref_point {ref}" if ref is not None else (
+        f"ref_point {reader.ref_point_in_use()}, inferred from this front: none recorded yet")
     print(f"\n{label}: {table.num_rows} rows  |  trials: {status}  |  hypervolume: {hv:.6g}  "
-          f"(ref_point {reader.ref_point})")
+          f"({origin})")
 
 
 def _cell(value: Any) -> str:

@@ -128,6 +128,14 @@ class StoreReader:
         """The reference point recorded in the store (metric -> value), if any."""
         return self.metadata.get("ref_point")
 
+    def ref_point_in_use(self) -> dict[str, float] | None:
+        """The point :meth:`hypervolume` measures from by default: the recorded one, else one
+        inferred from the current feasible front (None while no feasible point is finite)."""
+        ref = self._ref_vector(None, self._objective_points(self.feasible_trials()))
+        if ref is None:
+            return None
+        return dict(zip(self.problem.objectives, map(float, ref), strict=True))
+
     def hypervolume(self, ref_point: dict[str, float] | list[float] | None = None) -> float:
         """Hypervolume of the feasible front.
 

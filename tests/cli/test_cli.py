@@ -87,6 +87,21 @@ def test_run_prints_the_front(ran):
     assert f"hypervolume: {reader.hypervolume():.6g}" in summary
 
 
+def test_a_front_without_a_recorded_reference_point_says_where_its_point_comes_from(
+        ray_local, tmp_path):
+    store = tmp_path / "store"
+    code, out, _ = run_main(["run", str(write_study(tmp_path, store, budget=3)), "--no-progress"])
+    reader = open_store(store)
+    assert code == 0 and reader.ref_point is None   # 3 trials: too few to fix one
+    inferred = reader.ref_point_in_use()
+    assert inferred is not None and set(inferred) == {"f1", "f2"}
+    assert f"ref_point {inferred}, inferred from this front: none recorded yet" in out
+    assert reader.hypervolume() == pytest.approx(reader.hypervolume(inferred))
+    code, out, _ = run_main(["show", str(store), "--format", "json"])
+    data = json.loads(out)
+    assert data["ref_point"] == inferred and data["ref_point_recorded"] is False
+
+
 def test_run_records_the_study_file(ran):
     study, store, _, _ = ran
     data = json.loads((store / "study.json").read_text())
@@ -128,7 +143,8 @@ def test_show_json(ran, capsys):
     data = json.loads(capsys.readouterr().out)
     reader = open_store(store)
     assert data["hypervolume"] == pytest.approx(reader.hypervolume())
-    assert data["ref_point"] == reader.ref_point
+    assert data["ref_point"] == reader.ref_point_in_use()
+    assert data["ref_point_recorded"] == (reader.ref_point is not None)
     assert data["trials"] == {"COMPLETE": BUDGET}
     columns = list(data["front"][0])
     assert data["front"] == reader.pareto_front().select(columns).to_pylist()
