@@ -35,6 +35,8 @@ import tempfile
 import threading
 import time
 
+from _report import publish  # benchmarks/, the script's own folder, is on sys.path
+
 CHECKPOINTS = (1000, 2500, 5000, 10000)
 
 
@@ -221,10 +223,7 @@ def main() -> None:
             sys.exit(f"benchmark run {extra} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         texts.append(done.stdout.split(RESULT, 1)[1].strip())
     text = "\n\n".join(texts)
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        handle.write(text + "\n")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

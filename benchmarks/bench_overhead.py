@@ -20,6 +20,8 @@ import shutil
 import tempfile
 import time
 
+from _report import publish  # benchmarks/, the script's own folder, is on sys.path
+
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
@@ -117,10 +119,7 @@ def main() -> None:
         f">= 0.5x ActorPool -> {'met' if ours >= 0.5 * pool else 'MISSED'}.",
     ]
     text = "\n".join(lines)
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        handle.write(text + "\n")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
