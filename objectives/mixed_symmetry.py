@@ -40,7 +40,7 @@ from torch import Tensor
 from .groups import Group, Orthogonal, Permutation, Rotation, Scaling, o2_about, so2_about
 from .models import MLP, MODELS
 from .runner import RegressionData, run_regression, trial_device
-from .settings import TrainSettings, parse_settings
+from .settings import LARGE_SETTINGS, SMALL_SIZE, TrainSettings, parse_settings
 
 __all__ = ["MixedSymmetryTask", "make_task"]
 
@@ -55,20 +55,8 @@ BREAKABLE: dict[str, tuple[str, ...]] = {
 }
 #: Split sizes and training defaults: ``small`` trains in seconds on one CPU core.
 SIZES: dict[str, dict[str, Any]] = {
-    "small": {
-        "n_train": 1024,
-        "n_val": 256,
-        "n_test": 1024,
-        "settings": TrainSettings(width=64, depth=2, epochs=60, batch_size=64, lr=3e-3, warmup=10),
-    },
-    "large": {
-        "n_train": 8192,
-        "n_val": 2048,
-        "n_test": 8192,
-        "settings": TrainSettings(
-            width=256, depth=3, epochs=150, batch_size=256, lr=1e-3, warmup=20
-        ),
-    },
+    "small": SMALL_SIZE,
+    "large": {"n_train": 8192, "n_val": 2048, "n_test": 8192, "settings": LARGE_SETTINGS},
 }
 _SCALE_RANGE = (0.5, 2.0)
 _REFERENCE_SEED = (

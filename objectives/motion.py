@@ -27,26 +27,14 @@ from torch import Tensor, nn
 from .groups import Group, Permutation, Rotation, Translation, so2_about
 from .models import MLP
 from .runner import RegressionData, run_regression, trial_device
-from .settings import TrainSettings, parse_settings
+from .settings import LARGE_SETTINGS, SMALL_SIZE, TrainSettings, parse_settings
 
 __all__ = ["MotionModel", "MotionTask", "make_task", "simulate"]
 
 SYSTEMS = ("springs", "charges")
 SIZES: dict[str, dict[str, Any]] = {
-    "small": {
-        "n_train": 1024,
-        "n_val": 256,
-        "n_test": 1024,
-        "settings": TrainSettings(width=64, depth=2, epochs=60, batch_size=64, lr=3e-3, warmup=10),
-    },
-    "large": {
-        "n_train": 16384,
-        "n_val": 2048,
-        "n_test": 8192,
-        "settings": TrainSettings(
-            width=256, depth=3, epochs=150, batch_size=256, lr=1e-3, warmup=20
-        ),
-    },
+    "small": SMALL_SIZE,
+    "large": {"n_train": 16384, "n_val": 2048, "n_test": 8192, "settings": LARGE_SETTINGS},
 }
 _SOFTENING = 0.5  # keeps close charge encounters finite; the data stay smooth enough to learn
 

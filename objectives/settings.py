@@ -14,7 +14,9 @@ from typing import Any
 from .models import ACTIVATIONS
 from .penalties import PENALTIES
 
-__all__ = ["AGGREGATORS", "MODES", "TrainSettings", "parse_settings"]
+__all__ = [
+    "AGGREGATORS", "LARGE_SETTINGS", "MODES", "SMALL_SIZE", "TrainSettings", "parse_settings",
+]
 
 #: Training modes: fixed strengths, Jacobian descent, or strengths set after a warm-up.
 MODES: tuple[str, ...] = ("weighted", "jacobian", "auto")
@@ -129,6 +131,18 @@ def _model(value: Any, groups: Sequence[str], models: Sequence[str]) -> str:
     if value not in models:
         raise ValueError(f"model: got {value!r}; allowed: {', '.join(models)}")
     return value
+
+
+#: The ``small`` size of every regression task: splits and training defaults that train in
+#: seconds on one CPU core.
+SMALL_SIZE: dict[str, Any] = {
+    "n_train": 1024,
+    "n_val": 256,
+    "n_test": 1024,
+    "settings": TrainSettings(width=64, depth=2, epochs=60, batch_size=64, lr=3e-3, warmup=10),
+}
+#: Training defaults of the ``large`` size (a GPU's worth of work); tasks set their own splits.
+LARGE_SETTINGS = TrainSettings(width=256, depth=3, epochs=150, batch_size=256, lr=1e-3, warmup=20)
 
 
 def parse_settings(
