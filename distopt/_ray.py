@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -30,6 +31,7 @@ def ray_session(address: str | None, *, workers: int,
             cpus = max(os.cpu_count() or 1, math.ceil(workers * resources.get("cpu", 1)))
             ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)
         else:
+            check_reachable(address)
             try:
                 ray.init(address=address, **quiet)
             except (ConnectionError, TimeoutError, ValueError) as error:
@@ -43,6 +45,34 @@ def ray_session(address: str | None, *, workers: int,
     finally:
         if owned:
             ray.shutdown()
+
+
+#: Seconds to wait for a TCP connection to ``--address`` before giving up.
+CONNECT_TIMEOUT = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise a ConfigError naming ``address`` when nothing accepts a TCP connection there.
+
+    ``ray.init`` retries an unreachable cluster address for a long time before it fails (minutes
+    for a host that drops packets), so a mistyped or dead address is checked with one socket
+    connect first. Addresses without an explicit ``host:port`` (``"auto"``, ``"local"``) are left
+    to Ray.
+    """
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    host = host.strip("[]")  # IPv6 literal
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise field_error("address", f"nothing answers at {address!r} ({reason} after trying "
+                                     f"for up to {timeout:g} s)",
+                          "check the head node's address and port ('ray status' on the head "
+                          "prints it), or leave --address out for a local Ray") from None
 
 
 def dashboard_options() -> dict[str, object]:
@@ -68,5 +98,6 @@ def check_resources(workers: int, resources: Mapping[str, float]) -> None:
         if amount and total.get(name, 0) < amount:
             key = name.lower() if name in ("CPU", "GPU") else name
             raise field_error(f"resources_per_trial.{key}",
-                              f"asks {amount} per trial but the Ray cluster has {total.get(name, 0)}",
+                              f"asks {amount} per trial but the Ray cluster has "
+                              f"{total.get(name, 0)}",
                               f"set {key} to 0 or join a cluster that has {name} (--address)")
