@@ -144,8 +144,9 @@ class JacobianStrategy(Strategy):
         seed: seed of the Sobol starts.
         population: members walking at once (each from its own Sobol start).
         n_initial: Sobol points run before any walk; the walks then start from the best of them
-            (non-dominated and feasible first, spread along the front). None: ``population``,
-            every member starts at its own point at once.
+            (non-dominated and feasible first, spread along the front). None: ``2 * population``,
+            so that walks start from the better half of a design (``population``: every member
+            starts at its own point at once).
         source: ``"auto"`` (hypergradients where trials return them, central differences for the
             rest; differences are run speculatively beside a center unless the space has a truthy
             ``hypergrad`` constant or a trial already returned ``grad/`` keys), ``"hypergrad"`` (the
@@ -153,7 +154,9 @@ class JacobianStrategy(Strategy):
         h: central-difference step in the encoded cube.
         lr: first step length of a walk (in cube units, for a direction of norm 1).
         lr_max: longest step.
-        lr_min: a walk whose step length halves below this stalls.
+        lr_min: a walk whose step length halves below this stalls. The default (half of
+            ``lr``) allows one shorter retry: on objectives rough at the scale of a step (a
+            trained model's metrics are), further halvings mostly buy near-duplicate trials.
         grow: factor on ``lr`` after an accepted step.
         armijo: fraction of the first-order decrease every row must show (0: "not worse").
         rtol: noise allowance, relative to ``|f_i(x)|``, before a row counts as worse.
@@ -170,17 +173,18 @@ class JacobianStrategy(Strategy):
             stationary or stalled feasible end: a predictor step towards one objective, then
             UPGrad corrector steps; a fresh Sobol start when the trace ends) or ``"sobol"``
             (always a fresh Sobol start).
-        trace_step: first predictor length in the cube.
+        trace_step: first predictor length in the cube: the spacing of the front points a
+            trace visits, so smaller traces the front more densely (and more slowly).
     """
 
     name = "jacobian"
     queue_depth = 1
 
-    def __init__(self, *, seed: int | None = 0, population: int = 6, source: str = "auto",
-                 h: float = 0.05, lr: float = 0.2, lr_max: float = 0.4, lr_min: float = 0.02,
+    def __init__(self, *, seed: int | None = 0, population: int = 8, source: str = "auto",
+                 h: float = 0.05, lr: float = 0.2, lr_max: float = 0.4, lr_min: float = 0.1,
                  grow: float = 1.5, tol: float = 0.02, armijo: float = 0.01, rtol: float = 1e-3,
                  atol: float = 0.0, normalize: bool = True, max_steps: int | None = None,
-                 reseed: str = "trace", trace_step: float = 0.1, ftol: float = 1e-2,
+                 reseed: str = "trace", trace_step: float = 0.05, ftol: float = 1e-2,
                  ptol: float = 1e-3, n_initial: int | None = None):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
@@ -207,7 +211,7 @@ class JacobianStrategy(Strategy):
                                       or n_initial < population):
             raise field_error("strategy.options.n_initial", f"must be an int >= population "
                                                             f"({population}) or None; got {n_initial!r}")
-        self.n_initial = population if n_initial is None else n_initial
+        self.n_initial = 2 * population if n_initial is None else n_initial
         if reseed not in RESEEDS:
             raise field_error("strategy.options.reseed", f"must be one of {', '.join(RESEEDS)}; "
                                                          f"got {reseed!r}")

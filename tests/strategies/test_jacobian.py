@@ -260,7 +260,7 @@ def test_initial_design_then_walks_from_its_best_spread_points():
 
 def test_asks_fill_every_worker_without_duplicates():
     problem = Problem(SPACE, {"f1": "min", "f2": "min"})
-    strategy = JacobianStrategy(seed=0, population=2)
+    strategy = JacobianStrategy(seed=0, population=2, n_initial=2)  # walks start at once
     strategy.bind(problem)
     first = strategy.ask(2)
     # Each center's central differences run beside it (2 members x 6 perturbations), then fillers.
@@ -289,12 +289,12 @@ def test_fixed_coordinates_and_seed_stay_equal_across_a_members_trials():
         assert config["seed"] == 7
         strategy.tell([TrialResult(trial, config, "COMPLETE", bowls(config))])
         trial += 1
-        for member in strategy.members:
-            if member.restarts == 0 and member.index in owner:
+        for member in strategy.members:  # members without a position are still in the design
+            if member.restarts == 0 and member.index in owner and len(member.x):
                 by_member.setdefault(member.index, set()).add(
                     (problem.space.decode(member.x[None])[0]["width"],
                      problem.space.decode(member.x[None])[0]["act"]))
-    assert all(len(values) == 1 for values in by_member.values())
+    assert len(by_member) == 2 and all(len(values) == 1 for values in by_member.values())
 
 
 def test_failed_trials_reseed_or_reject_and_the_search_goes_on():
