@@ -1,10 +1,10 @@
 """What an objective sees of the trial it runs in: ``report`` and ``device``.
 
-The worker actor installs a :class:`TrialContext` before calling the objective and removes it after.
-``report`` only appends to an in-memory list under a lock (microseconds); the worker ships the rows to
-the driver, which alone writes the store. Outside a trial (an objective called directly in a notebook
-or a unit test) ``report`` validates its input and keeps the rows on :data:`last_reports`, so the same
-objective code runs everywhere.
+The worker actor installs a :class:`TrialContext` before calling the objective and removes it
+after. ``report`` only appends to an in-memory list under a lock (microseconds); the worker ships
+the rows to the driver, which alone writes the store. Outside a trial (an objective called directly
+in a notebook or a unit test) ``report`` validates its input and keeps the rows on
+:data:`last_reports`, so the same objective code runs everywhere.
 """
 
 from __future__ import annotations

@@ -71,8 +71,8 @@ def _parse_constraints(constraints: Any) -> dict[str, tuple[str, float]]:
         op, threshold = rule
         if op not in OPERATORS:
             raise field_error(where, f"operator must be '<=' or '>='; got {op!r}")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(
-                threshold):
+        if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                or not math.isfinite(threshold)):
             raise field_error(where, f"threshold must be a finite number; got {threshold!r}")
         parsed[name] = (op, float(threshold))
     return parsed

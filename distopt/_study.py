@@ -177,7 +177,8 @@ def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int,
         return [], max_id
     latest: dict[int, tuple[dict, int]] = {}
     for trial_id, attempt, config in zip(table["trial_id"].to_pylist(),
-                                         table["attempt"].to_pylist(), configs_from_table(table)):
+                                         table["attempt"].to_pylist(), configs_from_table(table),
+                                         strict=True):
         latest[trial_id] = (config, attempt)
         max_id = max(max_id, trial_id)
     again = [(t, c, a) for t, (c, a) in sorted(latest.items()) if t not in finished]
@@ -220,18 +221,20 @@ def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:
     if resources is None:
         return {"cpu": 1.0, "gpu": 0.0}
     if not isinstance(resources, Mapping):
-        raise field_error("resources_per_trial", f"must be a mapping like {{'cpu': 1, 'gpu': 0.5}}; "
-                                                 f"got {resources!r}")
+        raise field_error("resources_per_trial",
+                          f"must be a mapping like {{'cpu': 1, 'gpu': 0.5}}; got {resources!r}")
     out = {"cpu": 1.0, "gpu": 0.0}
     for key, amount in resources.items():
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(
-                amount) or amount < 0:
-            raise field_error(f"resources_per_trial.{key}", f"must be a number >= 0; got {amount!r}")
+        if (isinstance(amount, bool) or not isinstance(amount, (int, float))
+                or not math.isfinite(amount) or amount < 0):
+            raise field_error(f"resources_per_trial.{key}",
+                              f"must be a number >= 0; got {amount!r}")
         out[str(key)] = float(amount)
     gpu = out["gpu"]
     if gpu > 1 and gpu != int(gpu):
-        raise field_error("resources_per_trial.gpu", f"must be a fraction <= 1 or a whole number; "
-                                                     f"got {gpu}", "e.g. 0.25 packs 4 trials per GPU")
+        raise field_error("resources_per_trial.gpu",
+                          f"must be a fraction <= 1 or a whole number; got {gpu}",
+                          "e.g. 0.25 packs 4 trials per GPU")
     return out
 
 
@@ -243,7 +246,8 @@ def _check_ref_point(ref_point: Any, problem: Problem) -> dict[str, float] | Non
                                        f"number; got {ref_point!r}")
     out = {}
     for name, value in ref_point.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
             raise field_error(f"ref_point.{name}", f"must be a finite number; got {value!r}")
         out[name] = float(value)
     return out

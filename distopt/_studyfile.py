@@ -102,8 +102,9 @@ def resolve_objective(spec: Any) -> Callable[[dict[str, Any]], Any]:
     if isinstance(spec, Mapping):
         unknown = set(spec) - {"call", "with"}
         if unknown or "call" not in spec:
-            raise field_error("objective", f"a mapping needs 'call' (and optional 'with'); got keys "
-                                           f"{sorted(spec)}")
+            raise field_error("objective",
+                              f"a mapping needs 'call' (and optional 'with'); got keys "
+                              f"{sorted(spec)}")
         kwargs = spec.get("with") or {}
         if not isinstance(kwargs, Mapping):
             raise field_error("objective.with", f"must be a mapping of arguments; got {kwargs!r}")

@@ -141,9 +141,9 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
     header = [c.removeprefix("config/") for c in table.column_names]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
     status = ", ".join(f"{c['counts']} {c['values']}" for c in counts)
     label = "trials" if show_all else "Pareto front"
     ref = reader.ref_point  # recorded once a search has 2(d+1) feasible trials

@@ -33,7 +33,8 @@ def _maximize_vector(maximize: Maximize, n_objectives: int) -> np.ndarray:
         return np.full(n_objectives, bool(maximize))
     vector = np.asarray(list(maximize), dtype=bool)
     if vector.shape != (n_objectives,):
-        raise ValueError(f"maximize must be a bool or have {n_objectives} entries; got {maximize!r}")
+        raise ValueError(f"maximize must be a bool or have {n_objectives} entries; "
+                         f"got {maximize!r}")
     return vector
 
 

@@ -261,7 +261,7 @@ def parallel_coordinates(store: Store, params: Sequence[str] | None = None,
     if is_front.any():
         first = data[is_front, len(params)] if metrics else np.zeros(is_front.sum())
         colours = matplotlib.colormaps["viridis"](np.nan_to_num(first, nan=0.5))
-        for row, colour in zip(data[is_front], colours):
+        for row, colour in zip(data[is_front], colours, strict=True):
             ax.plot(x, row, color=colour, lw=2, gid="front")
     for position in x:
         ax.axvline(position, color="k", lw=0.6)
@@ -338,7 +338,8 @@ def learning_curves(store: Store, metric: str | None = None, *, log: bool | None
     values_seen = []
     first_objective = next(iter(reader.problem.objectives))
     for colour, (trial_id, value) in zip(colours, zip(front["trial_id"].to_pylist(),
-                                                      _column(front, first_objective))):
+                                                      _column(front, first_objective),
+                                                      strict=True), strict=False):
         rows = curves.filter(pc.equal(curves["trial_id"], trial_id))
         if rows.num_rows == 0:
             continue
@@ -396,7 +397,7 @@ def symmetry_strengths(store: Store, alphas: Mapping[str, float] | None = None):
     medians = []
     rng = np.random.default_rng(0)
     span = max(levels[g] for g in groups) - min(levels[g] for g in groups) or 1.0
-    for colour, group in zip(colours, groups):
+    for colour, group in zip(colours, groups, strict=True):
         lam = _column(front, CONFIG_PREFIX + f"lam.{group}")
         x = levels[group] + rng.uniform(-0.015, 0.015, len(lam)) * span
         ax.scatter(x, lam, color=colour, s=26, alpha=0.8,

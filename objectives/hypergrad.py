@@ -1,7 +1,9 @@
-r"""Hypergradients of the symmetry tasks' held-out metrics with respect to their regulariser strengths.
+r"""Hypergradients of the symmetry tasks' held-out metrics with respect to their regulariser
+strengths.
 
-A trained model's held-out metrics are differentiable in the hyperparameters that enter its training
-loss. With :math:`w^*(h) = \arg\min_w L_\mathrm{train}(w, h)`, the implicit function theorem gives
+A trained model's held-out metrics are differentiable in the hyperparameters that enter its
+training loss. With :math:`w^*(h) = \arg\min_w L_\mathrm{train}(w, h)`, the implicit function
+theorem gives
 
 .. math::
 
@@ -9,19 +11,19 @@ loss. With :math:`w^*(h) = \arg\min_w L_\mathrm{train}(w, h)`, the implicit func
     \nabla_w \partial_h L_\mathrm{train},
 
 and the inverse-Hessian-vector product is approximated by a truncated Neumann series
-:math:`H^{-1} v \approx \alpha \sum_{j=0}^{J} (I - \alpha H)^j v`, built from Hessian-vector products
-(Lorraine, Vicol and Duvenaud, "Optimizing Millions of Hyperparameters by Implicit
+:math:`H^{-1} v \approx \alpha \sum_{j=0}^{J} (I - \alpha H)^j v`, built from Hessian-vector
+products (Lorraine, Vicol and Duvenaud, "Optimizing Millions of Hyperparameters by Implicit
 Differentiation", AISTATS 2020). ``method="unroll"`` instead differentiates through a short window
 of ``J`` full-batch gradient steps taken from the trained weights.
 
 Hyperparameters covered: ``lam.<group>`` (every candidate group, active or not: the derivative at
 ``lam = 0`` is the first-order effect of switching the regulariser on) and ``weight_decay`` (Adam's
-coupled L2 term ``wd/2 ||w||^2``). The training loss used for the Hessian is deterministic: the task
-loss on (up to ``hypergrad.train_samples``) training points plus each ``lam_k R_k`` with a fixed set of
-``hypergrad.group_samples`` elements per group.
+coupled L2 term ``wd/2 ||w||^2``). The training loss used for the Hessian is deterministic: the
+task loss on (up to ``hypergrad.train_samples``) training points plus each ``lam_k R_k`` with a
+fixed set of ``hypergrad.group_samples`` elements per group.
 
-Metrics covered: ``test_mse``, ``val_mse`` and ``equiv_err.<group>``, each computed exactly as the task
-reports it (the same held-out data and, for ``equiv_err``, the same seeded group samples).
+Metrics covered: ``test_mse``, ``val_mse`` and ``equiv_err.<group>``, each computed exactly as the
+task reports it (the same held-out data and, for ``equiv_err``, the same seeded group samples).
 
 **Key scheme.** Beside its metrics the objective returns one float per (metric, hyperparameter)::
 
@@ -116,19 +118,21 @@ class HypergradOptions:
 
 
 def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value)
+            or value < 1):
         raise ValueError(f"{key}: expected an integer >= 1; got {value!r}")
     return int(value)
 
 
-def split_hypergrad_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], HypergradOptions | None]:
+def split_hypergrad_config(
+        config: Mapping[str, Any]) -> tuple[dict[str, Any], HypergradOptions | None]:
     """Remove the ``hypergrad*`` keys from a config; return the rest and the options (None: off).
 
     Raises:
         ValueError: naming the key, the value and what is allowed.
     """
-    rest = {k: v for k, v in config.items() if not (isinstance(k, str) and
-                                                   (k == "hypergrad" or k.startswith("hypergrad.")))}
+    rest = {k: v for k, v in config.items()
+            if not (isinstance(k, str) and (k == "hypergrad" or k.startswith("hypergrad.")))}
     switch = config.get("hypergrad", False)
     if switch is True:
         method = "neumann"
@@ -137,7 +141,8 @@ def split_hypergrad_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], H
     elif switch in METHODS:
         method = switch
     else:
-        raise ValueError(f"hypergrad: got {switch!r}; allowed: true, false, none, {', '.join(METHODS)}")
+        raise ValueError(f"hypergrad: got {switch!r}; allowed: true, false, none, "
+                         f"{', '.join(METHODS)}")
     extra = {k[len("hypergrad."):]: v for k, v in config.items()
              if isinstance(k, str) and k.startswith("hypergrad.")}
     unknown = sorted(set(extra) - set(_OPTION_KEYS))
@@ -165,17 +170,18 @@ def split_hypergrad_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], H
     return rest, HypergradOptions(**kwargs)
 
 
-# -- the differentiable pieces ----------------------------------------------------------------------
+# -- the differentiable pieces ---------------------------------------------------------------------
 
 
 def _mse(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, chunk: int = 1024) -> Tensor:
     """Differentiable twin of the task's reported MSE (sum of squares over ``y.numel()``)."""
-    total = sum((model(a) - b).double().square().sum() for a, b in zip(x.split(chunk), y.split(chunk)))
+    total = sum((model(a) - b).double().square().sum()
+                for a, b in zip(x.split(chunk), y.split(chunk), strict=True))
     return total / y.numel()
 
 
-def _equiv_errors(model: Callable[[Tensor], Tensor], groups: Sequence[Group], x: Tensor, samples: int,
-                  seed: int, chunk: int = 256) -> Tensor:
+def _equiv_errors(model: Callable[[Tensor], Tensor], groups: Sequence[Group], x: Tensor,
+                  samples: int, seed: int, chunk: int = 256) -> Tensor:
     """Differentiable twin of :func:`objectives.regularisers.equivariance_error`, shape ``(K,)``.
 
     The same chunks, the same generator and the same draw order, hence the same group elements.
@@ -196,8 +202,10 @@ def covered_metrics(groups: Mapping[str, Group]) -> list[str]:
 
 
 def evaluate_metrics(model: Callable[[Tensor], Tensor], data: Any, groups: Mapping[str, Group],
-                     names: Sequence[str], *, eval_samples: int = 16, eval_seed: int = 1) -> dict[str, Tensor]:
-    """The covered metrics ``names`` of ``model`` as differentiable scalars, computed as the task does."""
+                     names: Sequence[str], *, eval_samples: int = 16,
+                     eval_seed: int = 1) -> dict[str, Tensor]:
+    """The covered metrics ``names`` of ``model`` as differentiable scalars, computed as the task
+    does."""
     out: dict[str, Tensor] = {}
     if "test_mse" in names:
         out["test_mse"] = _mse(model, data.x_test, data.y_test)
@@ -217,7 +225,7 @@ class _Functional(nn.Module):
     def __init__(self, model: nn.Module, names: Sequence[str], weights: Sequence[Tensor]):
         super().__init__()
         self.inner = [model]  # a list: not registered as a submodule
-        self.state = dict(zip(names, weights))
+        self.state = dict(zip(names, weights, strict=True))
 
     def forward(self, x: Tensor) -> Tensor:
         from torch.func import functional_call
@@ -226,10 +234,11 @@ class _Functional(nn.Module):
 
 
 class _TrainLoss:
-    """``L(w, h) = mse_train + sum_k lam_k R_k + wd/2 ||w||^2`` with fixed data and group samples."""
+    """``L(w, h) = mse_train + sum_k lam_k R_k + wd/2 ||w||^2`` with fixed data and group
+    samples."""
 
-    def __init__(self, model: nn.Module, data: Any, groups: Mapping[str, Group], settings: TrainSettings,
-                 options: HypergradOptions, seed: int):
+    def __init__(self, model: nn.Module, data: Any, groups: Mapping[str, Group],
+                 settings: TrainSettings, options: HypergradOptions, seed: int):
         self.model = model
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
@@ -238,12 +247,15 @@ class _TrainLoss:
         self.hyper_names = [f"lam.{name}" for name in groups] + ["weight_decay"]
         generator = torch.Generator().manual_seed(seed)
         n = data.x_train.shape[0]
-        idx = torch.randperm(n, generator=generator)[: min(n, options.train_samples)].to(data.x_train.device)
+        idx = torch.randperm(n, generator=generator)[: min(n, options.train_samples)].to(
+            data.x_train.device)
         self.x, self.y = data.x_train[idx], data.y_train[idx]
-        # The same elements on every evaluation: a deterministic loss, so its Hessian is well defined.
+        # The same elements on every evaluation: a deterministic loss, so its Hessian is well
+        # defined.
         self.group_seed = seed + 1
         self.samples = options.group_samples
-        self.hyper = torch.tensor([*(settings.lams.get(name, 0.0) for name in groups), settings.weight_decay],
+        self.hyper = torch.tensor([*(settings.lams.get(name, 0.0) for name in groups),
+                                   settings.weight_decay],
                                   dtype=torch.float64, device=data.x_train.device)
 
     def __call__(self, hyper: Tensor, weights: Sequence[Tensor] | None = None) -> Tensor:
@@ -255,7 +267,8 @@ class _TrainLoss:
             model = _Functional(self.model, self.names, weights)
         generator = torch.Generator().manual_seed(self.group_seed)
         if self.groups:
-            fx, regs = equivariance_terms(model, self.groups, self.x, self.samples, generator=generator)
+            fx, regs = equivariance_terms(model, self.groups, self.x, self.samples,
+                                          generator=generator)
         else:
             fx, regs = model(self.x), self.x.new_zeros(0)
         value = (fx - self.y).double().square().mean() + (hyper[:-1] * regs.double()).sum()
@@ -263,7 +276,7 @@ class _TrainLoss:
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    return sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+    return sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True))
 
 
 def _hvp_operator(loss: _TrainLoss, damping: float) -> Callable[[list[Tensor]], list[Tensor]]:
@@ -272,7 +285,7 @@ def _hvp_operator(loss: _TrainLoss, damping: float) -> Callable[[list[Tensor]], 
 
     def hvp(v: list[Tensor]) -> list[Tensor]:
         out = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
-        return [o + damping * x for o, x in zip(out, v)]
+        return [o + damping * x for o, x in zip(out, v, strict=True)]
 
     return hvp
 
@@ -292,12 +305,13 @@ def _top_curvature(hvp: Callable[[list[Tensor]], list[Tensor]], params: Sequence
     return max(top, 1e-12)
 
 
-def _implicit(loss: _TrainLoss, values: Mapping[str, Tensor], options: HypergradOptions) -> dict[str, list[float]]:
+def _implicit(loss: _TrainLoss, values: Mapping[str, Tensor],
+              options: HypergradOptions) -> dict[str, list[float]]:
     """IFT with a Neumann inverse: ``dM/dh = -(d2L/dh dw) [H + delta I]^{-1} dM/dw``.
 
     The step ``alpha = 1 / lambda_max`` comes from a power iteration, so the series contracts on
-    every direction of positive curvature; directions flatter than about ``lambda_max / J`` are damped,
-    as early stopping damps them in training.
+    every direction of positive curvature; directions flatter than about ``lambda_max / J`` are
+    damped, as early stopping damps them in training.
     """
     params = loss.params
     hvp = _hvp_operator(loss, options.damping)
@@ -307,11 +321,12 @@ def _implicit(loss: _TrainLoss, values: Mapping[str, Tensor], options: Hypergrad
     out = {}
     for name, value in values.items():
         v = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-        term = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, v)]
+        term = [torch.zeros_like(p) if g is None else g.detach()
+                for p, g in zip(params, v, strict=True)]
         total = [t.clone() for t in term]
         for _ in range(options.steps):
-            term = [t - alpha * h for t, h in zip(term, hvp(term))]
-            total = [s + t for s, t in zip(total, term)]
+            term = [t - alpha * h for t, h in zip(term, hvp(term), strict=True)]
+            total = [s + t for s, t in zip(total, term, strict=True)]
         solved = [alpha * s for s in total]
         # d/dh of (p . grad_w L) is the mixed partial applied to p.
         mixed = torch.autograd.grad(_dot(grads, solved), hyper, retain_graph=True)[0]
@@ -323,29 +338,31 @@ def _unrolled(loss: _TrainLoss, data: Any, groups: Mapping[str, Group], names: S
               options: HypergradOptions, eval_samples: int) -> dict[str, list[float]]:
     """Differentiate the metrics through ``J`` full-batch gradient steps from the trained weights.
 
-    The window starts at the trained weights (treated as constant) and steps with ``1 / lambda_max``;
-    the model's own weights are never changed.
+    The window starts at the trained weights (treated as constant) and steps with
+    ``1 / lambda_max``; the model's own weights are never changed.
     """
     step = 1.0 / _top_curvature(_hvp_operator(loss, 0.0), loss.params)
     hyper = loss.hyper.clone().requires_grad_(True)
     current = [p.detach().clone().requires_grad_(True) for p in loss.params]
     for _ in range(options.steps):
         g = torch.autograd.grad(loss(hyper, current), current, create_graph=True)
-        current = [w - step * gi for w, gi in zip(current, g)]
+        current = [w - step * gi for w, gi in zip(current, g, strict=True)]
     moved = _Functional(loss.model, loss.names, current)
     values = evaluate_metrics(moved, data, groups, names, eval_samples=eval_samples)
     return {name: torch.autograd.grad(value, hyper, retain_graph=True)[0].tolist()
             for name, value in values.items()}
 
 
-def hypergradients(model: nn.Module, data: Any, groups: Mapping[str, Group], settings: TrainSettings,
-                   options: HypergradOptions | None = None, *, eval_samples: int = 16) -> dict[str, float]:
+def hypergradients(model: nn.Module, data: Any, groups: Mapping[str, Group],
+                   settings: TrainSettings, options: HypergradOptions | None = None, *,
+                   eval_samples: int = 16) -> dict[str, float]:
     """``{grad/<metric>/<param>: value}`` for a trained ``model`` (its weights are left unchanged).
 
     Args:
         model: the trained model, exactly as the task evaluates it (hard wrappers included).
         data: the task's :class:`objectives.runner.RegressionData`, on the model's device.
-        groups: the task's candidate groups, keyed by name (``lam.<name>`` and ``equiv_err.<name>``).
+        groups: the task's candidate groups, keyed by name (``lam.<name>`` and
+            ``equiv_err.<name>``).
         settings: the trial's settings (strengths and weight decay at which to differentiate).
         options: method and sizes; the defaults of :class:`HypergradOptions` when None.
         eval_samples: group samples of the ``equiv_err`` metrics (the task's default is 16).
@@ -357,7 +374,8 @@ def hypergradients(model: nn.Module, data: Any, groups: Mapping[str, Group], set
     names = list(options.metrics) or covered
     unknown = [m for m in names if m not in covered]
     if unknown:
-        raise ValueError(f"hypergrad.metrics: {unknown[0]!r} has no hypergradient; allowed: {', '.join(covered)}")
+        raise ValueError(f"hypergrad.metrics: {unknown[0]!r} has no hypergradient; allowed: "
+                         f"{', '.join(covered)}")
     was_training = model.training
     model.eval()
     loss = _TrainLoss(model, data, groups, settings, options, seed=settings.seed)
@@ -372,13 +390,15 @@ def hypergradients(model: nn.Module, data: Any, groups: Mapping[str, Group], set
         model.train(was_training)
     # A non-finite entry is left out: consumers then estimate that column another way.
     return {grad_key(metric, param): float(value)
-            for metric, values in rows.items() for param, value in zip(loss.hyper_names, values)
+            for metric, values in rows.items()
+            for param, value in zip(loss.hyper_names, values, strict=True)
             if math.isfinite(value)}
 
 
 def run_with_hypergradients(data: Any, groups: Mapping[str, Group], settings: TrainSettings,
-                            build_model: Callable[[TrainSettings], nn.Module], options: HypergradOptions,
-                            *, device: torch.device, run: Callable[..., dict[str, float]] | None = None,
+                            build_model: Callable[[TrainSettings], nn.Module],
+                            options: HypergradOptions, *, device: torch.device,
+                            run: Callable[..., dict[str, float]] | None = None,
                             ) -> dict[str, float]:
     """The task's metrics plus ``grad/<metric>/<param>`` keys and ``hypergrad_seconds``.
 

@@ -125,7 +125,7 @@ def export_store(store: StoreReader | str | os.PathLike, storage: Any,
     if curve_metric is not None:
         for trial_id, step, value in zip(curves["trial_id"].to_pylist(),
                                          curves["step"].to_pylist(),
-                                         curves[curve_metric].to_pylist()):
+                                         curves[curve_metric].to_pylist(), strict=True):
             if _finite(value):
                 by_trial.setdefault(trial_id, {})[step] = value
     table = reader.trials()
@@ -183,7 +183,7 @@ def _problem_of(study: Any) -> tuple[Problem, dict[str, Any]]:
     space = Space({name: _param(d) for name, d in distributions.items()})
     constraints = {f"constraint_{key}": ("<=", 0.0) for key in constraint_keys}
     info["constraint_order"] = [f"constraint_{key}" for key in constraint_keys]
-    return Problem(space, dict(zip(names, directions)), constraints or None), info
+    return Problem(space, dict(zip(names, directions, strict=True)), constraints or None), info
 
 
 def _constraints(trial: Any) -> dict[str, float]:
@@ -225,7 +225,8 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
         metrics = {k: float(v) for k, v in (attrs.get(METRICS) or {}).items() if _finite(v)}
         if TRIAL_ID not in attrs:
             if trial.values is not None:
-                metrics.update({m: float(v) for m, v in zip(objectives, trial.values)})
+                metrics.update({m: float(v)
+                                for m, v in zip(objectives, trial.values, strict=False)})
             slacks = _constraints(trial)
             for key, value in slacks.items():
                 name = f"constraint_{key}"

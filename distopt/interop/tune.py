@@ -137,7 +137,7 @@ class DistoptSearcher(Searcher):
         if feasible.any():
             mask[feasible] = pareto.is_non_dominated(points[feasible],
                                                      maximize=self.problem.maximize)
-        return [r for r, keep in zip(done, mask) if keep]
+        return [r for r, keep in zip(done, mask, strict=True) if keep]
 
     # -- Tune checkpointing --------------------------------------------------------------------
 

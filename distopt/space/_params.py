@@ -67,7 +67,8 @@ def _check_bounds(kind: str, low: Any, high: Any, log: bool) -> None:
         if isinstance(value, str) and _looks_numeric(value):
             raise field_error(f"{kind}.{name}", f"must be a number; got the text {value!r}",
                               "YAML 1.1 reads 1e-3 as text: write 1.0e-3")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
             raise field_error(f"{kind}.{name}", f"must be a finite number; got {value!r}")
     if not low < high:
         raise field_error(f"{kind}", f"needs low < high; got low={low!r}, high={high!r}",
@@ -132,7 +133,8 @@ class Float(Param):
         return (self.low <= value <= self.high) or (self.off is not None and value == self.off)
 
     def to_dict(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {"type": "float", "low": self.low, "high": self.high, "log": self.log}
+        spec: dict[str, Any] = {"type": "float", "low": self.low, "high": self.high,
+                                "log": self.log}
         if self.off is not None:
             spec["off"] = self.off
         return spec

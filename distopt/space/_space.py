@@ -103,7 +103,8 @@ class Space:
             raise ValueError(f"points must have {self.dim} columns; got shape {points.shape}")
         configs = []
         for row in points:
-            config = {name: self.params[name].from_unit(u) for name, u in zip(self.names, row)}
+            config = {name: self.params[name].from_unit(u)
+                      for name, u in zip(self.names, row, strict=True)}
             config.update(self.constants)
             configs.append(config)
         return configs

@@ -62,7 +62,8 @@ class StoreReader:
         return _last_per_trial(table).sort_by("trial_id")
 
     def curves(self, trial_id: int | None = None) -> pa.Table:
-        """``distopt.report`` rows (``trial_id``, ``step``, ``time``, metrics), optionally one trial's."""
+        """``distopt.report`` rows (``trial_id``, ``step``, ``time``, metrics), optionally one
+        trial's."""
         table = self._read("curves")
         if table is None:
             return pa.schema(CURVE_HEAD).empty_table()
@@ -82,7 +83,7 @@ class StoreReader:
         configs = configs_from_table(table)
         out = []
         for i, (trial_id, status) in enumerate(zip(table["trial_id"].to_pylist(),
-                                                   table["status"].to_pylist())):
+                                                   table["status"].to_pylist(), strict=True)):
             row = {m: values[m][i] for m in metrics if values[m][i] is not None}
             out.append(TrialResult(trial_id, configs[i], status, row))
         return out

@@ -104,7 +104,7 @@ def dispatch_batch(rows: Sequence[Mapping[str, Any]],
         pa.array([r["attempt"] for r in rows], pa.int64()),
         pa.array([_seconds_to_us(r["time"]) for r in rows], TIMESTAMP),
     ] + [pa.array([r["config"].get(n) for r in rows], kind)
-         for n, (_, kind) in zip(config_types, config_fields(config_types))]
+         for n, (_, kind) in zip(config_types, config_fields(config_types), strict=True)]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 

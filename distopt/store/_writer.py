@@ -62,8 +62,10 @@ class StoreWriter:
             stored = read_metadata(self.path)
             if stored.get("problem") != metadata.get("problem"):
                 raise StoreError(
-                    f"store {self.path} holds a different study: {_difference(stored['problem'], metadata['problem'])}; "
-                    f"use a new store path, or the study definition recorded in {self.path / METADATA_FILE}")
+                    f"store {self.path} holds a different study: "
+                    f"{_difference(stored['problem'], metadata['problem'])}; "
+                    f"use a new store path, or the study definition recorded in "
+                    f"{self.path / METADATA_FILE}")
             stored["resumed"] = stored.get("resumed", 0) + 1
             for key in ("strategy", "versions", "run", "objective", "study_file"):
                 if key in metadata:
