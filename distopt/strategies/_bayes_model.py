@@ -24,6 +24,8 @@ from botorch.exceptions import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import MixedSingleTaskGP, SingleTaskGP
 from botorch.models.transforms import Normalize, Standardize
+from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+from gpytorch.kernels import MaternKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
@@ -101,9 +103,30 @@ def build_model(domain: InputDomain, X: Tensor, Y: Tensor) -> SingleTaskGP:
     if domain.cat_dims:
         return MixedSingleTaskGP(X, Y, cat_dims=sorted(domain.cat_dims),
                                  input_transform=input_transform,
-                                 outcome_transform=outcome_transform)
+                                 outcome_transform=outcome_transform,
+                                 cont_kernel_factory=matern_kernel)
+    batch_shape = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
     return SingleTaskGP(X, Y, input_transform=input_transform,
-                        outcome_transform=outcome_transform)
+                        outcome_transform=outcome_transform,
+                        covar_module=matern_kernel(batch_shape, X.shape[-1]))
+
+
+def matern_kernel(batch_shape: torch.Size, ard_num_dims: int,
+                  active_dims: list[int] | None = None) -> MaternKernel:
+    """BoTorch's default kernel prior (dimension-scaled log-normal lengthscales, Hvarfner et
+    al. 2024) on a Matern-5/2 kernel instead of its default RBF.
+
+    The RBF's infinitely smooth sample paths extrapolate trends far beyond the data, which sends
+    the acquisition to the corners of the box (on DTLZ2, whose front needs the middle of the
+    box, runs spent 20+ evaluations there). Matern-5/2 is the usual choice in BO for that
+    reason (Snoek et al. 2012). On the quality benchmark (median log10 HV gap at 40
+    evaluations, 5 seeds, one / four workers) it moved DTLZ2 from -0.83 / -0.45 to
+    -0.86 / -0.69, BraninCurrin from 0.22 / 0.31 to 0.25 / 0.25 and ZDT2 from -1.51 / -1.42 to
+    -1.43 / -1.33: the last two within the seed-to-seed noise of such medians (about 0.1).
+    """
+    return get_covar_module_with_dim_scaled_prior(
+        ard_num_dims=ard_num_dims, batch_shape=batch_shape, use_rbf_kernel=False,
+        active_dims=active_dims)
 
 
 def _safe_bounds(bounds: Tensor) -> Tensor:

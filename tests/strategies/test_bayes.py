@@ -155,6 +155,20 @@ def test_mixed_space_uses_a_categorical_kernel_and_valid_values(spy: list[dict])
         problem.space.validate(r.config)
 
 
+def test_ordinal_inputs_use_a_matern_kernel_in_both_models(spy: list[dict]) -> None:
+    from gpytorch.kernels import MaternKernel, RBFKernel
+
+    drive(make("bayes", mixed_problem()), mixed_metrics, 7)
+    drive(make("bayes", Problem(SQUARE, {"f1": "min", "f2": "min"})), two_objectives, 7)
+    mixed, plain = spy[0]["model"], spy[-1]["model"]
+    for model in (mixed, plain):
+        kernels = list(model.covar_module.modules())
+        maternals = [k for k in kernels if isinstance(k, MaternKernel)]
+        assert maternals and all(k.nu == 2.5 for k in maternals)
+        assert not any(isinstance(k, RBFKernel) for k in kernels)
+    assert plain.covar_module.lengthscale.shape[-1] == 2  # one lengthscale per input (ARD)
+
+
 def test_training_subset_keeps_the_front_and_a_sample_of_the_rest() -> None:
     rng = np.random.default_rng(0)
     objectives = rng.random((300, 2))
