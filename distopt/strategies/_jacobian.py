@@ -33,7 +33,8 @@ improved none by more than ``ptol`` (relative: progress too small to be worth tr
 ``lr`` fell below ``lr_min`` stalls. Both end the walk (recorded in :attr:`JacobianStrategy.stationary`),
 and the member moves on so that the population keeps tracing new parts of the front: with
 ``reseed="trace"`` (default) a predictor step (first ``trace_step``) along one objective's own
-descent direction starts the next walk, whose UPGrad steps correct back onto the front further
+descent direction (the objective in which the end is farthest from the best of the initial
+design's front, so that the trace heads for the other end of the front) starts the next walk, whose UPGrad steps correct back onto the front further
 towards that objective's end; a walk that does not end better in it is retried with half the
 predictor, and once that falls below half of ``trace_step``, or after any other end, the member
 re-seeds at its next Sobol start. It re-seeds too rather than trace towards an objective whose descent
@@ -261,6 +262,10 @@ class JacobianStrategy(Strategy):
         # than members, walks start once all have run, from the best-spread non-dominated ones.
         self._design = [self._sobol(self._starts, i, 0) for i in range(self.n_initial)]
         self._assigned = self.n_initial == self.population
+        # Lowest value and span of each objective row over the design's front (set once the
+        # design has run; None when walks start at once): where a trace has most room to go.
+        self._front_low: np.ndarray | None = None
+        self._front_span: np.ndarray | None = None
         self.members = [_Member(index=i, phase=WAIT) for i in range(self.population)]
         if self._assigned:
             for member in self.members:
@@ -330,6 +335,10 @@ class JacobianStrategy(Strategy):
         low = values.min(axis=0) if len(good) else np.zeros(len(rows))
         span = values.max(axis=0) - low if len(good) else np.ones(len(rows))
         scaled = (values - low) / np.where(span > 0, span, 1.0)
+        if len(good):
+            front = values[rank == 0] if (rank == 0).any() else values
+            self._front_low = front.min(axis=0)
+            self._front_span = front.max(axis=0) - self._front_low
         order: list[int] = []
         for level in sorted(set(rank.tolist())):
             candidates = [c for c in range(len(good)) if rank[c] == level]
@@ -382,7 +391,7 @@ class JacobianStrategy(Strategy):
         elif not feasible_end:
             return None
         else:
-            k = (member.index + member.sobol) % n_objectives
+            k = self._trace_objective(member)
             member.trace_len = self.trace_step
         row = member.all_jacobian[k]
         if not np.all(np.isfinite(row)):
@@ -399,6 +408,19 @@ class JacobianStrategy(Strategy):
         member.trace, member.trace_ref = k, float(member.all_fx[k])
         member.trace_origin, member.trace_dir = member.x.copy(), row / norm
         return self._predict(member, member.trace_origin, member.trace_dir)
+
+    def _trace_objective(self, member: _Member) -> int:
+        """The objective a new trace heads for: the one in which the end is farthest from the
+        best the design's front reached (relative to that front's span), so that an end near
+        one extreme of the front traces towards the other instead of crowding its own extreme,
+        where the front is flat and extra points add little hypervolume. Without a design
+        (walks started at once), members alternate."""
+        n_objectives = len(self.problem.objectives)
+        if self._front_low is None or self._front_span is None:
+            return (member.index + member.sobol) % n_objectives
+        span = np.where(self._front_span > 0, self._front_span, 1.0)
+        room = (member.all_fx[:n_objectives] - self._front_low) / span
+        return int(np.argmax(room))
 
     def _predict(self, member: _Member, origin: np.ndarray, direction: np.ndarray) -> np.ndarray | None:
         point = origin.copy()

@@ -258,6 +258,28 @@ def test_initial_design_then_walks_from_its_best_spread_points():
     assert len(strategy.ask(3)) == 3
 
 
+def test_a_trace_heads_for_the_end_of_the_front_it_is_farthest_from():
+    problem = Problem(SPACE, {"f1": "min", "f2": "min"})
+    strategy = JacobianStrategy(seed=1, population=3, n_initial=10, source="hypergrad")
+    results = run(strategy, bowls_with_gradients, problem, 150)
+    from distopt import pareto
+
+    design = np.array([[r.metrics["f1"], r.metrics["f2"]] for r in results[:10]])
+    front = design[pareto.is_non_dominated(design)]
+    low, span = front.min(axis=0), front.max(axis=0) - front.min(axis=0)
+    checked = set()
+    for member in range(3):
+        mine = [e for e in strategy.stationary if e["member"] == member]
+        for end, after in zip(mine, mine[1:], strict=False):
+            # A walk from a fresh start that ended on the front starts a new trace.
+            if end["trace"] == -1 and end["reason"] in ("stationary", "stalled") and \
+                    after["trace"] >= 0:
+                room = (np.array([end["values"]["f1"], end["values"]["f2"]]) - low) / span
+                assert after["trace"] == int(np.argmax(room)), (room, after["trace"])
+                checked.add(after["trace"])
+    assert checked == {0, 1}  # ends near either extreme of the front head for the other
+
+
 def test_asks_fill_every_worker_without_duplicates():
     problem = Problem(SPACE, {"f1": "min", "f2": "min"})
     strategy = JacobianStrategy(seed=0, population=2, n_initial=2)  # walks start at once
