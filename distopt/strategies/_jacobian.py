@@ -19,35 +19,38 @@ a ``Float`` with ``off`` moves in its range band, or stays off when it starts of
    the step ``x - t d`` worsens no row to first order. Coordinates at a bound that ``d`` would push
    out are frozen and ``d`` recomputed; ``t = min(lr, distance to the box along d)``.
 4. **accept** the trial point ``y = x - t d`` when no row got worse beyond noise,
-   ``f_i(y) <= f_i(x) - armijo * t * (J d)_i + rtol * |f_i(x)| + atol``: ``y`` becomes the center and
-   ``lr`` grows by ``grow`` (up to ``lr_max``); else ``lr`` halves and a shorter step is tried.
+   ``f_i(y) <= f_i(x) - armijo * t * (J d)_i + rtol * |f_i(x)| + atol``: ``y`` becomes the
+   center and ``lr`` grows by ``grow`` (up to ``lr_max``); else ``lr`` halves and a shorter step
+   is tried.
 
 A violated constraint joins the rows until it holds; if objectives and violated constraints are
 stationary together, feasibility comes first and the step follows the violated constraints' rows
-alone (the one kind of step that may worsen an objective). A step that crosses a constraint that held
-is rejected and that constraint joins the rows, so the next direction slides along its boundary.
+alone (the one kind of step that may worsen an objective). A step that crosses a constraint that
+held is rejected and that constraint joins the rows, so the next direction slides along its
+boundary.
 
 A member with ``|d| < tol`` is Pareto-stationary (no direction improves every row), and so is one
 whose full step is predicted to improve no row by more than ``ftol`` or whose last accepted step
 improved none by more than ``ptol`` (relative: progress too small to be worth trials); one whose
-``lr`` fell below ``lr_min`` stalls. Both end the walk (recorded in :attr:`JacobianStrategy.stationary`),
-and the member moves on so that the population keeps tracing new parts of the front: with
-``reseed="trace"`` (default) a predictor step (first ``trace_step``) along one objective's own
-descent direction (the objective in which the end is farthest from the best of the initial
-design's front, so that the trace heads for the other end of the front) starts the next walk, whose UPGrad steps correct back onto the front further
-towards that objective's end; a walk that does not end better in it is retried with half the
-predictor, and once that falls below half of ``trace_step``, or after any other end, the member
-re-seeds at its next Sobol start. It re-seeds too rather than trace towards an objective whose descent
-the box holds for the most part: that end of the front lies on the box, and hops along the bound's
-face would only chase what is left (on noisy objectives, mostly noise).
+``lr`` fell below ``lr_min`` stalls. Both end the walk (recorded in
+:attr:`JacobianStrategy.stationary`), and the member moves on so that the population keeps tracing
+new parts of the front: with ``reseed="trace"`` (default) a predictor step (first ``trace_step``)
+along one objective's own descent direction (the objective in which the end is farthest from the
+best of the initial design's front, so that the trace heads for the other end of the front) starts
+the next walk, whose UPGrad steps correct back onto the front further towards that objective's end;
+a walk that does not end better in it is retried with half the predictor, and once that falls below
+half of ``trace_step``, or after any other end, the member re-seeds at its next Sobol start. It
+re-seeds too rather than trace towards an objective whose descent the box holds for the most part:
+that end of the front lies on the box, and hops along the bound's face would only chase what is
+left (on noisy objectives, mostly noise).
 
 **Key scheme (hypergradient source).** An objective that can differentiate its metrics returns,
 beside them, ``grad/<metric>/<param>`` = d metric / d param in the parameter's *raw* units
-(``objectives.mixed_symmetry`` does with ``hypergrad: true``; see :mod:`objectives.hypergrad`). The
-strategy converts with ``d/du = d/dx * dx/du``: ``dx/du = (high - low)`` for a linear ``Float``,
-``x * log(high / low)`` for a log one, both divided by ``1 - OFF_BAND`` when the ``Float`` has ``off``.
-Columns with a key for every row use it; the others fall back to central differences. Non-finite
-values count as missing.
+(``objectives.mixed_symmetry`` does with ``hypergrad: true``; see :mod:`objectives.hypergrad`).
+The strategy converts with ``d/du = d/dx * dx/du``: ``dx/du = (high - low)`` for a linear
+``Float``, ``x * log(high / low)`` for a log one, both divided by ``1 - OFF_BAND`` when the
+``Float`` has ``off``. Columns with a key for every row use it; the others fall back to central
+differences. Non-finite values count as missing.
 
 **Rebuilt from data.** A member's path is a pure function of the seed, its index and the results at
 the points it visits: its ``r``-th start is Sobol point ``index + population * r`` and every later
@@ -103,7 +106,8 @@ class _Observation:
 
 @dataclass
 class _Member:
-    """One walker. Everything here is derived from the results it consumed (see module docstring)."""
+    """One walker. Everything here is derived from the results it consumed (see module
+    docstring)."""
 
     index: int
     restarts: int = 0   # walks ended so far (Sobol starts and trace hops)
@@ -189,29 +193,35 @@ class JacobianStrategy(Strategy):
                  ptol: float = 1e-3, n_initial: int | None = None):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
-            raise field_error("strategy.options.population", f"must be an int >= 1; got {population!r}")
+            raise field_error("strategy.options.population",
+                              f"must be an int >= 1; got {population!r}")
         if source not in SOURCES:
             raise field_error("strategy.options.source", f"must be one of {', '.join(SOURCES)}; "
                                                          f"got {source!r}")
         for name, value, low, high in (("h", h, 0.0, 0.5), ("lr", lr, 0.0, 1.0),
                                        ("lr_max", lr_max, 0.0, 1.0), ("lr_min", lr_min, 0.0, 1.0),
                                        ("tol", tol, 0.0, math.inf)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not low < value <= high):
                 raise field_error(f"strategy.options.{name}",
                                   f"must be a number > {low:g} and <= {high:g}; got {value!r}")
         for name, value in (("armijo", armijo), ("rtol", rtol), ("atol", atol), ("ftol", ftol),
                             ("ptol", ptol)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise field_error(f"strategy.options.{name}", f"must be a finite number >= 0; got {value!r}")
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0 <= value < math.inf):
+                raise field_error(f"strategy.options.{name}",
+                                  f"must be a finite number >= 0; got {value!r}")
         if isinstance(grow, bool) or not isinstance(grow, (int, float)) or grow < 1:
             raise field_error("strategy.options.grow", f"must be a number >= 1; got {grow!r}")
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                       or max_steps < 1):
-            raise field_error("strategy.options.max_steps", f"must be an int >= 1 or None; got {max_steps!r}")
+            raise field_error("strategy.options.max_steps",
+                              f"must be an int >= 1 or None; got {max_steps!r}")
         if n_initial is not None and (isinstance(n_initial, bool) or not isinstance(n_initial, int)
                                       or n_initial < population):
-            raise field_error("strategy.options.n_initial", f"must be an int >= population "
-                                                            f"({population}) or None; got {n_initial!r}")
+            raise field_error("strategy.options.n_initial",
+                              f"must be an int >= population "
+                              f"({population}) or None; got {n_initial!r}")
         self.n_initial = 2 * population if n_initial is None else n_initial
         if reseed not in RESEEDS:
             raise field_error("strategy.options.reseed", f"must be one of {', '.join(RESEEDS)}; "
@@ -224,9 +234,11 @@ class JacobianStrategy(Strategy):
         self.source = source
         self.reseed, self.trace_step = reseed, float(trace_step)
         self.ftol, self.ptol = float(ftol), float(ptol)
-        self.h, self.lr0, self.lr_max, self.lr_min = float(h), float(lr), float(lr_max), float(lr_min)
+        self.h, self.lr0, self.lr_max, self.lr_min = (float(h), float(lr), float(lr_max),
+                                                      float(lr_min))
         self.grow, self.tol, self.armijo = float(grow), float(tol), float(armijo)
-        self.rtol, self.atol, self.normalize, self.max_steps = float(rtol), float(atol), bool(normalize), max_steps
+        self.rtol, self.atol, self.normalize, self.max_steps = (float(rtol), float(atol),
+                                                                bool(normalize), max_steps)
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -286,9 +298,11 @@ class JacobianStrategy(Strategy):
         return cache[index]
 
     def _start(self, member: _Member) -> _Member:
-        """Place ``member`` at its next Sobol start: point ``n_initial + index + population * (k - 1)``
-        of the sequence for its ``k``-th start after the initial design."""
-        raw = self._sobol(self._starts, self.n_initial + member.index + self.population * (member.sobol - 1), 0)
+        """Place ``member`` at its next Sobol start: point
+        ``n_initial + index + population * (k - 1)`` of the sequence for its ``k``-th start after
+        the initial design."""
+        raw = self._sobol(self._starts,
+                          self.n_initial + member.index + self.population * (member.sobol - 1), 0)
         member.sobol += 1
         return self._place(member, raw)
 
@@ -352,7 +366,7 @@ class JacobianStrategy(Strategy):
                 order.append(pick)
                 candidates.remove(pick)
         starts = [good[c] for c in order] + [i for i in range(len(design)) if i not in good]
-        for member, index in zip(self.members, starts):
+        for member, index in zip(self.members, starts, strict=False):
             self._place(member, self._design[index])
             member.sobol = 1
 
@@ -378,7 +392,8 @@ class JacobianStrategy(Strategy):
         if self.reseed != "trace" or member.center is None:
             return None
         n_objectives = len(self.problem.objectives)
-        feasible_end = reason in ("stationary", "stalled") and not np.any(member.all_fx[n_objectives:] > 0)
+        feasible_end = (reason in ("stationary", "stalled")
+                        and not np.any(member.all_fx[n_objectives:] > 0))
         if member.trace >= 0:
             k, ref = member.trace, member.trace_ref
             if feasible_end and member.all_fx[k] < ref - self.rtol * abs(ref) - self.atol:
@@ -422,7 +437,8 @@ class JacobianStrategy(Strategy):
         room = (member.all_fx[:n_objectives] - self._front_low) / span
         return int(np.argmax(room))
 
-    def _predict(self, member: _Member, origin: np.ndarray, direction: np.ndarray) -> np.ndarray | None:
+    def _predict(self, member: _Member, origin: np.ndarray,
+                 direction: np.ndarray) -> np.ndarray | None:
         point = origin.copy()
         point[member.cont] = np.clip(origin[member.cont] - member.trace_len * direction,
                                      member.lo, member.hi)
@@ -455,7 +471,8 @@ class JacobianStrategy(Strategy):
         key = self._key(point)
         names = self.problem.metric_names
         metrics = {k: float(v) for k, v in result.metrics.items() if _is_number(v)}
-        ok = result.status == "COMPLETE" and all(math.isfinite(metrics.get(m, math.nan)) for m in names)
+        ok = (result.status == "COMPLETE"
+              and all(math.isfinite(metrics.get(m, math.nan)) for m in names))
         new = _Observation(result.trial_id, ok, metrics, dict(result.config))
         old = self._table.get(key)
         if old is None or (new.ok, -new.trial_id) > (old.ok, -old.trial_id):
@@ -549,20 +566,23 @@ class JacobianStrategy(Strategy):
         member.fx = member.all_fx[active]
         member.jacobian = member.all_jacobian[active]
 
-    def _row_values(self, rows: Sequence[tuple[str, str]], metrics: Mapping[str, float]) -> np.ndarray:
+    def _row_values(self, rows: Sequence[tuple[str, str]],
+                    metrics: Mapping[str, float]) -> np.ndarray:
         values = []
         for kind, name in rows:
             if kind == "objective":
                 values.append(self._signs[name] * metrics[name])
             else:
                 op, threshold = self.problem.constraints[name]
-                values.append(metrics[name] - threshold if op == "<=" else threshold - metrics[name])
+                values.append(metrics[name] - threshold if op == "<="
+                              else threshold - metrics[name])
         return np.array(values, dtype=float)
 
     def _row_signs(self, rows: Sequence[tuple[str, str]]) -> np.ndarray:
         """d row / d metric for every row (+1 or -1)."""
         return np.array([self._signs[n] if k == "objective" else
-                         (1.0 if self.problem.constraints[n][0] == "<=" else -1.0) for k, n in rows])
+                         (1.0 if self.problem.constraints[n][0] == "<=" else -1.0)
+                         for k, n in rows])
 
     # -- the Jacobian ----------------------------------------------------------------------------
 
@@ -577,14 +597,15 @@ class JacobianStrategy(Strategy):
         columns = {}
         for c, j in enumerate(member.cont):
             name = self._names[j]
-            raw = np.array([metrics.get(grad_key(metric, name), math.nan) for _, metric in member.all_rows],
-                           dtype=float)
+            raw = np.array([metrics.get(grad_key(metric, name), math.nan)
+                            for _, metric in member.all_rows], dtype=float)
             if not np.all(np.isfinite(raw[member.active])):
                 continue
             columns[c] = signs * raw * _dx_du(self._floats[j], float(config[name]))
         return columns
 
-    def _difference_points(self, member: _Member, x: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+    def _difference_points(self, member: _Member, x: np.ndarray,
+                           c: int) -> tuple[np.ndarray, np.ndarray]:
         j = member.cont[c]
         up, down = x.copy(), x.copy()
         up[j] = min(x[j] + self.h, member.hi[c])
@@ -605,11 +626,13 @@ class JacobianStrategy(Strategy):
             j = member.cont[c]
             span = up[j] - down[j]
             if span <= 0:
-                jacobian[:, c] = 0.0  # a range too narrow for the grid: the coordinate does not move
+                # a range too narrow for the grid: the coordinate does not move
+                jacobian[:, c] = 0.0
                 continue
             sides = []
             for point in (up, down):
-                obs = member.center if self._key(point) == self._key(member.x) else self._lookup(point)
+                obs = (member.center if self._key(point) == self._key(member.x)
+                       else self._lookup(point))
                 if obs is None:
                     missing = True
                 sides.append(obs)
@@ -710,7 +733,8 @@ class JacobianStrategy(Strategy):
     def _propose(self, member: _Member) -> None:
         d, xc = member.direction, member.x[member.cont]
         with np.errstate(divide="ignore", invalid="ignore"):
-            room = np.where(d > 0, (xc - member.lo) / d, np.where(d < 0, (member.hi - xc) / -d, np.inf))
+            room = np.where(d > 0, (xc - member.lo) / d,
+                            np.where(d < 0, (member.hi - xc) / -d, np.inf))
         t = float(min(member.lr, float(np.min(room)) if len(room) else member.lr))
         y = member.x.copy()
         y[member.cont] = np.clip(xc - t * d, member.lo, member.hi)
@@ -846,7 +870,7 @@ class JacobianStrategy(Strategy):
         self._outstanding.update(self._key(p) for p in chosen)
         return self.problem.space.decode(np.array(chosen))
 
-    # -- inspection ----------------------------------------------------------------------------------
+    # -- inspection --------------------------------------------------------------------------------
 
     def centers(self) -> np.ndarray:
         """Current center of every member, shape ``(population, dim)``."""
