@@ -52,9 +52,11 @@ The strategy converts with ``d/du = d/dx * dx/du``: ``dx/du = (high - low)`` for
 ``Float`` has ``off``. Columns with a key for every row use it; the others fall back to central
 differences. Non-finite values count as missing.
 
-**Rebuilt from data.** A member's path is a pure function of the seed, its index and the results at
-the points it visits: its ``r``-th start is Sobol point ``index + population * r`` and every later
-point follows from results looked up by the rounded encoded point. A fresh strategy told a store's
+**Rebuilt from data.** A member's path is a pure function of the seed, its index, the results of
+the initial design (which picks its first start and the front a trace measures room against) and
+the results at the points it visits: its later Sobol starts are fixed points of the sequence (see
+:meth:`JacobianStrategy._start`) and every other point follows from results looked up by the
+rounded encoded point. A fresh strategy told a store's
 results replays every member to where it stood; ``pending`` configurations are never proposed twice.
 When several trials of one configuration exist, a COMPLETE one with the lowest trial id counts.
 
@@ -147,7 +149,7 @@ class JacobianStrategy(Strategy):
 
     Args:
         seed: seed of the Sobol starts.
-        population: members walking at once (each from its own Sobol start).
+        population: members walking at once (each from its own start in the design).
         n_initial: Sobol points run before any walk; the walks then start from the best of them
             (non-dominated and feasible first, spread along the front). None: ``2 * population``,
             so that walks start from the better half of a design (``population``: every member
