@@ -25,7 +25,8 @@ The raw runs go to a JSON beside ``--out``; ``--reuse`` tabulates them again wit
 other labels (e.g. after a change to the jacobian strategy, re-run only its rows).
 
     python benchmarks/bench_jacobian.py [--quick] [--trials N] [--seeds S] [--jobs J]
-        [--only LABELS] [--jacobian-options JSON] [--reuse FILE.json ...] [--out FILE.md]
+        [--only LABELS] [--jacobian-options JSON] [--hypergrad-options JSON]
+        [--reuse FILE.json ...] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ OBJECTIVES = {"test_mse": "min", "equiv_err.permutation": "min"}
 ALPHAS = {"rotation": 0.0, "scaling": 0.3, "permutation": 1.0}
 
 
-def search_space(quick: bool, hypergrad: bool, off: bool = False) -> dict[str, Any]:
+def search_space(quick: bool, hypergrad: bool, off: bool = False,
+                 hypergrad_options: dict[str, Any] | None = None) -> dict[str, Any]:
     import distopt
 
     space: dict[str, Any] = {
@@ -61,6 +63,7 @@ def search_space(quick: bool, hypergrad: bool, off: bool = False) -> dict[str, A
     if hypergrad:
         space["hypergrad"] = True
         space["hypergrad.metrics"] = "+".join(OBJECTIVES)
+        space.update({f"hypergrad.{k}": v for k, v in (hypergrad_options or {}).items()})
     return space
 
 
@@ -107,7 +110,8 @@ def make_strategy(label: str, options: dict[str, Any], seed: int) -> Any:
     return BayesStrategy(seed=seed)
 
 
-def run_one(label: str, options: dict[str, Any], seed: int, trials: int, quick: bool) -> Run:
+def run_one(label: str, options: dict[str, Any], seed: int, trials: int, quick: bool,
+            hypergrad_options: dict[str, Any] | None = None) -> Run:
     """One strategy, one seed: ``trials`` trials one after another, CPU time of this process."""
     import torch
 
@@ -117,7 +121,8 @@ def run_one(label: str, options: dict[str, Any], seed: int, trials: int, quick: 
     from objectives.mixed_symmetry import make_task
 
     task = make_task(alphas=ALPHAS, seed=0, n_train=256 if quick else None)
-    problem = Problem(search_space(quick, label == "jacobian (hypergrad)"), OBJECTIVES)
+    problem = Problem(search_space(quick, label == "jacobian (hypergrad)",
+                                   hypergrad_options=hypergrad_options), OBJECTIVES)
     strategy = make_strategy(label, options, seed)
     run = Run(label, seed)
     start_wall = time.perf_counter()
@@ -162,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="repetitions (strategy seeds)")
     parser.add_argument("--jacobian-options", default="{}",
                         help="JSON options of the jacobian strategy, e.g. '{\"population\": 4}'")
+    parser.add_argument("--hypergrad-options", default="{}",
+                        help="JSON hypergrad.* settings of the objective for the hypergrad "
+                             "label, e.g. '{\"iterations\": 10}'")
     parser.add_argument("--only", default=None, help="comma-separated labels to run")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs in parallel processes (CPU-seconds stay per process)")
@@ -187,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         runs += [r for r in earlier if r.label not in fresh and len(r.values) == trials]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, label, options, seed, trials, args.quick)
+        futures = [pool.submit(run_one, label, options, seed, trials, args.quick,
+                               json.loads(args.hypergrad_options))
                    for label, seed in jobs]
         for future in futures:  # in submission order: the table's order does not depend on timing
             run = future.result()
@@ -200,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as handle:
         json.dump({"trials": trials, "quick": args.quick, "jacobian_options": options,
+                   "hypergrad_options": json.loads(args.hypergrad_options),
                    "runs": [asdict(r) for r in runs]}, handle)
 
     pooled = np.array([v for r in runs for v in r.values], dtype=float)
