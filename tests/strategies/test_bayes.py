@@ -80,11 +80,46 @@ def test_a_given_reference_point_is_used_and_validated(spy: list[dict]) -> None:
     strategy = make("bayes", problem, ref_point={"f1": 2.0, "f2": 3.0})
     drive(strategy, two_objectives, 6)
     assert strategy.ref_point == {"f1": 2.0, "f2": 3.0}
+    assert strategy.acquisition_ref_point == {"f1": 2.0, "f2": 3.0}  # observations are inside
     assert spy[-1]["ref"].tolist() == [-2.0, -3.0]
     with pytest.raises(ConfigError, match="ref_point"):
         make("bayes", problem, ref_point={"f1": 2.0})
     with pytest.raises(ConfigError, match="ref_point"):
         make("bayes", Problem(SQUARE, {"f1": "min"}), ref_point={"f1": 2.0})
+
+
+def test_an_empty_reference_box_is_loosened_for_the_acquisition_only(spy: list[dict]) -> None:
+    # f1 < 0.05 needs (x, y) near (0, 0), f2 < 0.05 near (1, 1): no point enters the box, whose
+    # hypervolume improvement is then all or nothing: the acquisition is flat (log value about
+    # -46, against a threshold of -27) and is rebuilt from the loosened point.
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
+    strategy = make("bayes", problem, ref_point={"f1": 0.05, "f2": 0.05})
+    results = drive(strategy, two_objectives, 6)
+    values = problem.objective_values([r.metrics for r in results[:-1]])
+    inferred = reference_point(values)
+    assert strategy.ref_point == {"f1": 0.05, "f2": 0.05}  # what the study reports, unchanged
+    assert strategy.acquisition_ref_point == pytest.approx(
+        {"f1": max(0.05, inferred[0]), "f2": max(0.05, inferred[1])})
+    assert spy[-1]["ref"].tolist() == pytest.approx([-max(0.05, inferred[0]),
+                                                     -max(0.05, inferred[1])])
+    assert spy[-2]["ref"].tolist() == pytest.approx([-0.05, -0.05])  # the flat first attempt
+
+
+def test_the_loosened_reference_point_is_loosened_only_while_the_box_is_empty() -> None:
+    from distopt.strategies._bayes import loosened_reference_point
+
+    given = np.array([1.0, 5.0])  # f1 minimised, f2 maximised
+    outside = np.array([[2.0, 6.0], [3.0, 7.0], [1.5, 4.0]])  # none has f1 < 1 and f2 > 5
+    inferred = reference_point(outside, maximize=[False, True])
+    loosened = loosened_reference_point(given, outside, [False, True])
+    # per objective the worse of the two: larger for a minimised one, smaller for a maximised one
+    assert loosened.tolist() == pytest.approx([max(1.0, inferred[0]), min(5.0, inferred[1])])
+    assert loosened[0] > 1.0
+    inside = np.vstack([outside, [[0.5, 5.5]]])
+    assert loosened_reference_point(given, inside, [False, True]).tolist() == [1.0, 5.0]
+    # on the boundary is not inside: the box still has no volume
+    boundary = np.vstack([outside, [[1.0, 5.5]]])
+    assert loosened_reference_point(given, boundary, [False, True])[0] > 1.0
 
 
 def test_the_studys_reference_point_is_used_unless_the_strategy_has_one() -> None:
