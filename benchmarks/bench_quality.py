@@ -354,6 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS),
                         help="names above; 'name:variant' with --options for variants")
     parser.add_argument("--seeds", type=int, default=5, help="0: only tabulate --include")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed + seeds - 1 (more seeds for a "
+                             "table: run the extra ones and --include the earlier file)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--options", type=json.loads, default={},
@@ -365,12 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--include", nargs="+", default=[], type=Path,
                         help="runs (.json of earlier invocations) to tabulate with these; "
                              "runs made here, then later files, replace the same (problem, "
-                             "method, workers) runs of earlier files")
+                             "method, workers, seed) runs of earlier files (after changing a "
+                             "method, re-run all of its seeds)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.problems = 2, ["BraninCurrin"]
     jobs = [(p, m, s, w, args.options) for w in args.workers for p in args.problems
-            for m in args.methods for s in range(args.seeds)]
+            for m in args.methods
+            for s in range(args.first_seed, args.first_seed + args.seeds)]
     # slowest first, so that parallel jobs finish together
     jobs.sort(key=lambda j: (not j[1].startswith(("botorch", "bayes", "optuna_gp")),))
     runs = []
@@ -383,8 +388,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"w={run['workers']} gap@end={run['gaps'][-1]:.2f} "
                   f"ask={sum(run['ask_seconds']):.1f}s cpu={sum(run['ask_cpu']):.1f}s "
                   f"wall={run['wall']:.1f}s", flush=True)
-    def group(run: dict[str, Any]) -> tuple[str, str, int]:
-        return run["problem"], run["method"], run["workers"]
+    def group(run: dict[str, Any]) -> tuple[str, str, int, int]:
+        return run["problem"], run["method"], run["workers"], run["seed"]
 
     taken = {group(r) for r in runs}
     for path in reversed(args.include):  # a later file's runs replace an earlier file's
