@@ -40,6 +40,7 @@ not per unit of its log or its encoded coordinate). Consumers convert with the c
 * ``hypergrad.damping``: ``delta`` added to the Hessian's diagonal (default 0).
 * ``hypergrad.train_samples``: training points in the Hessian's loss (default 128).
 * ``hypergrad.group_samples``: fixed group elements per regulariser (default 2).
+* ``hypergrad.metrics``: metric names joined by ``+`` (default: every covered metric).
 
 The defaults cost about a tenth of the training of the ``small`` mixed-symmetry task (two metrics:
 0.12 CPU-s beside about 1 s) and agree with central differences to a cosine above 0.99 there; the
@@ -55,13 +56,13 @@ stiffens the loss (largest Hessian eigenvalue ~110 against ~15 elsewhere) and 60
 from its minimum. More Neumann terms, group samples or training points do not change the sign;
 a consumer must treat a hypergradient as a proposal to verify (distopt's ``jacobian`` strategy
 accepts a step only when the trial at its end confirms it).
-* ``hypergrad.metrics``: metric names joined by ``+`` (default: every covered metric).
 
-Hypergradients exist in ``mode: weighted`` only (other modes do not weight the losses by the
-strengths); elsewhere no ``grad/`` key is returned. The hypergradient is computed after training and
-never changes the model, so the reported metrics are
-those of the same trial without ``hypergrad``; it only adds keys and CPU time (measured in
-``hypergrad_seconds``).
+The model differentiated is the trial's own trained model, whichever it is (a plain MLP, one
+frame-averaged over ``hard`` groups, or ``model: residual``'s two pathways, whose free pathway the
+strengths act on). Hypergradients exist in ``mode: weighted`` only (other modes do not weight the
+losses by the strengths); elsewhere no ``grad/`` key is returned. The hypergradient is computed
+after training and never changes the model, so the reported metrics are those of the same trial
+without ``hypergrad``; it only adds keys and CPU time (measured in ``hypergrad_seconds``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ import torch
 from torch import Tensor, nn
 
 from .groups import Group
-from .models import hard_equivariant
 from .regularisers import EPS, equivariance_terms
 from .settings import TrainSettings
 
@@ -424,30 +424,21 @@ def run_with_hypergradients(data: Any, groups: Mapping[str, Group], settings: Tr
                             ) -> dict[str, float]:
     """The task's metrics plus ``grad/<metric>/<param>`` keys and ``hypergrad_seconds``.
 
-    Training is the task's own (:func:`objectives.runner.run_regression`, or ``run``): the model it
-    builds is kept, re-wrapped the same way, and differentiated after the metrics are measured.
+    Training is the task's own (:func:`objectives.runner.run_regression`, or ``run``, which must
+    take the same ``on_trained`` callback): the trained model it hands back (frame-averaged or
+    residual-pathway as the trial built it) is differentiated after the metrics are measured.
     """
     if run is None:
         from .runner import run_regression as run
-    built: list[nn.Module] = []
-
-    def keep(s: TrainSettings) -> nn.Module:
-        built.append(build_model(s))
-        return built[-1]
-
-    metrics = run(data, groups, settings, keep, device=device)
+    trained: list[nn.Module] = []
+    metrics = run(data, groups, settings, build_model, device=device, on_trained=trained.append)
     if settings.mode != "weighted" or settings.penalty != "none":
         # The strengths do not enter the training loss as weights (torchjd aggregation, or
         # strengths set after a warm-up): no hypergradient; consumers fall back to differences.
         metrics["hypergrad_seconds"] = 0.0
         return metrics
     start = time.perf_counter()
-    model = built[-1]
-    if settings.hard:
-        order = sorted(settings.hard, key=lambda name: name != "permutation")
-        model = hard_equivariant(model, [groups[name] for name in order])
-    model = model.to(device)
-    grads = hypergradients(model, data.to(device), groups, settings, options)
+    grads = hypergradients(trained[-1], data.to(device), groups, settings, options)
     metrics.update(grads)
     metrics["hypergrad_seconds"] = time.perf_counter() - start
     return metrics

@@ -247,10 +247,6 @@ class MixedSymmetryTask:
             allow_penalty=False,
             models=MODELS,
         )
-        if hypergrad is not None and settings.model != "mlp":
-            # run_with_hypergradients re-wraps the last network it saw built; with two pathways
-            # that would differentiate the wrong model.
-            raise ValueError("hypergrad: supported with model: mlp only; got model: residual")
         n, d = self.dims
         out_shape: tuple[int, ...] = () if self.variant == "points" else (3, 3)
 

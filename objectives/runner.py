@@ -89,8 +89,12 @@ def run_regression(
     *,
     device: torch.device,
     eval_samples: int = 16,
+    on_trained: Callable[[nn.Module], None] | None = None,
 ) -> dict[str, float]:
     """Train one model on ``data`` and return the trial metrics.
+
+    ``on_trained`` is called with the trained model (in eval mode, after the metrics), for
+    analyses of that very model such as :func:`objectives.hypergrad.hypergradients`.
 
     The per-step loss vector is ``[mse, R_g for active g]`` from one batched forward
     (:func:`objectives.regularisers.equivariance_terms`); the model is :func:`build_trial_model`'s
@@ -127,7 +131,10 @@ def run_regression(
         "params_m": count_parameters(model) / 1e6,
         "train_seconds": train_seconds,
     }
-    return finite_metrics(metrics)
+    metrics = finite_metrics(metrics)
+    if on_trained is not None:
+        on_trained(model)
+    return metrics
 
 
 def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -76,11 +76,11 @@ def test_hypergrad_adds_keys_and_leaves_the_metrics_unchanged(task, center):
     assert center["hypergrad_seconds"] > 0
 
 
-def _central_differences(task, h=0.05):
+def _central_differences(task, h=0.05, base=TINY):
     columns = []
     for param, value in LAMS.items():
-        up = task({**TINY, **LAMS, param: value + h})
-        down = task({**TINY, **LAMS, param: value - h})
+        up = task({**base, **LAMS, param: value + h})
+        down = task({**base, **LAMS, param: value - h})
         columns.append([(up[m] - down[m]) / (2 * h) for m in COVERED])
     return np.array(columns).T  # metrics x params
 
@@ -124,3 +124,19 @@ def test_cheap_defaults_and_the_unrolled_window_agree_too(task, center, differen
         row = COVERED.index(metric)
         estimate = np.array([unrolled[grad_key(metric, p)] for p in LAMS])
         assert _cosine(estimate, differences[row]) > 0.9, metric
+
+
+def test_the_residual_pathway_model_gets_hypergradients_of_both_pathways(task):
+    """``model: residual``: the trained two-pathway model itself is differentiated (every
+    strength, rotation's included: its regulariser acts on the free pathway)."""
+    residual = {**TINY, "model": "residual", "hard": "rotation"}
+    result = task({**residual, **LAMS, "hypergrad": True, "hypergrad.iterations": 50,
+                   "hypergrad.group_samples": 4, "hypergrad.train_samples": 256})
+    plain = task({**residual, **LAMS})
+    assert result["test_mse"] == pytest.approx(plain["test_mse"], rel=1e-6)
+    hyper = _hypergradients(result)
+    differences = _central_differences(task, base=residual)
+    assert _cosine(hyper.ravel(), differences.ravel()) > 0.95
+    for metric in ("test_mse", "equiv_err.permutation"):
+        row = COVERED.index(metric)
+        assert _cosine(hyper[row], differences[row]) > 0.95, metric

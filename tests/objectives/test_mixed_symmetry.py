@@ -113,7 +113,7 @@ def test_residual_model_config_errors_name_the_field():
     with pytest.raises(ValueError, match="^model: got 'transformer'"):
         task({"model": "transformer", "hard": "rotation"})
     with pytest.raises(ValueError, match="^hypergrad"):
-        task({"model": "residual", "hard": "rotation", "hypergrad": True})
+        task({"model": "residual", "hard": "rotation", "hypergrad": "magic"})
 
 
 def test_objective_is_deterministic():
