@@ -61,10 +61,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ._studyfile import study_from_dict
     from .store._metadata import read_metadata
-
-    from pathlib import Path
 
     metadata = read_metadata(Path(args.store))
     if metadata.get("objective") is None:

@@ -19,8 +19,14 @@ from .. import pareto
 from .._problem import Problem, TrialResult
 from ._lock import StoreLock
 from ._metadata import read_metadata
-from ._schema import (CURVE_HEAD, TRIAL_HEAD, TRIAL_TAIL, config_fields, configs_from_table,
-                      metric_columns)
+from ._schema import (
+    CURVE_HEAD,
+    TRIAL_HEAD,
+    TRIAL_TAIL,
+    config_fields,
+    configs_from_table,
+    metric_columns,
+)
 from ._segments import read_table, segment_paths
 
 COMPLETE = "COMPLETE"

@@ -16,8 +16,8 @@ from typing import Any
 from .._errors import StoreError
 from ._lock import StoreLock
 from ._metadata import METADATA_FILE, read_metadata, write_metadata
-from ._schema import curve_batch, dispatch_batch, trial_batch
 from ._reader import _last_per_trial
+from ._schema import curve_batch, dispatch_batch, trial_batch
 from ._segments import SegmentWriter, read_table, repair_segment, segment_paths
 
 #: Seconds between fsyncs of the open segments (rows are flushed to the OS at every write).
