@@ -8,6 +8,7 @@ against the number of trials and against CPU-seconds, for
   (``hypergrad: true``: implicit function theorem with a Neumann inverse-Hessian, about a tenth
   of a trial's CPU time);
 - ``jacobian (differences)``: Jacobian from central differences of perturbed trials (shared seed);
+- ``jacobian (forward differences)``: the same with forward differences (half the trials);
 - ``random``: the scrambled Sobol baseline;
 - ``bayes``: BoTorch qLogNEHVI, when ``distopt.strategies._bayes`` imports.
 
@@ -78,7 +79,8 @@ class Run:
     note: str = ""
 
 
-LABELS = ("jacobian (hypergrad)", "jacobian (differences)", "random", "bayes")
+LABELS = ("jacobian (hypergrad)", "jacobian (differences)", "jacobian (forward differences)",
+          "random", "bayes")
 
 
 def variants() -> list[str]:
@@ -101,6 +103,10 @@ def make_strategy(label: str, options: dict[str, Any], seed: int) -> Any:
         from distopt.strategies._jacobian import JacobianStrategy
 
         return JacobianStrategy(seed=seed, **{**options, "source": "fd"})
+    if label == "jacobian (forward differences)":
+        from distopt.strategies._jacobian import JacobianStrategy
+
+        return JacobianStrategy(seed=seed, **{**options, "source": "fd", "differences": "forward"})
     if label == "random":
         from distopt.strategies._random import RandomStrategy
 

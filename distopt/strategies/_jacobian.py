@@ -12,8 +12,10 @@ a ``Float`` with ``off`` moves in its range band, or stays off when it starts of
    (a) *hypergradients* returned by the trial itself under the key scheme below, converted from raw
        parameter units to the encoded coordinate by the chain rule;
    (b) *central differences* from the trials ``x +- h e_j`` (clipped to the coordinate's range,
-       one-sided at a bound). They run in parallel on the workers and share everything but the
-       moved coordinate, a ``seed`` parameter or constant included, so that training noise cancels.
+       one-sided at a bound), or with ``differences="forward"`` from ``x + h e_j`` and the center
+       (half the trials, first-order accurate). They run in parallel on the workers and share
+       everything but the moved coordinate, a ``seed`` parameter or constant included, so that
+       training noise cancels.
 
 3. **step**: ``d = UPGrad(J')`` (torchjd; ``J'`` has unit rows when ``normalize``), so ``J d >= 0``:
    the step ``x - t d`` worsens no row to first order. Coordinates at a bound that ``d`` would push
@@ -83,6 +85,7 @@ from ._history import point_keys
 GRAD_PREFIX = "grad/"
 SOURCES = ("auto", "hypergrad", "fd")
 RESEEDS = ("trace", "sobol")
+DIFFERENCES = ("central", "forward")
 #: Grid of the continuous coordinates of every proposed point: far above encode/decode round-off,
 #: so a point's key (rounded to 9 decimals) survives the round trip through a config.
 _GRID = 1e-7
@@ -158,7 +161,11 @@ class JacobianStrategy(Strategy):
             rest; differences are run speculatively beside a center unless the space has a truthy
             ``hypergrad`` constant or a trial already returned ``grad/`` keys), ``"hypergrad"`` (the
             same, never speculating) or ``"fd"`` (central differences only, keys ignored).
-        h: central-difference step in the encoded cube.
+        h: difference step in the encoded cube.
+        differences: ``"central"`` (``x +- h e_j``: ``2 d`` trials per Jacobian, second-order
+            accurate) or ``"forward"`` (``x + h e_j``, backward at an upper bound: ``d`` trials
+            beside the center, first-order accurate; with a shared training seed the bias is
+            the curvature times ``h / 2``).
         lr: first step length of a walk (in cube units, for a direction of norm 1).
         lr_max: longest step.
         lr_min: a walk whose step length halves below this stalls. The default (half of
@@ -192,7 +199,8 @@ class JacobianStrategy(Strategy):
                  grow: float = 1.5, tol: float = 0.02, armijo: float = 0.01, rtol: float = 1e-3,
                  atol: float = 0.0, normalize: bool = True, max_steps: int | None = None,
                  reseed: str = "trace", trace_step: float = 0.05, ftol: float = 1e-2,
-                 ptol: float = 1e-3, n_initial: int | None = None):
+                 ptol: float = 1e-3, n_initial: int | None = None,
+                 differences: str = "central"):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
             raise field_error("strategy.options.population",
@@ -225,6 +233,10 @@ class JacobianStrategy(Strategy):
                               f"must be an int >= population "
                               f"({population}) or None; got {n_initial!r}")
         self.n_initial = 2 * population if n_initial is None else n_initial
+        if differences not in DIFFERENCES:
+            raise field_error("strategy.options.differences",
+                              f"must be one of {', '.join(DIFFERENCES)}; got {differences!r}")
+        self.differences = differences
         if reseed not in RESEEDS:
             raise field_error("strategy.options.reseed", f"must be one of {', '.join(RESEEDS)}; "
                                                          f"got {reseed!r}")
@@ -608,10 +620,17 @@ class JacobianStrategy(Strategy):
 
     def _difference_points(self, member: _Member, x: np.ndarray,
                            c: int) -> tuple[np.ndarray, np.ndarray]:
+        """The two points whose difference estimates column ``c`` at ``x`` (with forward
+        differences one of them is ``x`` itself, which the walk has already run)."""
         j = member.cont[c]
         up, down = x.copy(), x.copy()
-        up[j] = min(x[j] + self.h, member.hi[c])
-        down[j] = max(x[j] - self.h, member.lo[c])
+        if self.differences == "forward" and x[j] + self.h <= member.hi[c]:
+            up[j] = x[j] + self.h
+        elif self.differences == "forward":
+            down[j] = max(x[j] - self.h, member.lo[c])  # at the upper bound: backward
+        else:
+            up[j] = min(x[j] + self.h, member.hi[c])
+            down[j] = max(x[j] - self.h, member.lo[c])
         return self._snap(up), self._snap(down)
 
     def _jacobian(self, member: _Member) -> np.ndarray | None:

@@ -176,6 +176,32 @@ def test_hypergradients_replace_differences_and_match_them():
     assert len(fd_results) == 60
 
 
+def test_forward_differences_take_one_trial_per_coordinate():
+    problem = Problem(SPACE, {"f1": "min", "f2": "min"})
+    central = JacobianStrategy(seed=3, population=2, source="fd", h=1e-3)
+    run(central, bowls, problem, 60)
+    forward = JacobianStrategy(seed=3, population=2, source="fd", h=1e-3, differences="forward")
+    results = run(forward, bowls, problem, 60)
+    first_central = next(h for h in central.history if h["member"] == 0)
+    first_forward = next(h for h in forward.history if h["member"] == 0)
+    np.testing.assert_allclose(first_forward["x"], first_central["x"])
+    # Exact for a linear function; on these quadratics the bias is h times the curvature (2).
+    np.testing.assert_allclose(first_forward["jacobian"], first_central["jacobian"], atol=3e-3)
+    # Each perturbed trial moves one coordinate by +h (or -h at an upper bound) from a center.
+    encoded = problem.space.encode([r.config for r in results])
+    centers = {tuple(np.round(h["x"], 6)) for h in forward.history}
+    for point in encoded:
+        nearest = min(centers, key=lambda c: np.abs(point - np.array(c)).sum())
+        moved = np.abs(point - np.array(nearest)) > 1e-6
+        if moved.sum() == 1:  # a difference trial: never on the minus side of an inner center
+            j = int(np.argmax(moved))
+            assert point[j] > nearest[j] or nearest[j] + 1e-3 > 1.0
+    # Half the perturbed trials per Jacobian: more Jacobians (and steps) in the same budget.
+    steps_forward = sum(h["accepted"] is not None for h in forward.history)
+    steps_central = sum(h["accepted"] is not None for h in central.history)
+    assert steps_forward > steps_central
+
+
 def test_violated_constraint_joins_the_rows_until_it_holds():
     # g = x0 + x1 + x2 <= 1.0 cuts the segment (sums 0.9 at a, 1.8 at b) and most of the cube.
     problem = Problem(SPACE, {"f1": "min", "f2": "min"}, {"g": ("<=", 1.0)})
@@ -339,7 +365,8 @@ def test_registry_options_and_validation():
     assert strategy.population == 3 and strategy.seed == 2
     for options in ({"population": 0}, {"source": "magic"}, {"h": 0.0}, {"lr": 2.0},
                     {"armijo": -1.0}, {"grow": 0.5}, {"max_steps": 0}, {"n_initial": 2},
-                    {"reseed": "nowhere"}, {"trace_step": 0.0}, {"ptol": -1}):
+                    {"reseed": "nowhere"}, {"trace_step": 0.0}, {"ptol": -1},
+                    {"differences": "backward"}):
         with pytest.raises(ConfigError):
             make_strategy({"name": "jacobian", "options": options})
     with pytest.raises(ConfigError):
