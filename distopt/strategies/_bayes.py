@@ -46,9 +46,8 @@ class BayesStrategy(Strategy):
             units and direction (e.g. ``{"loss": 1.0, "accuracy": 0.5}``); every objective must
             be given (while no observation dominates it and the acquisition is flat there, it
             measures improvement from a loosened point: :func:`loosened_reference_point`). When
-            omitted, it is
-            inferred at each suggestion from the feasible points
-            (nadir of the front, 10% of its range worse) and exposed as :attr:`ref_point`.
+            omitted, it is inferred at each suggestion from the feasible points (nadir of the
+            front, 10% of its range worse) and exposed as :attr:`ref_point`.
             ``Study(ref_point=...)`` passes the study's when this is omitted.
         num_restarts: L-BFGS-B starts of the acquisition optimisation.
         raw_samples: points scored to choose those starts.
