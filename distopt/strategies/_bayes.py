@@ -216,9 +216,8 @@ class BayesStrategy(Strategy):
             return None
         if self.user_ref_point is None:
             raw = reference_point(_feasible(objectives, violation), maximize=problem.maximize)
-            self.ref_point = {name: float(v)
-                              for name, v in zip(problem.objectives, raw, strict=True)}
-        raw = np.array([self.ref_point[name] for name in problem.objectives])
+            self.ref_point = _by_objective(problem, raw)
+        raw = _as_array(problem, self.ref_point)
         self.acquisition_ref_point = dict(self.ref_point)
         return objective_signs(problem) * to_tensor(raw)
 
@@ -235,7 +234,7 @@ class BayesStrategy(Strategy):
         if self.user_ref_point is None or len(problem.objectives) == 1:
             return None
         base = _feasible(objectives, violation)
-        given = np.array([self.user_ref_point[name] for name in problem.objectives])
+        given = _as_array(problem, self.user_ref_point)
         loose = loosened_reference_point(given, base, problem.maximize)
         if np.array_equal(loose, given):
             return None
@@ -245,8 +244,7 @@ class BayesStrategy(Strategy):
         volume = float(np.prod(np.where(span > 0, span, 1.0)))
         if log_value >= math.log(volume * FLAT_IMPROVEMENT):
             return None
-        self.acquisition_ref_point = {name: float(v)
-                                      for name, v in zip(problem.objectives, loose, strict=True)}
+        self.acquisition_ref_point = _by_objective(problem, loose)
         return objective_signs(problem) * to_tensor(loose)
 
 
@@ -269,6 +267,16 @@ def loosened_reference_point(given: np.ndarray, points: np.ndarray,
     inferred = reference_point(points, maximize=maximize)
     return np.where(np.asarray(maximize), np.minimum(given, inferred),
                     np.maximum(given, inferred))
+
+
+def _by_objective(problem: Problem, values: np.ndarray) -> dict[str, float]:
+    """A point as objective name -> value."""
+    return {name: float(v) for name, v in zip(problem.objectives, values, strict=True)}
+
+
+def _as_array(problem: Problem, point: Mapping[str, float]) -> np.ndarray:
+    """A point given by objective name, in the problem's objective order."""
+    return np.array([point[name] for name in problem.objectives], dtype=float)
 
 
 def _feasible(objectives: np.ndarray, violation: np.ndarray) -> np.ndarray:
