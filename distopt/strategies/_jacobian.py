@@ -15,7 +15,9 @@ a ``Float`` with ``off`` moves in its range band, or stays off when it starts of
        one-sided at a bound), or with ``differences="forward"`` from ``x + h e_j`` and the center
        (half the trials, first-order accurate). They run in parallel on the workers and share
        everything but the moved coordinate, a ``seed`` parameter or constant included, so that
-       training noise cancels.
+       training noise cancels. With ``broyden=k`` up to ``k`` centers in a row skip them: a
+       Broyden update of the previous center's Jacobian, exact along the step between the two,
+       stands in (a step it proposes that the trial rejects re-runs the differences).
 
 3. **step**: ``d = UPGrad(J')`` (torchjd; ``J'`` has unit rows when ``normalize``), so ``J d >= 0``:
    the step ``x - t d`` worsens no row to first order. Coordinates at a bound that ``d`` would push
@@ -145,6 +147,10 @@ class _Member:
     trials: int = 0     # results consumed since the last start
     consumed: int = 0   # results consumed in all (orders the asks, so members take turns)
     slow: bool = False  # the last accepted step improved no row by more than ptol
+    # The last center before this one (x, every row's value, its Jacobian): the Broyden update's
+    # basis when differences would otherwise be re-run (None: a fresh start, or a refresh).
+    basis: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    updates: int = 0    # Jacobians in a row that came from a Broyden update
 
 
 class JacobianStrategy(Strategy):
@@ -166,6 +172,12 @@ class JacobianStrategy(Strategy):
             accurate) or ``"forward"`` (``x + h e_j``, backward at an upper bound: ``d`` trials
             beside the center, first-order accurate; with a shared training seed the bias is
             the curvature times ``h / 2``).
+        broyden: how many centers in a row may take their difference Jacobian from a Broyden
+            update of the previous center's instead of new difference trials (0: never). The
+            update makes the Jacobian agree with the change measured along the step that reached
+            the center (an accepted step or a trace's predictor) and keeps the rest; a step
+            that an updated Jacobian proposed and the trial rejected re-runs the differences
+            before the step is shortened. Used only where no column has hypergradients.
         lr: first step length of a walk (in cube units, for a direction of norm 1).
         lr_max: longest step.
         lr_min: a walk whose step length halves below this stalls. The default (half of
@@ -200,7 +212,7 @@ class JacobianStrategy(Strategy):
                  atol: float = 0.0, normalize: bool = True, max_steps: int | None = None,
                  reseed: str = "trace", trace_step: float = 0.05, ftol: float = 1e-2,
                  ptol: float = 1e-3, n_initial: int | None = None,
-                 differences: str = "central"):
+                 differences: str = "central", broyden: int = 0):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
             raise field_error("strategy.options.population",
@@ -237,6 +249,10 @@ class JacobianStrategy(Strategy):
             raise field_error("strategy.options.differences",
                               f"must be one of {', '.join(DIFFERENCES)}; got {differences!r}")
         self.differences = differences
+        if isinstance(broyden, bool) or not isinstance(broyden, int) or broyden < 0:
+            raise field_error("strategy.options.broyden",
+                              f"must be an int >= 0 (0: always run differences); got {broyden!r}")
+        self.broyden = broyden
         if reseed not in RESEEDS:
             raise field_error("strategy.options.reseed", f"must be one of {', '.join(RESEEDS)}; "
                                                          f"got {reseed!r}")
@@ -278,7 +294,8 @@ class JacobianStrategy(Strategy):
         self._outstanding: set[tuple[float, ...]] = set()
         self._expect_grads = self.source == "hypergrad" or (
             self.source == "auto" and bool(space.constants.get("hypergrad", False)))
-        #: Every decision: member, start count, center, Jacobian rows, direction, step, accepted.
+        #: Every decision: member, start count, center, Jacobian rows, direction, step, accepted,
+        #: and whether the Jacobian was a Broyden update (``updated``) rather than measured.
         self.history: list[dict[str, Any]] = []
         #: Members' end points: ``{"x", "values", "reason", "member", "restart"}``, reason one of
         #: ``"stationary"``, ``"infeasible"`` (a violated constraint cannot be reduced),
@@ -323,6 +340,7 @@ class JacobianStrategy(Strategy):
     def _place(self, member: _Member, raw: np.ndarray) -> _Member:
         """Start a fresh walk at ``raw``: its Floats move, everything else stays."""
         member.trace, member.trace_ref, member.trace_len = -1, math.nan, 0.0
+        member.basis, member.updates = None, 0
         start = self._snap(raw)
         cont, lo, hi = [], [], []
         for j, param in self._floats.items():
@@ -524,9 +542,14 @@ class JacobianStrategy(Strategy):
                     self._finish(member, "fixed")
                     continue
             if member.phase == GRADIENT:
-                jacobian = self._jacobian(member)
-                if jacobian is None:
-                    return
+                jacobian = self._updated_jacobian(member)
+                if jacobian is not None:
+                    member.updates += 1
+                else:
+                    jacobian = self._jacobian(member)
+                    if jacobian is None:
+                        return
+                    member.updates = 0
                 member.all_jacobian = jacobian
                 self._activate(member, member.active)
                 if not self._plan_step(member):
@@ -544,6 +567,7 @@ class JacobianStrategy(Strategy):
                     gained = (member.fx - self._row_values(member.rows, obs.metrics)) / \
                         np.maximum(np.abs(member.fx), 1e-12)
                     member.slow = bool(np.all(gained < self.ptol))
+                    member.basis = (member.x, member.all_fx, member.all_jacobian)
                     member.x, member.y = member.y, None
                     member.lr = min(member.lr * self.grow, self.lr_max)
                     member.steps += 1
@@ -555,6 +579,11 @@ class JacobianStrategy(Strategy):
                     # direction slides along its boundary instead of crossing it.
                     self._activate(member, sorted(member.active + crossed))
                     self._plan_step(member)
+                elif member.updates > 0:
+                    # The direction came from an updated Jacobian, which the trial contradicts:
+                    # measure the Jacobian here before blaming the step's length.
+                    member.basis, member.y = None, None
+                    member.phase = GRADIENT
                 else:
                     member.lr *= 0.5
                     if member.lr < self.lr_min:
@@ -669,6 +698,37 @@ class JacobianStrategy(Strategy):
             else:
                 jacobian[:, c] = 0.0  # both sides failed: leave the coordinate where it is
         return None if missing else jacobian
+
+    def _may_update(self, member: _Member, *, after_step: bool = False) -> bool:
+        """Whether the member's next Jacobian may come from a Broyden update (no differences):
+        at the current center, or (``after_step``) at the end of the step it is running."""
+        return (self.broyden > 0 and member.updates < self.broyden
+                and (after_step or member.basis is not None))
+
+    def _updated_jacobian(self, member: _Member) -> np.ndarray | None:
+        r"""Broyden's update of the previous center's Jacobian, or None where differences must run.
+
+        With the step ``s = x - x_0`` and the measured change ``\Delta f = f(x) - f(x_0)``,
+        ``J = J_0 + (\Delta f - J_0 s) s^T / (s^T s)``: the least change to ``J_0`` (in the
+        Frobenius norm) that agrees with the change along ``s`` (Broyden, 1965). A trace or a
+        walk visits points a step apart, so ``J_0`` is close; its other directions age, which
+        ``broyden`` bounds, and a rejected step refreshes it.
+
+        Written here rather than taken from a library: it is one rank-one formula on arrays the
+        strategy already holds (SciPy's Broyden solvers hide it inside root finding).
+        """
+        if not self._may_update(member) or self._hypergradient_columns(member):
+            return None
+        assert member.basis is not None
+        x0, f0, j0 = member.basis
+        if j0.shape != (len(member.all_rows), len(member.cont)) or not np.all(np.isfinite(j0)):
+            return None
+        s = (member.x - x0)[member.cont]
+        norm2 = float(s @ s)
+        if norm2 <= 0:
+            return j0.copy()
+        residual = member.all_fx - f0 - j0 @ s
+        return j0 + np.outer(residual, s) / norm2
 
     def _side_values(self, member: _Member, obs: _Observation | None) -> np.ndarray | None:
         if obs is None or not obs.ok:
@@ -797,7 +857,9 @@ class JacobianStrategy(Strategy):
         if point is None:
             self._start(member)
         else:
+            end = None if member.center is None else (member.x, member.all_fx, member.all_jacobian)
             self._walk_from(member, point)
+            member.basis = end
 
     def _log(self, member: _Member, accepted: bool | None, obs: _Observation | None) -> None:
         full = np.zeros((len(member.rows), len(self._names)))
@@ -806,7 +868,7 @@ class JacobianStrategy(Strategy):
         direction[member.cont] = member.direction
         entry = {"member": member.index, "restart": member.restarts, "x": member.x.copy(),
                  "rows": [n for _, n in member.rows], "jacobian": full, "direction": direction,
-                 "accepted": accepted}
+                 "accepted": accepted, "updated": member.updates > 0}
         if member.y is not None and accepted is not None:
             entry["step"] = member.y - member.x
             entry["t"] = member.t
@@ -824,11 +886,11 @@ class JacobianStrategy(Strategy):
         if member.phase == CENTER:
             if tier == 0:
                 return [member.x]
-            if tier == 1 and speculate:
+            if tier == 1 and speculate and not self._may_update(member):
                 return self._all_differences(member, member.x)
             return []
         if member.phase == GRADIENT:
-            if tier != 0:
+            if tier != 0 or self._updated_jacobian(member) is not None:
                 return []
             columns = self._hypergradient_columns(member)
             points = []
@@ -843,7 +905,7 @@ class JacobianStrategy(Strategy):
                 shorter = member.x.copy()
                 shorter[member.cont] = member.x[member.cont] - 0.5 * member.t * member.direction
                 points = [self._snap(shorter)] if member.lr * 0.5 >= self.lr_min else []
-                if speculate:
+                if speculate and not self._may_update(member, after_step=True):
                     points += self._all_differences(member, member.y)
                 return points
         return []

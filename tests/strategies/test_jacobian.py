@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import distopt
-from distopt.examples import two_bowls
 from distopt._errors import ConfigError
 from distopt._problem import Problem, TrialResult
+from distopt.examples import two_bowls
 from distopt.strategies import make_strategy
 from distopt.strategies._jacobian import JacobianStrategy, grad_key
 
@@ -110,7 +110,8 @@ def test_every_accepted_step_worsens_no_objective_to_first_order():
         # The direction itself: J d >= 0, so -d is a descent direction for every row.
         assert np.all(jacobian @ entry["direction"] >= -1e-8 * np.linalg.norm(jacobian, axis=1))
     # And on the actual values: an accepted center is no worse than the previous one in any row.
-    by_config = {tuple(np.round([r.config[f"x{i}"] for i in range(3)], 6)): r.metrics for r in results}
+    by_config = {tuple(np.round([r.config[f"x{i}"] for i in range(3)], 6)): r.metrics
+                 for r in results}
     for entry in accepted:
         before = by_config[tuple(np.round(entry["x"], 6))]
         after = by_config[tuple(np.round(entry["x"] + entry["step"], 6))]
@@ -202,6 +203,53 @@ def test_forward_differences_take_one_trial_per_coordinate():
     assert steps_forward > steps_central
 
 
+def test_broyden_updates_stand_in_for_differences_between_refreshes():
+    problem = Problem(SPACE, {"f1": "min", "f2": "min"})
+    plain = JacobianStrategy(seed=3, population=2, source="fd")
+    run(plain, bowls, problem, 120)
+    updating = JacobianStrategy(seed=3, population=2, source="fd", broyden=2)
+    results = run(updating, bowls, problem, 120)
+    values = {tuple(np.round([r.config[f"x{i}"] for i in range(3)], 6)):
+              np.array([r.metrics["f1"], r.metrics["f2"]]) for r in results}
+
+    def value(x):
+        return values[tuple(np.round(x, 6))]
+
+    # Fewer difference trials: more decisions and more walk ends in the same 120 trials.
+    assert len(updating.history) > len(plain.history)
+    assert len(updating.stationary) > len(plain.stationary)
+    walks: dict[int, list[dict]] = {}
+    for entry in updating.history:
+        walks.setdefault(entry["member"], []).append(entry)
+    secants = refreshes = 0
+    for entries in walks.values():
+        in_a_row, last = 0, None
+        for before, entry in zip([None, *entries], entries, strict=False):
+            new_center = last is None or not np.allclose(entry["x"], last)
+            in_a_row = (in_a_row + 1 if new_center else in_a_row) if entry["updated"] else 0
+            assert in_a_row <= 2  # then the differences are measured again
+            last = entry["x"]
+            if before is None:
+                continue
+            if before["accepted"] and entry["updated"] and \
+                    np.allclose(entry["x"], before["x"] + before["step"]):
+                # The update agrees exactly with the change the accepted step measured.
+                np.testing.assert_allclose(entry["jacobian"] @ before["step"],
+                                           value(entry["x"]) - value(before["x"]),
+                                           rtol=1e-6, atol=1e-9)
+                secants += 1
+            if before["accepted"] is False and before["updated"] and \
+                    entry["restart"] == before["restart"]:
+                # A rejected step from an updated Jacobian: measured afresh at the same center.
+                assert not entry["updated"]
+                np.testing.assert_allclose(entry["x"], before["x"])
+                refreshes += 1
+    assert secants and refreshes
+    # And the walks still end Pareto-stationary on the segment.
+    ends = [e for e in updating.stationary if e["reason"] == "stationary"]
+    assert ends and all(distance_to_segment(e["x"]) < 0.05 for e in ends)
+
+
 def test_violated_constraint_joins_the_rows_until_it_holds():
     # g = x0 + x1 + x2 <= 1.0 cuts the segment (sums 0.9 at a, 1.8 at b) and most of the cube.
     problem = Problem(SPACE, {"f1": "min", "f2": "min"}, {"g": ("<=", 1.0)})
@@ -228,14 +276,19 @@ def test_violated_constraint_joins_the_rows_until_it_holds():
     assert sum(problem.feasible([r.metrics])[0] for r in results) > 20
 
 
-@pytest.mark.parametrize(("source", "n_initial"), [("fd", None), ("auto", None), ("auto", 8)])
-def test_restart_from_a_store_rebuilds_the_same_state(source, n_initial):
+@pytest.mark.parametrize(("source", "n_initial", "broyden"),
+                         [("fd", None, 0), ("fd", None, 2), ("auto", None, 0), ("auto", 8, 0)])
+def test_restart_from_a_store_rebuilds_the_same_state(source, n_initial, broyden):
     problem = Problem(SPACE, {"f1": "min", "f2": "min"}, {"g": ("<=", 1.4)})
     objective = bowls_with_gradients if source == "auto" else bowls
-    live = JacobianStrategy(seed=5, population=3, source=source, n_initial=n_initial)
+    options = {"seed": 5, "population": 3, "source": source, "n_initial": n_initial,
+               "broyden": broyden}
+    live = JacobianStrategy(**options)
     results = run(live, objective, problem, 120, batch=4, shuffle_seed=0)
+    if broyden:
+        assert any(e["updated"] for e in live.history)
 
-    rebuilt = JacobianStrategy(seed=5, population=3, source=source, n_initial=n_initial)
+    rebuilt = JacobianStrategy(**options)
     rebuilt.bind(problem)
     shuffled = list(results)
     random.Random(1).shuffle(shuffled)
@@ -244,12 +297,14 @@ def test_restart_from_a_store_rebuilds_the_same_state(source, n_initial):
     assert rebuilt.state() == live.state()
     np.testing.assert_array_equal(rebuilt.centers(), live.centers())
     def ends(strategy):
-        return sorted((e["member"], e["restart"], e["reason"], tuple(e["x"])) for e in strategy.stationary)
+        return sorted((e["member"], e["restart"], e["reason"], tuple(e["x"]))
+                      for e in strategy.stationary)
 
     assert ends(rebuilt) == ends(live)
     # Both go on identically: the same proposals, none of them already run.
     seen = {tuple(sorted(r.config.items())) for r in results}
-    running = live.running  # in flight when the study stopped: the orchestrator passes them as pending
+    # In flight when the study stopped: the orchestrator passes them as pending.
+    running = live.running
     asked_live, asked_rebuilt = live.ask(4, running), rebuilt.ask(4, running)
     assert asked_live == asked_rebuilt
     assert not seen & {tuple(sorted(c.items())) for c in asked_live}
@@ -271,7 +326,8 @@ def test_initial_design_then_walks_from_its_best_spread_points():
     strategy.tell(results[9:])
     starts = [tuple(np.round(m.x, 6)) for m in strategy.members]
     values = np.array([[r.metrics["f1"], r.metrics["f2"]] for r in results])
-    by_point = {tuple(np.round([c[f"x{i}"] for i in range(3)], 6)): v for c, v in zip(design, values)}
+    by_point = {tuple(np.round([c[f"x{i}"] for i in range(3)], 6)): v
+                for c, v in zip(design, values, strict=True)}
     from distopt import pareto
 
     front = {tuple(v) for v in values[pareto.is_non_dominated(values)]}
@@ -360,13 +416,15 @@ def test_failed_trials_reseed_or_reject_and_the_search_goes_on():
 
 
 def test_registry_options_and_validation():
-    strategy = make_strategy({"name": "jacobian", "options": {"population": 3, "source": "fd"}}, seed=2)
+    strategy = make_strategy({"name": "jacobian", "options": {"population": 3, "source": "fd"}},
+                             seed=2)
     assert isinstance(strategy, JacobianStrategy)
     assert strategy.population == 3 and strategy.seed == 2
     for options in ({"population": 0}, {"source": "magic"}, {"h": 0.0}, {"lr": 2.0},
                     {"armijo": -1.0}, {"grow": 0.5}, {"max_steps": 0}, {"n_initial": 2},
                     {"reseed": "nowhere"}, {"trace_step": 0.0}, {"ptol": -1},
-                    {"differences": "backward"}):
+                    {"differences": "backward"}, {"broyden": -1}, {"broyden": True},
+                    {"broyden": 1.5}):
         with pytest.raises(ConfigError):
             make_strategy({"name": "jacobian", "options": options})
     with pytest.raises(ConfigError):
