@@ -970,6 +970,7 @@ class JacobianStrategy(Strategy):
                  "trace_len": m.trace_len,
                  "phase": m.phase,
                  "x": [round(v, 9) for v in m.x.tolist()], "lr": m.lr, "steps": m.steps,
+                 "updates": m.updates,
                  "y": None if m.y is None else [round(v, 9) for v in m.y.tolist()]}
                 for m in self.members]
 
