@@ -571,7 +571,7 @@ class JacobianStrategy(Strategy):
                     gained = (member.fx - self._row_values(member.rows, obs.metrics)) / \
                         np.maximum(np.abs(member.fx), 1e-12)
                     member.slow = bool(np.all(gained < self.ptol))
-                    member.basis = (member.x, member.all_fx, member.all_jacobian)
+                    member.basis = self._center_basis(member)
                     member.x, member.y = member.y, None
                     member.lr = min(member.lr * self.grow, self.lr_max)
                     member.steps += 1
@@ -708,6 +708,13 @@ class JacobianStrategy(Strategy):
         at the current center, or (``after_step``) at the end of the step it is running."""
         return (self.broyden > 0 and member.updates < self.broyden
                 and (after_step or member.basis is not None))
+
+    @staticmethod
+    def _center_basis(member: _Member) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The current center as the next center's Broyden basis (None before it has run)."""
+        if member.center is None:
+            return None
+        return member.x, member.all_fx, member.all_jacobian
 
     def _updated_jacobian(self, member: _Member) -> np.ndarray | None:
         r"""Broyden's update of the previous center's Jacobian, or None where differences must run.
@@ -862,7 +869,7 @@ class JacobianStrategy(Strategy):
         if point is None:
             self._start(member)
         else:
-            end = None if member.center is None else (member.x, member.all_fx, member.all_jacobian)
+            end = self._center_basis(member)
             self._walk_from(member, point)
             member.basis = end
 
