@@ -19,9 +19,11 @@ a ``Float`` with ``off`` moves in its range band, or stays off when it starts of
        Broyden update of the previous center's Jacobian, exact along the step between the two,
        stands in (a step it proposes that the trial rejects re-runs the differences).
 
-3. **step**: ``d = UPGrad(J')`` (torchjd; ``J'`` has unit rows when ``normalize``), so ``J d >= 0``:
-   the step ``x - t d`` worsens no row to first order. Coordinates at a bound that ``d`` would push
-   out are frozen and ``d`` recomputed; ``t = min(lr, distance to the box along d)``.
+3. **step**: ``d = UPGrad(J')`` (torchjd; ``J'`` has unit rows when ``normalize``; with
+   ``precondition`` its columns are scaled towards equal norms first and ``d`` scaled back, see
+   :meth:`JacobianStrategy._aggregate`), so ``J d >= 0``: the step ``x - t d`` worsens no row to
+   first order. Coordinates at a bound that ``d`` would push out are frozen and ``d``
+   recomputed; ``t = min(lr, distance to the box along d)``.
 4. **accept** the trial point ``y = x - t d`` when no row got worse beyond noise,
    ``f_i(y) <= f_i(x) - armijo * t * (J d)_i + rtol * |f_i(x)| + atol``: ``y`` becomes the
    center and ``lr`` grows by ``grow`` (up to ``lr_max``); else ``lr`` halves and a shorter step
@@ -181,6 +183,16 @@ class JacobianStrategy(Strategy):
             default 3 took forward differences on the mixed-symmetry benchmark from 0.929 to
             0.943 of the pooled hypervolume at 80 trials (central: 0.926 to 0.933); 6 did no
             better.
+        precondition: the most a Jacobian column may be scaled up, relative to the largest,
+            before UPGrad aggregates (1: off). A hyperparameter whose metrics respond an order of
+            magnitude more weakly than another's otherwise gets a direction component as small
+            as its column, and walks end "stationary" far from its best value; scaling columns
+            towards equal norms gives it a say, and ``J d >= 0`` still holds (see
+            :meth:`_aggregate`). On two bowls whose second coordinate weighs 1/100, 10 brought
+            walk ends from a median 0.12 off that coordinate's Pareto value to 0.03. Off by
+            default: on the mixed-symmetry benchmark (10 seeds x 80 trials), whose rough metrics
+            punish the longer steps in weak coordinates, 10 changed hypergradients from 0.943 to
+            0.944 of the pooled hypervolume and forward differences from 0.943 to 0.940.
         lr: first step length of a walk (in cube units, for a direction of norm 1).
         lr_max: longest step.
         lr_min: a walk whose step length halves below this stalls. The default (half of
@@ -215,7 +227,7 @@ class JacobianStrategy(Strategy):
                  atol: float = 0.0, normalize: bool = True, max_steps: int | None = None,
                  reseed: str = "trace", trace_step: float = 0.05, ftol: float = 1e-2,
                  ptol: float = 1e-3, n_initial: int | None = None,
-                 differences: str = "central", broyden: int = 3):
+                 differences: str = "central", broyden: int = 3, precondition: float = 1.0):
         super().__init__(seed=seed)
         if isinstance(population, bool) or not isinstance(population, int) or population < 1:
             raise field_error("strategy.options.population",
@@ -256,6 +268,11 @@ class JacobianStrategy(Strategy):
             raise field_error("strategy.options.broyden",
                               f"must be an int >= 0 (0: always run differences); got {broyden!r}")
         self.broyden = broyden
+        if (isinstance(precondition, bool) or not isinstance(precondition, (int, float))
+                or not 1 <= precondition < math.inf):
+            raise field_error("strategy.options.precondition",
+                              f"must be a finite number >= 1 (1: off); got {precondition!r}")
+        self.precondition = float(precondition)
         if reseed not in RESEEDS:
             raise field_error("strategy.options.reseed", f"must be one of {', '.join(RESEEDS)}; "
                                                          f"got {reseed!r}")
@@ -749,14 +766,30 @@ class JacobianStrategy(Strategy):
     # -- the step --------------------------------------------------------------------------------
 
     def _aggregate(self, jacobian: np.ndarray) -> np.ndarray:
-        import torch
+        r"""UPGrad of the (row-normalised) Jacobian, its columns equalised up to ``precondition``.
 
-        matrix = np.nan_to_num(jacobian.copy(), nan=0.0)
-        if self.normalize:
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            matrix = np.where(norms > 1e-300, matrix / np.where(norms > 1e-300, norms, 1.0), 0.0)
+        With column norms ``c_j``, ``s_j = min(max_k c_k / c_j, precondition)`` and
+        ``S = diag(s)``, UPGrad runs on ``J S``: ``u = UPGrad(J S)``, and the direction is
+        ``d = S u |u| / |S u|``. Since ``(J S) u >= 0``, ``J d >= 0`` still: ``d`` conflicts with
+        no row. ``|d| = |u|``, so the step length and ``tol`` read the equalised problem, whose
+        Pareto-stationary points are those of ``J`` (``S`` is positive and diagonal).
+        """
+        matrix = _unit_rows(np.nan_to_num(jacobian.copy(), nan=0.0), self.normalize)
         if not np.any(matrix):
             return np.zeros(matrix.shape[1])
+        if self.precondition <= 1:
+            return self._upgrad(matrix)
+        columns = np.linalg.norm(matrix, axis=0)
+        top = float(columns.max())
+        scale = np.minimum(top / np.maximum(columns, top / self.precondition), self.precondition)
+        u = self._upgrad(_unit_rows(matrix * scale, self.normalize))
+        d = u * scale
+        size = float(np.linalg.norm(d))
+        return d * (float(np.linalg.norm(u)) / size) if size > 0 else d
+
+    def _upgrad(self, matrix: np.ndarray) -> np.ndarray:
+        import torch
+
         tensor = torch.as_tensor(matrix, dtype=torch.float64)
         for upgrad in self._upgrads:
             try:
@@ -980,6 +1013,14 @@ class JacobianStrategy(Strategy):
                  "updates": m.updates,
                  "y": None if m.y is None else [round(v, 9) for v in m.y.tolist()]}
                 for m in self.members]
+
+
+def _unit_rows(matrix: np.ndarray, normalize: bool) -> np.ndarray:
+    """``matrix`` with every nonzero row scaled to norm 1 (unchanged when not ``normalize``)."""
+    if not normalize:
+        return matrix
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.where(norms > 1e-300, matrix / np.where(norms > 1e-300, norms, 1.0), 0.0)
 
 
 def _dx_du(param: Float, value: float) -> float:
