@@ -781,7 +781,7 @@ class JacobianStrategy(Strategy):
             return self._upgrad(matrix)
         columns = np.linalg.norm(matrix, axis=0)
         top = float(columns.max())
-        scale = np.minimum(top / np.maximum(columns, top / self.precondition), self.precondition)
+        scale = top / np.maximum(columns, top / self.precondition)  # in [1, precondition]
         u = self._upgrad(_unit_rows(matrix * scale, self.normalize))
         d = u * scale
         size = float(np.linalg.norm(d))
