@@ -888,15 +888,12 @@ class JacobianStrategy(Strategy):
 
     def _finish(self, member: _Member, reason: str) -> None:
         """Record where the member ended and re-seed it at its next start."""
-        if member.center is not None:
+        center = member.center  # None when the walk's first center failed
+        if center is not None or reason == "failed":
             self.stationary.append({"member": member.index, "restart": member.restarts,
                                     "reason": reason, "x": member.x.copy(), "trace": member.trace,
-                                    "values": dict(member.center.metrics),
-                                    "updated": member.updates > 0})
-        elif reason == "failed":
-            self.stationary.append({"member": member.index, "restart": member.restarts,
-                                    "reason": reason, "x": member.x.copy(), "trace": member.trace,
-                                    "values": {}, "updated": False})
+                                    "values": {} if center is None else dict(center.metrics),
+                                    "updated": center is not None and member.updates > 0})
         member.restarts += 1
         point = self._trace_point(member, reason)
         if point is None:
