@@ -25,11 +25,12 @@ noise" when it is positive but does not). 120 trials by default: central differe
 
 CPU-seconds are ``time.process_time`` of the process that runs the strategy and its trials
 (``--jobs`` runs several at once; cores shared with other work inflate them for every strategy).
-The raw runs go to a JSON beside ``--out``; ``--reuse`` tabulates them again with fresh runs of
-other labels (e.g. after a change to the jacobian strategy, re-run only its rows).
+The raw runs go to a JSON beside ``--out``; ``--reuse`` tabulates them again with fresh runs, which
+replace the reused runs of the same label and seed (e.g. after a change to the jacobian strategy,
+re-run only its rows; or add seeds with ``--first-seed``).
 
-    python benchmarks/bench_jacobian.py [--quick] [--trials N] [--seeds S] [--jobs J]
-        [--only LABELS] [--jacobian-options JSON] [--hypergrad-options JSON]
+    python benchmarks/bench_jacobian.py [--quick] [--trials N] [--seeds S] [--first-seed K]
+        [--jobs J] [--only LABELS] [--jacobian-options JSON] [--hypergrad-options JSON]
         [--reuse FILE.json ...] [--out FILE.md]
 """
 
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller task and budget (minutes)")
     parser.add_argument("--trials", type=int, default=None, help="trials per strategy and seed")
     parser.add_argument("--seeds", type=int, default=1, help="repetitions (strategy seeds)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first strategy seed (more seeds later: run the next ones and "
+                             "tabulate both with --reuse)")
     parser.add_argument("--jacobian-options", default="{}",
                         help="JSON options of the jacobian strategy, e.g. '{\"population\": 4}'")
     parser.add_argument("--hypergrad-options", default="{}",
@@ -186,22 +190,23 @@ def main(argv: list[str] | None = None) -> None:
                                                       "results", "bench_jacobian.md"))
     parser.add_argument("--reuse", nargs="+", default=[], metavar="JSON",
                         help="JSON files of earlier runs (each written beside its --out): their "
-                             "runs of labels not run now join the table, so one strategy can be "
-                             "re-run alone (--seeds 0: only tabulate them)")
+                             "runs join the table unless a fresh run has their label and seed, "
+                             "so one strategy can be re-run alone (--seeds 0: only tabulate them)")
     args = parser.parse_args(argv)
     trials = args.trials or (40 if args.quick else 120)
 
     from distopt import pareto
 
     options = json.loads(args.jacobian_options)
-    jobs = [(label, seed) for label in variants() for seed in range(args.seeds)
+    jobs = [(label, seed) for label in variants()
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
             if not args.only or label in args.only.split(",")]
     runs: list[Run] = []
-    fresh = {label for label, _ in jobs}
+    fresh = set(jobs)
     for path in args.reuse:
         with open(path) as handle:
             earlier = [Run(**r) for r in json.load(handle)["runs"]]
-        runs += [r for r in earlier if r.label not in fresh and len(r.values) == trials]
+        runs += [r for r in earlier if (r.label, r.seed) not in fresh and len(r.values) == trials]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_one, label, options, seed, trials, args.quick,
