@@ -173,7 +173,10 @@ class JacobianStrategy(Strategy):
         differences: ``"central"`` (``x +- h e_j``: ``2 d`` trials per Jacobian, second-order
             accurate) or ``"forward"`` (``x + h e_j``, backward at an upper bound: ``d`` trials
             beside the center, first-order accurate; with a shared training seed the bias is
-            the curvature times ``h / 2``).
+            the curvature times ``h / 2``). On the mixed-symmetry benchmark (3 strengths, 8
+            members, 20 seeds) central differences draw level with ``random`` at about 100 trials
+            and stay within noise of it at 120; forward ones are ahead from 80 (+0.006 at 120):
+            forward suits small budgets.
         broyden: how many centers in a row may take their difference Jacobian from a Broyden
             update of the previous center's instead of new difference trials (0: never). The
             update makes the Jacobian agree with the change measured along the step that reached
