@@ -21,7 +21,7 @@ nadir of the pooled front of all runs, 10% out) and are divided by the pooled fr
 Target (issue): ``jacobian`` beats ``random`` at equal trials and at equal CPU time. The verdict
 says "met" only when the mean difference over seeds exceeds two standard errors ("ahead within
 noise" when it is positive but does not). 120 trials by default: central differences spend
-``2 * 3`` trials on each of the 8 members' first Jacobian, which they recover only past 100.
+``2 * 3`` trials on each of the 8 members' first Jacobian and draw level only at about 100.
 
 CPU-seconds are ``time.process_time`` of the process that runs the strategy and its trials
 (``--jobs`` runs several at once; cores shared with other work inflate them for every strategy).
