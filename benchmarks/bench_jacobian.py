@@ -237,10 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     cpu_budget = min(r.cpu[-1] for r in runs)
     cpu_marks = [cpu_budget * k / 4 for k in (1, 2, 3, 4)]
 
-    def mean_hv(label: str, counts: list[int]) -> float:
+    def hv_per_run(label: str, counts: list[int]) -> np.ndarray:
+        """Each run of ``label``'s hypervolume after its count of trials, over the pooled one."""
         group = [r for r in runs if r.label == label]
-        hvs = [hypervolume_after(r, c, ref) for r, c in zip(group, counts, strict=True)]
-        return float(np.mean(hvs)) / best
+        return np.array([hypervolume_after(r, c, ref)
+                         for r, c in zip(group, counts, strict=True)]) / best
+
+    def mean_hv(label: str, counts: list[int]) -> float:
+        return float(np.mean(hv_per_run(label, counts)))
 
     def within(run: Run, cpu: float) -> int:
         """Trials ``run`` had finished within ``cpu`` CPU-seconds."""
@@ -285,10 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     def versus_random(label: str, cpu: float) -> str:
         """Mean hypervolume difference to random and its standard error. The two strategies
         draw their points independently for a seed, so the runs are two independent samples."""
-        mine = np.array([hypervolume_after(r, within(r, cpu), ref)
-                         for r in runs if r.label == label]) / best
-        base = np.array([hypervolume_after(r, within(r, cpu), ref)
-                         for r in runs if r.label == "random"]) / best
+        mine = hv_per_run(label, counts_at(label, cpu))
+        base = hv_per_run("random", counts_at("random", cpu))
         if min(len(mine), len(base)) < 2:
             return "too few seeds to tell"
         gap = float(mine.mean() - base.mean())
