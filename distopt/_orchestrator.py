@@ -20,13 +20,11 @@ from typing import Any
 
 from ._errors import DistoptError
 from ._problem import Problem, TrialResult
-from ._worker import COMPLETE, PRUNED, TrialWorker
+from ._worker import TrialWorker
 from .store import StoreWriter
-from .store._schema import RESERVED
 from .strategies import Strategy
+from .trial import COMPLETE, FAILED, PRUNED, RESERVED, TIMEOUT, trial_row
 
-TIMEOUT = "TIMEOUT"
-FAILED = "FAILED"
 #: Seconds the loop waits for a result before checking timeouts, curves and progress.
 TICK = 0.25
 #: Seconds between two collections of report rows from a running trial.
@@ -394,10 +392,10 @@ class Orchestrator:
                                                f"{_cause(error)}")]
 
     def _ended_row(self, trial: _Running, status: str, error: str) -> dict[str, Any]:
-        return {"trial_id": trial.trial_id, "status": status, "config": trial.config,
-                "metrics": {}, "error": error, "attempts": trial.attempt,
-                "start_time": time.time() - (time.monotonic() - trial.started),
-                "end_time": time.time(), "worker": f"worker-{trial.slot}", "node_id": None}
+        return trial_row(trial.trial_id, status, trial.config, error=error,
+                         attempts=trial.attempt,
+                         start_time=time.time() - (time.monotonic() - trial.started),
+                         worker=f"worker-{trial.slot}")
 
     def _check_timeouts(self) -> None:
         if self.trial_timeout is None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ._errors import field_error
 from .space import Space
+from .trial import Status, is_reserved
 
 DIRECTIONS = ("min", "max")
 OPERATORS = ("<=", ">=")
@@ -26,16 +27,14 @@ class TrialResult:
 
     trial_id: int
     config: dict[str, Any]
-    status: str
+    status: Status | str
     metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _check_metric_name(where: str, name: Any) -> None:
-    from .store._schema import RESERVED  # lazy: the store imports this module
-
     if not isinstance(name, str) or not name:
         raise field_error(where, f"metric names must be non-empty strings; got {name!r}")
-    if name in RESERVED or name.startswith("config/"):
+    if is_reserved(name):
         raise field_error(where, f"metric name {name!r} is reserved (a column of the store)",
                           "rename the metric")
 

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._context import TrialContext, TrialPruned, _set_context, current_context
+from .trial import COMPLETE, FAILED, PRUNED, is_reserved, trial_row
 
-COMPLETE, FAILED, PRUNED = "COMPLETE", "FAILED", "PRUNED"
 #: Longest error text kept per trial: the head (where it started) and the tail (the exception).
 MAX_ERROR_CHARS = 4000
 
@@ -48,7 +48,7 @@ def check_metrics(returned: Any, required: Sequence[str],
     metrics: dict[str, float] = {}
     problems = []
     for name, value in returned.items():
-        if not isinstance(name, str) or name in reserved or name.startswith("config/"):
+        if not isinstance(name, str) or name in reserved or is_reserved(name):
             problems.append(f"metric name {name!r} is reserved; rename it")
             continue
         number = _number(value)
@@ -110,19 +110,10 @@ class TrialWorker:
             _set_context(None)
         if error and status == COMPLETE:
             status = FAILED
-        return {
-            "trial_id": trial_id,
-            "status": status,
-            "config": config,
-            "metrics": metrics,
-            "error": error,
-            "attempts": attempt,
-            "start_time": start,
-            "end_time": time.time(),
-            "worker": self._name,
-            "node_id": self._node_id,
-            "curves": _tag(trial_id, context.take_rows()),
-        }
+        row = trial_row(trial_id, status, config, metrics, error=error, attempts=attempt,
+                        start_time=start, worker=self._name, node_id=self._node_id)
+        row["curves"] = _tag(trial_id, context.take_rows())
+        return row
 
     def drain(self) -> list[dict[str, Any]]:
         """Report rows of the running trial not yet sent (empty when idle)."""

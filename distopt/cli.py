@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import DistoptError
+from .trial import CONFIG_PREFIX
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +122,7 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
     table = reader.trials() if show_all else reader.pareto_front()
     problem = reader.problem
     wanted = ["trial_id", "status"] if show_all else ["trial_id"]
-    wanted += [c for c in table.column_names if c.startswith("config/")]
+    wanted += [c for c in table.column_names if c.startswith(CONFIG_PREFIX)]
     wanted += [m for m in problem.metric_names if m in table.column_names]
     table = table.select(wanted)
     hv = reader.hypervolume()
@@ -138,7 +139,7 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
         pacsv.write_csv(table, sys.stdout.buffer)
         return
     rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
-    header = [c.removeprefix("config/") for c in table.column_names]
+    header = [c.removeprefix(CONFIG_PREFIX) for c in table.column_names]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))

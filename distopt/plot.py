@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from . import pareto
 from .store import StoreReader
-from .store._schema import CONFIG_PREFIX
+from .trial import COMPLETE, CONFIG_PREFIX
 
 Store = StoreReader | str | os.PathLike
 
@@ -84,7 +84,7 @@ def front_sets(store: Store, objectives: Sequence[str] | None = None) -> dict[st
     objectives = list(objectives or reader.problem.objectives)
     maximize = [reader.problem.objectives.get(m) == "max" for m in objectives]
     trials = reader.trials()
-    complete = trials.filter(pc.equal(trials["status"], "COMPLETE"))
+    complete = trials.filter(pc.equal(trials["status"], COMPLETE.value))
     points = _points(reader, complete, objectives)
     finite = np.all(np.isfinite(points), axis=1)
     feasible = reader._feasible_mask(complete) & finite
@@ -180,7 +180,7 @@ def hypervolume_trace(store: Store) -> dict[str, np.ndarray]:
     objectives = list(reader.problem.objectives)
     maximize = reader.problem.maximize
     points = _points(reader, table, objectives)
-    usable = (np.asarray(table["status"].to_pylist()) == "COMPLETE") \
+    usable = (np.asarray(table["status"].to_pylist()) == COMPLETE.value) \
         & reader._feasible_mask(table) & np.all(np.isfinite(points), axis=1)
     ref = reader._ref_vector(None, points[usable]) if usable.any() else None
     values = np.zeros(table.num_rows)
@@ -240,7 +240,7 @@ def parallel_coordinates(store: Store, params: Sequence[str] | None = None,
     params = list(params or space.names)
     metrics = list(metrics or reader.problem.objectives)
     table = reader.trials()
-    table = table.filter(pc.equal(table["status"], "COMPLETE"))
+    table = table.filter(pc.equal(table["status"], COMPLETE.value))
     columns, labels = [], []
     for name in params:
         param = space.params.get(name)

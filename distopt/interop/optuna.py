@@ -41,9 +41,10 @@ from .._problem import Problem
 from ..space import Categorical, Float, Int, Space
 from ..store import StoreReader, StoreWriter
 from ..store._schema import metric_columns
+from ..trial import COMPLETE, FAILED, PRUNED, TIMEOUT
 
-_STATE_OF = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAILED": "FAIL", "TIMEOUT": "FAIL"}
-_STATUS_OF = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAIL": "FAILED"}
+_STATE_OF = {COMPLETE: "COMPLETE", PRUNED: "PRUNED", FAILED: "FAIL", TIMEOUT: "FAIL"}
+_STATUS_OF = {"COMPLETE": COMPLETE, "PRUNED": PRUNED, "FAIL": FAILED}
 #: Trial user attributes written by :func:`export_store`.
 TRIAL_ID, STATUS, METRICS, ERROR, ATTEMPTS = ("distopt.trial_id", "distopt.status",
                                               "distopt.metrics", "distopt.error",

@@ -37,8 +37,7 @@ from .._problem import Problem, TrialResult
 from ..schedulers import MOASHA
 from ..space import Space
 from ..strategies import Strategy, make_strategy
-
-COMPLETE, FAILED, PRUNED = "COMPLETE", "FAILED", "PRUNED"
+from ..trial import COMPLETE, FAILED, PRUNED
 
 
 class DistoptSearcher(Searcher):

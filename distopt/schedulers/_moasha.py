@@ -25,6 +25,7 @@ import numpy as np
 from .. import pareto
 from .._errors import field_error
 from .._problem import DIRECTIONS, Problem
+from ..trial import Status
 from ._base import Scheduler
 
 TIE_BREAKS = ("crowding", "hypervolume")
@@ -170,7 +171,7 @@ class MOASHA(Scheduler):
 
     def on_trial_end(self, trial_id: int, status: str) -> None:
         self._latest.pop(trial_id, None)
-        if status != "PRUNED":  # the decision came after the trial had ended: it did not stop
+        if status != Status.PRUNED:  # the decision came after the trial had ended: it did not stop
             self._stopped.pop(trial_id, None)
         elif trial_id not in self._stopped:  # replayed history: stopped at its last rung
             self._stopped[trial_id] = self.milestone(max(0, self._next_rung.get(trial_id, 1) - 1))

@@ -17,6 +17,18 @@ _SPEC_KEYS = {
 }
 
 
+#: Decimals kept when comparing encoded points: far below any meaningful step of a parameter,
+#: far above the round-off of an encode/decode round trip.
+KEY_DECIMALS = 9
+
+
+def point_keys(points: np.ndarray | Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
+    """The one "same configuration" rule: hashable identities of encoded points, shape
+    ``(n_points, dim)`` -> ``n_points`` tuples (two points with one key are one configuration)."""
+    rounded = np.round(np.asarray(points, dtype=float), KEY_DECIMALS) + 0.0  # -0.0 -> 0.0
+    return [tuple(row) for row in rounded.tolist()]
+
+
 def param_from_spec(name: str, spec: Any) -> Param | Any:
     """A Param from its declarative spec (the YAML form), or the constant itself for a scalar."""
     if isinstance(spec, Param):
@@ -116,6 +128,10 @@ class Space:
             for j, name in enumerate(self.names):
                 out[i, j] = self.params[name].to_unit(config[name])
         return out
+
+    def config_keys(self, configs: Sequence[Mapping[str, Any]]) -> list[tuple[float, ...]]:
+        """:func:`point_keys` of configurations: equal keys mean the same configuration."""
+        return point_keys(self.encode(configs)) if len(configs) else []
 
     def validate(self, config: Mapping[str, Any], *, where: str = "config") -> None:
         """Raise a ConfigError naming the first parameter whose value is outside its domain."""

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from .. import pareto
 from .._problem import Problem, TrialResult
+from ..trial import COMPLETE
 from ._lock import StoreLock
 from ._metadata import read_metadata
 from ._schema import (
@@ -28,8 +29,6 @@ from ._schema import (
     metric_columns,
 )
 from ._segments import read_table, segment_paths
-
-COMPLETE = "COMPLETE"
 
 
 class StoreReader:

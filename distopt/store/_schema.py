@@ -17,7 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
-CONFIG_PREFIX = "config/"
+from ..trial import CONFIG_PREFIX, RESERVED
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 TRIAL_HEAD = [("trial_id", pa.int64()), ("status", pa.string())]
@@ -32,8 +33,7 @@ TRIAL_TAIL = [
 CURVE_HEAD = [("trial_id", pa.int64()), ("step", pa.int64()), ("time", TIMESTAMP)]
 DISPATCH_HEAD = [("trial_id", pa.int64()), ("attempt", pa.int64()), ("time", TIMESTAMP)]
 
-#: Names a returned or reported metric may not take (they are columns of their own).
-RESERVED = frozenset(name for name, _ in TRIAL_HEAD + TRIAL_TAIL + CURVE_HEAD + DISPATCH_HEAD)
+__all__ = ["CONFIG_PREFIX", "RESERVED"]  # re-exported: the store's users import them from here
 
 _ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string(),
                 "bool": pa.bool_()}

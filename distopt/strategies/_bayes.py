@@ -12,8 +12,9 @@ import numpy as np
 from .._errors import field_error
 from .._problem import Problem, TrialResult
 from ..pareto import hypervolume, reference_point
+from ..space import point_keys
 from ._base import Strategy
-from ._history import History, SobolStart, derive_seed, pending_points, point_keys, snap
+from ._history import History, SobolStart, derive_seed, pending_points, snap
 
 #: Failed or pruned trials fed to the acquisition as if still running (most recent first):
 #: the acquisition then expects nothing new from their neighbourhood, which steers suggestions

@@ -15,16 +15,8 @@ from typing import Any
 import numpy as np
 
 from .._problem import Problem, TrialResult
-
-#: Decimals kept when comparing encoded points: far below any meaningful step of a parameter,
-#: far above the round-off of an encode/decode round trip.
-_KEY_DECIMALS = 9
-
-
-def point_keys(points: np.ndarray) -> list[tuple[float, ...]]:
-    """Hashable identities of encoded points, shape ``(n_points, dim)`` -> ``n_points`` tuples."""
-    rounded = np.round(np.asarray(points, dtype=float), _KEY_DECIMALS) + 0.0  # -0.0 -> 0.0
-    return [tuple(row) for row in rounded.tolist()]
+from ..space import point_keys
+from ..trial import Status
 
 
 def snap(problem: Problem, points: np.ndarray) -> np.ndarray:
@@ -92,7 +84,7 @@ class History:
             self.keys.add(key)
             self.outstanding.discard(key)
             row = [_as_float(result.metrics.get(name)) for name in names]
-            usable = result.status == "COMPLETE" and all(np.isfinite(row))
+            usable = result.status == Status.COMPLETE and all(np.isfinite(row))
             self._complete.append(usable)
             if usable:
                 self._values.append(row)

@@ -81,9 +81,8 @@ import numpy as np
 
 from .._errors import field_error
 from .._problem import Problem, TrialResult
-from ..space import OFF_BAND, Float
+from ..space import OFF_BAND, Float, point_keys
 from ._base import Strategy
-from ._history import point_keys
 
 #: Prefix of hypergradient keys: ``grad/<metric>/<param>``.
 GRAD_PREFIX = "grad/"

@@ -9,9 +9,9 @@ import numpy as np
 from .._errors import field_error
 from .._problem import Problem, TrialResult
 from ..pareto import to_minimization
-from ..space import Categorical
+from ..space import Categorical, point_keys
 from ._base import Strategy
-from ._history import History, SobolStart, derive_seed, pending_points, point_keys, snap
+from ._history import History, SobolStart, derive_seed, pending_points, snap
 from ._pareto_ops import (
     categorical_variation,
     constrained_rank,

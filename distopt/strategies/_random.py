@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .._problem import TrialResult
 from ._base import Strategy
 
@@ -31,7 +29,7 @@ class RandomStrategy(Strategy):
         self._known: set[tuple[float, ...]] = set()
 
     def _key(self, config: dict[str, Any]) -> tuple[float, ...]:
-        return tuple(np.round(self.problem.space.encode([config])[0], 12))
+        return self.problem.space.config_keys([config])[0]
 
     def _catch_up(self, configs: list[dict[str, Any]]) -> None:
         """Skip the sequence past configurations handed out by an earlier run."""

@@ -12,9 +12,10 @@ import numpy as np
 
 from .._errors import field_error
 from .._problem import Problem, TrialResult
-from ..space import Categorical, Float, Int
+from ..space import Categorical, Float, Int, point_keys
+from ..trial import Status
 from ._base import Strategy
-from ._history import derive_seed, point_keys
+from ._history import derive_seed
 
 #: Samples drawn before a repeated configuration is replaced by a fresh random one.
 MAX_TRIES = 16
@@ -189,9 +190,9 @@ class TPEStrategy(Strategy):
         slack = problem.constraint_slack([result.metrics])[0]
         constraints = {name: float(s) if math.isfinite(s) else math.inf
                        for name, s in zip(problem.constraints, slack, strict=True)}
-        if result.status == "COMPLETE" and np.all(np.isfinite(values)):
+        if result.status == Status.COMPLETE and np.all(np.isfinite(values)):
             return optuna.trial.TrialState.COMPLETE, [float(v) for v in values], constraints
-        if result.status == "PRUNED":
+        if result.status == Status.PRUNED:
             return optuna.trial.TrialState.PRUNED, None, constraints
         return optuna.trial.TrialState.FAIL, None, {}
 
