@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ._checks import check_int
 from ._errors import field_error
 from ._problem import Problem
 from .space import Space
@@ -199,9 +200,9 @@ def check_run_settings(*, budget: Any = 1, workers: Any = 1, resources_per_trial
                        **_: Any) -> dict[str, float]:
     """Validate ``optimize``'s run settings (a study file's too, when it is loaded); return the
     resources per trial with their defaults."""
-    _check_int("budget", budget, 1)
-    _check_int("workers", workers, 1)
-    _check_int("max_retries", max_retries, 0)
+    check_int("budget", budget, 1)
+    check_int("workers", workers, 1)
+    check_int("max_retries", max_retries, 0)
     resources = _check_resources(resources_per_trial)
     if trial_timeout is not None and (isinstance(trial_timeout, bool) or not isinstance(
             trial_timeout, (int, float)) or not trial_timeout > 0):
@@ -210,11 +211,6 @@ def check_run_settings(*, budget: Any = 1, workers: Any = 1, resources_per_trial
     if address is not None and not isinstance(address, str):
         raise field_error("address", f"must be a string such as 'auto'; got {address!r}")
     return resources
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise field_error(name, f"must be an int >= {minimum}; got {value!r}")
 
 
 def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:

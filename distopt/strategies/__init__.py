@@ -1,6 +1,8 @@
 """Search strategies behind one ``ask(n, pending)`` / ``tell(results)`` interface.
 
 Strategies are looked up by name lazily, so choosing ``random`` never imports BoTorch or Optuna.
+Users add their own with :func:`register`, or pass an instance; either way ``to_dict`` records
+what ran, so ``distopt resume`` rebuilds it with the same options.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from .._plugin import split_spec
 from ._base import Strategy
 from ._random import RandomStrategy
 
-#: name -> "module:class" of every built-in strategy (modules are imported on first use).
-REGISTRY: dict[str, str] = {
+#: name -> "module:class" (imported on first use) or a class, for every known strategy.
+REGISTRY: dict[str, str | type[Strategy]] = {
     "random": "distopt.strategies._random:RandomStrategy",
     "bayes": "distopt.strategies._bayes:BayesStrategy",
     "pareto": "distopt.strategies._pareto:ParetoStrategy",
@@ -24,19 +26,52 @@ REGISTRY: dict[str, str] = {
 }
 
 
+def register(name: str, strategy: type[Strategy] | str) -> None:
+    """Make ``strategy`` (a ``Strategy`` subclass, or its ``"module:Class"`` path) available as
+    ``strategy=name`` in the API, study files and ``--strategy``."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise field_error("register.name", f"must be a non-empty name without ':'; got {name!r}")
+    if isinstance(strategy, str):
+        if strategy.count(":") != 1:
+            raise field_error("register.strategy", f"must be a Strategy subclass or "
+                                                   f"'module:Class'; got {strategy!r}")
+    elif not (isinstance(strategy, type) and issubclass(strategy, Strategy)):
+        raise field_error("register.strategy", f"must be a Strategy subclass; got {strategy!r}")
+    REGISTRY[name] = strategy
+
+
+def registered_name(cls: type[Strategy]) -> str:
+    """The name ``cls`` is registered under, else its import path ``module:Class``."""
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    for name, entry in REGISTRY.items():
+        if entry is cls or entry == path:
+            return name
+    return path
+
+
 def strategy_class(name: str) -> type[Strategy]:
-    """The class registered under ``name``; a clear error lists the known names."""
-    if name not in REGISTRY:
+    """The class registered under ``name`` (or at the import path ``module:Class``)."""
+    entry = REGISTRY.get(name)
+    if entry is None and ":" not in name:
         raise field_error("strategy", f"unknown strategy {name!r}",
-                          f"choose one of {', '.join(REGISTRY)}")
-    module_name, class_name = REGISTRY[name].split(":")
+                          f"choose one of {', '.join(REGISTRY)}, or register your own with "
+                          f"distopt.strategies.register")
+    if isinstance(entry, type):
+        return entry
+    module_name, _, class_name = (entry or name).partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name == module_name:
+        if entry is not None and error.name == module_name:
             raise field_error("strategy", f"{name!r} is not available in this version") from None
+        if entry is None:
+            raise field_error("strategy", f"cannot import module {module_name!r} of {name!r}",
+                              "check the path, or run from the folder that holds it") from None
         raise
-    return getattr(module, class_name)
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise field_error("strategy", f"{name!r} is not a Strategy subclass")
+    return cls
 
 
 def make_strategy(spec: str | Strategy | Mapping[str, Any], *, seed: int | None = 0) -> Strategy:
@@ -54,4 +89,5 @@ def make_strategy(spec: str | Strategy | Mapping[str, Any], *, seed: int | None 
                           "check the option names in the strategy's docstring") from None
 
 
-__all__ = ["REGISTRY", "RandomStrategy", "Strategy", "make_strategy", "strategy_class"]
+__all__ = ["REGISTRY", "RandomStrategy", "Strategy", "make_strategy", "register",
+           "registered_name", "strategy_class"]

@@ -34,10 +34,26 @@ class Strategy(ProblemBound, ABC):
     #: suggestions do not depend on recent results raise it so workers never wait for the driver.
     queue_depth: int = 1
 
+    def __new__(cls, *args: Any, **options: Any) -> Strategy:
+        # Keep the options exactly as given, so that ``to_dict`` states what ran and a resumed
+        # study rebuilds it (subclasses need not repeat each option).
+        self = super().__new__(cls)
+        self._given_options = {k: v for k, v in options.items() if k != "seed"}
+        return self
+
     def __init__(self, *, seed: int | None = 0):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise field_error("seed", f"must be an int or None; got {seed!r}")
         self.seed = seed
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name": ..., "options": {...}}``: what ``make_strategy`` needs to rebuild this
+        strategy (the seed is the study's). The name is the registered one, else the class's
+        import path ``module:Class``."""
+        from . import registered_name
+
+        return {"name": registered_name(type(self)),
+                "options": dict(getattr(self, "_given_options", {}))}
 
     def ask(self, n: int, pending: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
         """Return ``n`` new configurations.

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_int, option_field
 from .._errors import field_error
 from .._problem import Problem, TrialResult
 from ..pareto import hypervolume, reference_point
@@ -76,14 +77,15 @@ class BayesStrategy(Strategy):
                  raw_samples: int = 128, mc_samples: int = 64, max_observations: int = 256,
                  warm_start: bool = True):
         super().__init__(seed=seed)
-        _check_int("n_initial", n_initial, 1, allow_none=True)
-        _check_int("num_restarts", num_restarts, 1)
-        _check_int("raw_samples", raw_samples, 1)
-        _check_int("mc_samples", mc_samples, 1)
-        _check_int("max_observations", max_observations, 8)
+        check_int(option_field("strategy", "n_initial"), n_initial, 1, allow_none=True)
+        for name, value, low in (("num_restarts", num_restarts, 1), ("raw_samples", raw_samples, 1),
+                                 ("mc_samples", mc_samples, 1),
+                                 ("max_observations", max_observations, 8)):
+            check_int(option_field("strategy", name), value, low)
         if ref_point is not None and not isinstance(ref_point, Mapping):
-            raise field_error("bayes.ref_point", f"must be a mapping of objective to value; got "
-                                                 f"{ref_point!r}", 'e.g. {"loss": 1.0}')
+            raise field_error(option_field("strategy", "ref_point"),
+                              f"must be a mapping of objective to value; got {ref_point!r}",
+                              'e.g. {"loss": 1.0}')
         self.n_initial = n_initial
         self.user_ref_point = None if ref_point is None else dict(ref_point)
         self.ref_point: dict[str, float] | None = self.user_ref_point
@@ -286,20 +288,15 @@ def _feasible(objectives: np.ndarray, violation: np.ndarray) -> np.ndarray:
     return objectives[feasible] if feasible.any() else objectives
 
 
-def _check_int(field: str, value: Any, low: int, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise field_error(f"bayes.{field}", f"must be an int >= {low}; got {value!r}")
-
-
 def _check_ref_point(problem: Problem, ref_point: dict[str, float]) -> None:
     if len(problem.objectives) < 2:
-        raise field_error("bayes.ref_point", "only applies to two or more objectives",
+        raise field_error(option_field("strategy", "ref_point"),
+                          "only applies to two or more objectives",
                           "remove it for a single-objective study")
     if set(ref_point) != set(problem.objectives):
-        raise field_error("bayes.ref_point", f"needs exactly the objectives "
+        raise field_error(option_field("strategy", "ref_point"), f"needs exactly the objectives "
                                              f"{list(problem.objectives)}; got {sorted(ref_point)}")
     for name, value in ref_point.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise field_error(f"bayes.ref_point.{name}", f"must be a finite number; got {value!r}")
+            raise field_error(option_field("strategy", f"ref_point.{name}"),
+                              f"must be a finite number; got {value!r}")

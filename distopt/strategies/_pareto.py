@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import field_error
+from .._checks import check_int, check_number, option_field
 from .._problem import Problem, TrialResult
 from ..pareto import to_minimization
 from ..space import Categorical, point_keys
@@ -53,16 +53,11 @@ class ParetoStrategy(Strategy):
                  crossover_prob: float = 0.9, eta_crossover: float = 15.0,
                  eta_mutation: float = 20.0, mutation_prob: float | None = None):
         super().__init__(seed=seed)
-        if isinstance(population_size, bool) or not isinstance(population_size, int) or \
-                population_size < 2:
-            raise field_error("pareto.population_size",
-                              f"must be an int >= 2; got {population_size!r}")
-        for field, value in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob)):
-            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
-                raise field_error(f"pareto.{field}", f"must be in [0, 1]; got {value!r}")
-        for field, value in (("eta_crossover", eta_crossover), ("eta_mutation", eta_mutation)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise field_error(f"pareto.{field}", f"must be a number > 0; got {value!r}")
+        check_int(option_field("strategy", "population_size"), population_size, 2)
+        for name, value in (("crossover_prob", crossover_prob), ("mutation_prob", mutation_prob)):
+            check_number(option_field("strategy", name), value, 0, maximum=1, allow_none=True)
+        for name, value in (("eta_crossover", eta_crossover), ("eta_mutation", eta_mutation)):
+            check_number(option_field("strategy", name), value, 0, strict=True)
         self.population_size = population_size
         self.crossover_prob = float(crossover_prob)
         self.eta_crossover, self.eta_mutation = float(eta_crossover), float(eta_mutation)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import field_error
+from .._checks import check_int, option_field
 from .._problem import Problem, TrialResult
 from ..space import Categorical, Float, Int, point_keys
 from ..trial import Status
@@ -52,8 +52,7 @@ class TPEStrategy(Strategy):
         super().__init__(seed=seed)
         for field, value, low in (("n_startup_trials", n_startup_trials, 0),
                                   ("n_ei_candidates", n_ei_candidates, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise field_error(f"tpe.{field}", f"must be an int >= {low}; got {value!r}")
+            check_int(option_field("strategy", field), value, low)
         self.n_startup_trials, self.n_ei_candidates = n_startup_trials, n_ei_candidates
         self.constant_liar = bool(constant_liar)
 

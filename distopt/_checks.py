@@ -1,0 +1,91 @@
+"""Checks of user-given values, with one field-path rule and one message shape.
+
+A field is named as the user wrote it: a top-level setting (``budget``), a nested one joined by
+dots (``resources_per_trial.gpu``), and a plug-in's option as it sits in a study file
+(``strategy.options.n_initial``, via :func:`option_field`). Every check raises a
+:class:`~distopt.ConfigError` reading ``field: problem; fix``, and returns the value it accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from ._errors import field_error
+
+
+def option_field(plugin: str, name: str) -> str:
+    """The field path of a plug-in's option: ``option_field("strategy", "n_initial")`` is
+    ``strategy.options.n_initial``."""
+    return f"{plugin}.options.{name}"
+
+
+def check_int(field: str, value: Any, minimum: int | None = None, *,
+              maximum: int | None = None, allow_none: bool = False) -> int | None:
+    """An ``int`` (not a bool) within ``[minimum, maximum]``; None only with ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    bounds = _bounds(minimum, maximum)
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise field_error(field, f"must be an int{bounds}; got {preview(value)}")
+    return value
+
+
+def check_number(field: str, value: Any, minimum: float | None = None, *,
+                 maximum: float | None = None, strict: bool = False,
+                 allow_none: bool = False) -> float | None:
+    """A finite real number within the bounds (``strict``: the minimum itself excluded)."""
+    if value is None and allow_none:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if strict else value >= minimum
+    if ok and maximum is not None:
+        ok = value <= maximum
+    if not ok:
+        low = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        high = "" if maximum is None else f"{' and' if low else ''} <= {maximum:g}"
+        raise field_error(field, f"must be a finite number{low}{high}; got {preview(value)}")
+    return float(value)
+
+
+def check_choice(field: str, value: Any, choices: Iterable[Any]) -> Any:
+    """One of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        raise field_error(field, f"must be one of {', '.join(map(str, choices))}; got "
+                                 f"{preview(value)}")
+    return value
+
+
+#: Longest rendering of a user's value inside a message: a study file's value may be huge.
+PREVIEW_CHARS = 80
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, without rendering a huge value in full."""
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > limit:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    text = reprlib_repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def reprlib_repr(value: Any) -> str:
+    """A bounded repr: nested containers are summarised, so a deep or aliased value cannot
+    expand to gigabytes (a YAML alias bomb)."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, PREVIEW_CHARS, PREVIEW_CHARS
+    shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 6
+    return shortener.repr(value)
+
+
+def _bounds(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return "" if maximum is None else f" <= {maximum}"
