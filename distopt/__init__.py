@@ -12,6 +12,7 @@ from ._errors import ConfigError, DistoptError, StoreError
 from ._problem import Problem, TrialResult
 from ._study import Study
 from ._studyfile import load_study_file
+from .cohort import Cohort, batched, cohort
 from .space import Categorical, Float, Int, Space
 from .store import StoreReader, open_store
 
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Categorical",
+    "Cohort",
     "ConfigError",
     "DistoptError",
     "Float",
@@ -30,6 +32,8 @@ __all__ = [
     "Study",
     "TrialPruned",
     "TrialResult",
+    "batched",
+    "cohort",
     "device",
     "load_study_file",
     "open_store",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ConfigError
+from .trial import CURVE_COLUMNS
 
 #: Rows reported outside any trial, newest last (kept for inspection and tests).
 last_reports: list[dict[str, Any]] = []
@@ -35,6 +36,7 @@ class TrialContext:
 
     trial_id: int
     device: str = "cpu"
+    attempt: int = 1
     rows: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     n_reported: int = 0
@@ -51,6 +53,8 @@ class TrialContext:
 
 
 _current: TrialContext | None = None
+#: The cohort a batched objective trains in this process (``distopt.cohort``), else None.
+_cohort: Any = None
 
 
 def _set_context(context: TrialContext | None) -> None:
@@ -58,9 +62,32 @@ def _set_context(context: TrialContext | None) -> None:
     _current = context
 
 
+def install_context(context: TrialContext | None) -> None:
+    """Make ``context`` the trial running in this process (None: no trial)."""
+    _set_context(context)
+
+
 def current_context() -> TrialContext | None:
     """The trial running in this process, or None outside a trial."""
     return _current
+
+
+def install_cohort(cohort: Any) -> None:
+    """Make ``cohort`` (a :class:`distopt.cohort.Cohort`) the one running here (None: none)."""
+    global _cohort
+    _cohort = cohort
+
+
+def current_cohort() -> Any:
+    """The cohort running in this process, or None."""
+    return _cohort
+
+
+def running_contexts() -> list[TrialContext]:
+    """Every trial running in this process: the lone trial, or the cohort's members."""
+    if _cohort is not None and not _cohort.local:
+        return list(_cohort.members)
+    return [] if _current is None else [_current]
 
 
 def _as_number(name: str, value: Any) -> float:
@@ -91,8 +118,26 @@ def report(step: int | None = None, **metrics: Any) -> None:
     if not metrics:
         raise ConfigError("report: give at least one metric, e.g. report(step=epoch, loss=0.3)")
     context = _current
+    if context is None and _cohort is not None:
+        if len(_cohort) != 1:
+            raise ConfigError("report: inside a batched objective of several members, use "
+                              "distopt.cohort().report(step=..., metric=<one value per member>)")
+        _cohort.report(step, **metrics)
+        return
+    record_row(context, step, metrics)
+
+
+def record_row(context: TrialContext | None, step: int | None, metrics: dict[str, Any], *,
+               local: bool = False) -> None:
+    """Validate one report row and append it to ``context`` (``local`` or no context: to
+    :data:`last_reports`); raise TrialPruned when a lone trial was asked to stop."""
+    if local:
+        context, member = None, context
+    else:
+        member = None
     if step is None:
-        previous = context.last_row if context is not None else (
+        holder = context if context is not None else member
+        previous = holder.last_row if holder is not None else (
             last_reports[-1] if last_reports else None)
         step = previous["step"] + 1 if previous else 0
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -102,10 +147,12 @@ def report(step: int | None = None, **metrics: Any) -> None:
             raise ConfigError(f"report: step must be an int >= 0; got {step!r}")
     row: dict[str, Any] = {"step": step, "time": time.time()}
     for name, value in metrics.items():
-        if name in ("step", "time", "trial_id"):
+        if name in CURVE_COLUMNS:
             raise ConfigError(f"report: {name!r} is a reserved column; rename the metric")
         row[name] = _as_number(name, value)
     if context is None:
+        if member is not None:
+            member.last_row = row
         last_reports.append(row)
         return
     with context.lock:
@@ -113,7 +160,7 @@ def report(step: int | None = None, **metrics: Any) -> None:
         context.n_reported += 1
         context.last_row = row
         context.latest_metrics.update({k: v for k, v in row.items() if k not in ("step", "time")})
-    if context.stop_requested:
+    if context.stop_requested and _cohort is None:  # a cohort masks its member instead
         raise TrialPruned(f"trial {context.trial_id} stopped early by the scheduler at step {step}")
 
 
@@ -136,6 +183,8 @@ def device() -> Any:
     import torch  # lazy: `distopt show` must start without importing torch
 
     context = _current
+    if context is None and _cohort is not None and not _cohort.local and len(_cohort):
+        context = _cohort.members[0]
     if context is not None:
         return torch.device(context.device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

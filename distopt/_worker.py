@@ -21,7 +21,14 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._context import TrialContext, TrialPruned, _set_context, current_context
+from ._context import (
+    TrialContext,
+    TrialPruned,
+    _set_context,
+    install_cohort,
+    running_contexts,
+)
+from .cohort import Cohort, is_batched
 from .trial import COMPLETE, FAILED, PRUNED, is_reserved, trial_row
 
 #: Longest error text kept per trial: the head (where it started) and the tail (the exception).
@@ -82,15 +89,61 @@ class TrialWorker:
     def ready(self) -> dict[str, Any]:
         """Where this worker runs (answers once the actor has started)."""
         return {"worker": self._name, "node_id": self._node_id, "pid": os.getpid(),
-                "device": self._device}
+                "device": self._device, "free_memory": _free_device_memory(self._device)}
 
     def run(self, trials: list[tuple[int, dict[str, Any], int]]) -> list[dict[str, Any]]:
-        """Run ``(trial_id, config, attempt)`` trials one after another; return their rows."""
+        """Run ``(trial_id, config, attempt)`` trials (one after another, or as one cohort when
+        the objective is batched); return their rows."""
+        if is_batched(self._objective):
+            return self.run_cohort(trials)
         return [self.run_one(*trial) for trial in trials]
+
+    def run_cohort(self, trials: list[tuple[int, dict[str, Any], int]]) -> list[dict[str, Any]]:
+        """Run the trials as one call of a batched objective; one row per member.
+
+        A member whose result is an exception, or whose metrics are unusable, fails alone; a
+        member stopped by a scheduler is PRUNED with its last reported metrics; an exception
+        from the call itself fails every member (a device fault is raised for a retry).
+        """
+        members = [TrialContext(trial_id=t, device=self._device, attempt=a) for t, _, a in trials]
+        install_cohort(Cohort(members))
+        start = time.time()
+        try:
+            results: Any = self._objective.batch([config for _, config, _ in trials])
+            shared = None
+            if len(results) != len(trials):
+                shared = (f"batched objective returned {len(results)} results for "
+                          f"{len(trials)} configs; return one per config, in order")
+        except Exception as exc:
+            if is_device_fault(exc):
+                raise
+            results, shared = [None] * len(trials), _clip(
+                "".join(traceback.format_exception(exc)).strip())
+        finally:
+            install_cohort(None)
+        rows = []
+        for (trial_id, config, attempt), member, result in zip(trials, members, results,
+                                                               strict=True):
+            if member.stop_requested:
+                status, metrics, error = PRUNED, dict(member.latest_metrics), (
+                    f"trial {trial_id} stopped early by the scheduler")
+            elif shared is not None:
+                status, metrics, error = FAILED, {}, shared
+            elif isinstance(result, BaseException):
+                status, metrics, error = FAILED, {}, _clip(
+                    "".join(traceback.format_exception(result)).strip())
+            else:
+                metrics, error = check_metrics(result, self._required, self._reserved)
+                status = FAILED if error else COMPLETE
+            row = trial_row(trial_id, status, config, metrics, error=error, attempts=attempt,
+                            start_time=start, worker=self._name, node_id=self._node_id)
+            row["curves"] = _tag(member, member.take_rows())
+            rows.append(row)
+        return rows
 
     def run_one(self, trial_id: int, config: dict[str, Any], attempt: int = 1) -> dict[str, Any]:
         """Run the objective on ``config``; return the trial row plus undrained report rows."""
-        context = TrialContext(trial_id=trial_id, device=self._device)
+        context = TrialContext(trial_id=trial_id, device=self._device, attempt=attempt)
         _set_context(context)
         start = time.time()
         error = None
@@ -112,24 +165,24 @@ class TrialWorker:
             status = FAILED
         row = trial_row(trial_id, status, config, metrics, error=error, attempts=attempt,
                         start_time=start, worker=self._name, node_id=self._node_id)
-        row["curves"] = _tag(trial_id, context.take_rows())
+        row["curves"] = _tag(context, context.take_rows())
         return row
 
     def drain(self) -> list[dict[str, Any]]:
-        """Report rows of the running trial not yet sent (empty when idle)."""
-        context = current_context()
-        return [] if context is None else _tag(context.trial_id, context.take_rows())
+        """Report rows of the running trial or cohort not yet sent (empty when idle)."""
+        return [row for context in running_contexts()
+                for row in _tag(context, context.take_rows())]
 
     def stop(self, trial_id: int) -> bool:
         """Ask trial ``trial_id`` to stop: its next ``distopt.report`` raises ``TrialPruned``.
 
         Returns False when that trial is not the one running (it has already ended).
         """
-        context = current_context()
-        if context is None or context.trial_id != trial_id:
-            return False
-        context.stop_requested = True
-        return True
+        for context in running_contexts():
+            if context.trial_id == trial_id:
+                context.stop_requested = True
+                return True
+        return False
 
 
 def is_device_fault(error: BaseException) -> bool:
@@ -148,9 +201,9 @@ def _clip(text: str) -> str:
     return f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
 
 
-def _tag(trial_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _tag(context: TrialContext, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
-        row["trial_id"] = trial_id
+        row["trial_id"] = context.trial_id
     return rows
 
 
@@ -162,6 +215,18 @@ def _node_id() -> str | None:
             return None
         return ray.get_runtime_context().get_node_id()
     except Exception:  # outside Ray (unit tests call the worker directly)
+        return None
+
+
+def _free_device_memory(device: str) -> int | None:
+    """Free bytes on this worker's GPU (sizes automatic cohorts); None on a CPU."""
+    if device != "cuda":
+        return None
+    try:
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    except Exception:  # no usable CUDA after all: size cohorts as on a CPU
         return None
 
 

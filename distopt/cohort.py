@@ -1,0 +1,179 @@
+"""Cohorts: K trials trained together in one process, as one batched computation.
+
+A GPU trial of a small network spends its time launching kernels, not computing; K trials whose
+hyperparameters do not change the architecture can share one batched forward and backward
+(``torch.func.stack_module_state`` + ``vmap``). An objective opts in with :func:`batched`::
+
+    @distopt.batched(max_size=64)
+    def objective(configs: list[dict]) -> list[dict]:
+        cohort = distopt.cohort()                  # this call's members, in the order of configs
+        ...
+        for epoch in range(epochs):
+            losses = step()                        # a (K,) tensor: one loss per member
+            cohort.report(step=epoch, train_loss=losses)
+            keep = cohort.active                   # (K,) bools: False once a member was stopped
+        return [{"test_mse": m} for m in mse.tolist()]   # or an Exception for a failed member
+
+Each member stays a full trial: its own ``trial_id``, row, curve rows, status and error. A member
+whose result is an exception fails alone; a member stopped by a scheduler is recorded PRUNED with
+its last reported metrics while the others go on. A plain (unbatched) objective is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._checks import check_int
+from ._context import TrialContext, current_cohort, install_cohort, record_row
+
+Result = Mapping[str, Any] | BaseException
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """How large a cohort an objective accepts.
+
+    Attributes:
+        max_size: most members per call (None: the orchestrator's ``cohort_size`` decides).
+        memory_per_member: bytes of device memory one member needs; with it, an automatic
+            cohort size is ``0.8 * free device memory / memory_per_member`` (capped by max_size).
+    """
+
+    max_size: int | None = None
+    memory_per_member: int | None = None
+
+    def size_for(self, free_bytes: int | None, default: int) -> int:
+        """The cohort size for a device with ``free_bytes`` free (None: unknown, e.g. a CPU)."""
+        size = self.max_size or default
+        if free_bytes and self.memory_per_member:
+            size = min(size, max(1, int(0.8 * free_bytes // self.memory_per_member)))
+        return max(1, size)
+
+
+class BatchedObjective:
+    """A cohort objective ``configs -> results`` (see :func:`batched`). Calling it with one
+    config runs a cohort of one and returns that member's metrics, so it also works wherever a
+    plain objective is expected."""
+
+    def __init__(self, fn: Callable[[list[dict[str, Any]]], Sequence[Result]], spec: BatchSpec):
+        self.fn = fn
+        self.spec = spec
+        # Its import path is the decorated function's, so a study records ``module:name`` and
+        # ``distopt resume`` imports this very object again.
+        for attribute in ("__module__", "__qualname__", "__name__", "__doc__"):
+            setattr(self, attribute, getattr(fn, attribute, None))
+
+    def batch(self, configs: Sequence[Mapping[str, Any]]) -> list[Result]:
+        """Run the members ``configs`` together; one result (metrics or exception) per config.
+
+        Outside a worker (a notebook, a unit test) a cohort of local members is installed, whose
+        report rows land on ``distopt._context.last_reports``.
+        """
+        configs = [dict(c) for c in configs]
+        if current_cohort() is not None:
+            return list(self.fn(configs))
+        install_cohort(Cohort([TrialContext(trial_id=-1 - i) for i in range(len(configs))],
+                              local=True))
+        try:
+            return list(self.fn(configs))
+        finally:
+            install_cohort(None)
+
+    def __call__(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
+        result = self.batch([config])
+        if len(result) != 1:
+            raise ValueError(f"{self.__name__} returned {len(result)} results for 1 config")
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
+
+    def __repr__(self) -> str:
+        return f"batched({self.__module__}:{self.__qualname__}, {self.spec})"
+
+
+def batched(fn: Callable[..., Any] | None = None, *, max_size: int | None = None,
+            memory_per_member: int | None = None) -> Any:
+    """Mark ``fn(configs: list[dict]) -> list[dict | Exception]`` as a cohort objective.
+
+    Use as ``@distopt.batched`` or ``@distopt.batched(max_size=64)``. Inside it,
+    :func:`cohort` gives the members' handles for ``report`` and stop requests.
+    """
+    check_int("batched.max_size", max_size, 1, allow_none=True)
+    check_int("batched.memory_per_member", memory_per_member, 1, allow_none=True)
+    spec = BatchSpec(max_size, memory_per_member)
+    if fn is None:
+        return lambda f: BatchedObjective(f, spec)
+    return BatchedObjective(fn, spec)
+
+
+def is_batched(objective: Any) -> bool:
+    """Whether ``objective`` runs cohorts."""
+    return isinstance(objective, BatchedObjective)
+
+
+class Cohort:
+    """The members of one batched call, in the order of its configs."""
+
+    def __init__(self, members: list[TrialContext], *, local: bool = False):
+        self.members = members
+        self.local = local  # outside a worker: rows go to last_reports
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def trial_ids(self) -> list[int]:
+        """The members' trial ids."""
+        return [m.trial_id for m in self.members]
+
+    @property
+    def active(self) -> list[bool]:
+        """Per member, False once a scheduler has asked it to stop (mask it out of training:
+        its row is PRUNED whatever is returned for it)."""
+        return [not m.stop_requested for m in self.members]
+
+    def report(self, step: int | None = None, **metrics: Any) -> None:
+        """One learning-curve row per active member.
+
+        Each metric is a scalar (the same for every member) or a length-K sequence, NumPy array
+        or 1-D tensor (member ``i`` gets element ``i``; NaN allowed). A tensor is copied to the
+        host once per call, not once per member.
+        """
+        columns = {name: _column(name, value, len(self)) for name, value in metrics.items()}
+        for index, member in enumerate(self.members):
+            if member.stop_requested:
+                continue
+            record_row(member, step, {name: col[index] for name, col in columns.items()},
+                       local=self.local)
+
+    def report_member(self, index: int, step: int | None = None, **metrics: Any) -> None:
+        """A learning-curve row for member ``index`` alone."""
+        record_row(self.members[index], step, metrics, local=self.local)
+
+
+def cohort() -> Cohort:
+    """The cohort the running batched objective trains (see :func:`batched`)."""
+    running = current_cohort()
+    if running is None:
+        from ._errors import ConfigError
+
+        raise ConfigError("distopt.cohort() is only available inside a @distopt.batched "
+                          "objective; decorate the objective, or use distopt.report")
+    return running
+
+
+def _column(name: str, value: Any, size: int) -> list[Any]:
+    if hasattr(value, "detach"):  # a torch tensor: one device-to-host copy for every member
+        value = value.detach().cpu().tolist()
+    elif hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        if len(value) != size:
+            from ._errors import ConfigError
+
+            raise ConfigError(f"cohort.report: metric {name!r} has {len(value)} values for "
+                              f"{size} members; give one per member or a scalar")
+        return list(value)
+    return [value] * size
