@@ -10,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ._budget import Budget, useful_workers
 from ._checks import check_int
 from ._errors import field_error
+from ._front import USER
 from ._problem import Problem
 from .space import Space
 from .store import StoreReader, StoreWriter
@@ -54,6 +56,7 @@ class Study:
         self.ref_point = _check_ref_point(ref_point, self.problem)
         if self.ref_point is not None:
             self.strategy.offer_ref_point(self.ref_point)
+        self._enqueued: list[dict[str, Any]] = []
         #: How the objective was named (``module:function`` or a factory call), kept in the store
         #: so that ``distopt resume STORE`` can import it again.
         self.objective_spec: Any = None
@@ -64,10 +67,21 @@ class Study:
         """The search space."""
         return self.problem.space
 
-    def _metadata(self, run: dict[str, Any]) -> dict[str, Any]:
+    def enqueue(self, config: Mapping[str, Any]) -> None:
+        """Run ``config`` before any suggestion of the strategy (Optuna's ``enqueue_trial``,
+        Ray Tune's ``points_to_evaluate``); its result is told to the strategy like any other.
+
+        ``config`` gives every searched parameter (constants may be left out). A configuration
+        already in the store is not run again.
+        """
+        full = {**self.problem.space.constants, **dict(config)}
+        self.problem.space.validate(full, where="enqueue")
+        self._enqueued.append(full)
+
+    def metadata(self, run: dict[str, Any]) -> dict[str, Any]:
+        """What the store records of this study and of one run's settings."""
         spec = self.strategy_spec
-        strategy = spec if isinstance(spec, (str, Mapping)) else {
-            "name": getattr(spec, "name", "") or type(spec).__name__}
+        strategy = spec if isinstance(spec, (str, Mapping)) else self.strategy.to_dict()
         metadata = {
             "problem": self.problem.to_dict(),
             "config_types": self.problem.space.arrow_types(),
@@ -80,27 +94,33 @@ class Study:
         }
         if self.ref_point is not None:
             metadata["ref_point"] = self.ref_point
+            metadata["ref_point_source"] = USER
         if self.objective_spec is not None:
             metadata["objective"] = self.objective_spec
         if self.study_file is not None:
             metadata["study_file"] = self.study_file
         return metadata
 
+    _metadata = metadata  # the name tests and older callers use
+
     def optimize(self, objective: Objective, budget: int, workers: int = 1, *,
                  resources_per_trial: Mapping[str, float] | None = None,
                  address: str | None = None, max_retries: int = 2,
                  trial_timeout: float | None = None, progress: bool = False,
-                 scheduler: Any = None) -> StoreReader:
+                 scheduler: Any = None, cohort_size: int | None = None) -> StoreReader:
         """Run trials until the store holds ``budget`` finished ones; return its reader.
 
         Args:
             objective: ``config -> {metric: number}``, run inside Ray worker actors; it may call
-                ``distopt.report`` for learning curves and ``distopt.device`` for its device.
+                ``distopt.report`` for learning curves and ``distopt.device`` for its device. A
+                ``distopt.batched`` objective trains cohorts of trials in one call.
             budget: total finished trials (any status) wanted in the store, counting those
                 already there when resuming.
-            workers: trials run at once (one Ray actor each).
-            resources_per_trial: ``{"cpu": 1, "gpu": 0.25, <custom>: n}``; fractional GPUs pack
-                several trials on one device.
+            workers: trials (or cohorts) run at once, one Ray actor each; no more are started
+                than the remaining budget can use, and workers the cluster cannot place yet
+                join when it can.
+            resources_per_trial: ``{"cpu": 1, "gpu": 0.25, <custom>: n}`` per worker;
+                fractional GPUs pack several workers on one device.
             address: Ray cluster to join (``"auto"``, ``"ray://host:10001"``); None starts an
                 embedded local Ray for this call.
             max_retries: re-runs of a trial whose worker process died, before it is FAILED.
@@ -109,64 +129,108 @@ class Study:
             scheduler: early stopping from ``distopt.report`` rows, e.g.
                 ``distopt.schedulers.MOASHA(grace_period=2)``, ``"moasha"`` or ``{"name":
                 "moasha", "options": {...}}``; stopped trials are recorded PRUNED.
+            cohort_size: members per cohort of a batched objective (default: what the device's
+                free memory holds, see ``distopt.batched``).
         """
         if not callable(objective):
             raise field_error("objective", f"must be callable; got {objective!r}",
                               "pass a function config -> dict of metrics")
         resources = check_run_settings(budget=budget, workers=workers,
                                        resources_per_trial=resources_per_trial, address=address,
-                                       max_retries=max_retries, trial_timeout=trial_timeout)
+                                       max_retries=max_retries, trial_timeout=trial_timeout,
+                                       cohort_size=cohort_size)
         from .schedulers import make_scheduler
 
         scheduler = make_scheduler(scheduler)
         if scheduler is not None:
             scheduler.bind(self.problem)
-
         if self.objective_spec is None:
             self.objective_spec = _import_path(objective)
+
+        stored = _stored_results(self.store_path)
+        plan = Budget(budget, stored=len(stored))
+        if plan.done:  # nothing to run: no Ray, nothing written
+            _say(plan.nothing_to_run(), progress)
+            return StoreReader(self.store_path)
 
         from ._orchestrator import Orchestrator
         from ._progress import ProgressBar
         from ._ray import ray_session
 
+        n_workers = useful_workers(workers, plan.remaining, cohort_size or 1)
         run = {"budget": budget, "workers": workers, "resources_per_trial": resources,
                "max_retries": max_retries, "trial_timeout": trial_timeout}
+        if cohort_size is not None:
+            run["cohort_size"] = cohort_size
         if scheduler is not None:
             run["scheduler"] = scheduler.to_dict()
-        writer = StoreWriter(self.store_path, self._metadata(run))
         # Binding imports the strategy's libraries (scipy, BoTorch, Optuna: up to seconds); it
         # runs in a thread while Ray and the worker actors start.
         binding = ThreadPoolExecutor(1, thread_name_prefix="distopt-bind")
         bound = binding.submit(self.strategy.bind, self.problem)
         bar = None
         try:
-            bar = ProgressBar(budget) if progress else None
-            orchestrator = Orchestrator(
-                self.problem, self.strategy, writer, objective, budget=budget, workers=workers,
-                resources=resources, max_retries=max_retries, trial_timeout=trial_timeout,
-                on_progress=bar.update if bar else None, scheduler=scheduler)
-            with ray_session(address, workers=workers, resources=resources):
-                orchestrator.start_workers()
+            # Ray first: a cluster that cannot be joined or cannot hold one worker is refused
+            # before anything is written.
+            with ray_session(address, workers=n_workers, resources=resources):
+                writer = StoreWriter(self.store_path, self.metadata(run))
                 try:
-                    # Replaying the store and importing the strategy's libraries overlap with
-                    # the actors' start-up.
-                    reader = StoreReader(self.store_path)
-                    results = reader.results()
-                    bound.result()
-                    orchestrator.resume_from(results, *_in_flight(reader, results))
-                    if scheduler is not None and results:
-                        scheduler.replay(reader.curves().to_pylist(),
-                                         {r.trial_id: r.status for r in results})
-                    if len(results) < budget:
+                    bar = ProgressBar(budget) if progress else None
+                    orchestrator = Orchestrator(
+                        self.problem, self.strategy, writer, objective, budget=plan,
+                        workers=n_workers, resources=resources, max_retries=max_retries,
+                        trial_timeout=trial_timeout, on_progress=bar.update if bar else None,
+                        scheduler=scheduler, cohort_size=cohort_size,
+                        enqueued=self._unstored(stored))
+                    orchestrator.start_workers()
+                    try:
+                        # Replaying the store and importing the strategy's libraries overlap
+                        # with the actors' start-up.
+                        reader = StoreReader(self.store_path)
+                        results = reader.results()
+                        bound.result()
+                        orchestrator.resume_from(results, *_in_flight(reader, results))
+                        if scheduler is not None and results:
+                            scheduler.replay(reader.curves().to_pylist(),
+                                             {r.trial_id: r.status for r in results})
                         orchestrator.run()
+                    finally:
+                        orchestrator.stop_workers()
                 finally:
-                    orchestrator.stop_workers()
+                    writer.close()
         finally:
             binding.shutdown(wait=True)
             if bar is not None:
                 bar.close()
-            writer.close()
         return StoreReader(self.store_path)
+
+    def _unstored(self, stored: list[Any]) -> list[dict[str, Any]]:
+        """The enqueued configurations the store does not hold yet."""
+        if not self._enqueued:
+            return []
+        known = set(self.problem.space.config_keys([r.config for r in stored]))
+        keys = self.problem.space.config_keys(self._enqueued)
+        return [c for c, k in zip(self._enqueued, keys, strict=True) if k not in known]
+
+
+def _stored_results(path: Path) -> list[Any]:
+    """The finished trials of an existing store (none for a new one), read without a lock."""
+    from .store._metadata import METADATA_FILE
+
+    if not (path / METADATA_FILE).is_file():
+        return []
+    return StoreReader(path).results()
+
+
+def _say(message: str, loud: bool) -> None:
+    """A message for the person running the search (stderr with a progress bar, else the log)."""
+    import logging
+    import sys
+
+    if loud:
+        print(message, file=sys.stderr)
+    else:
+        logging.getLogger("distopt").info(message)
 
 
 def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int, dict, int]], int]:
@@ -197,12 +261,13 @@ def _import_path(objective: Any) -> str | None:
 
 def check_run_settings(*, budget: Any = 1, workers: Any = 1, resources_per_trial: Any = None,
                        address: Any = None, max_retries: Any = 2, trial_timeout: Any = None,
-                       **_: Any) -> dict[str, float]:
+                       cohort_size: Any = None, **_: Any) -> dict[str, float]:
     """Validate ``optimize``'s run settings (a study file's too, when it is loaded); return the
     resources per trial with their defaults."""
     check_int("budget", budget, 1)
     check_int("workers", workers, 1)
     check_int("max_retries", max_retries, 0)
+    check_int("cohort_size", cohort_size, 1, allow_none=True)
     resources = _check_resources(resources_per_trial)
     if trial_timeout is not None and (isinstance(trial_timeout, bool) or not isinstance(
             trial_timeout, (int, float)) or not trial_timeout > 0):

@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ._front import user_ref_point
     from ._studyfile import study_from_dict
     from .store._metadata import read_metadata
 
@@ -78,8 +79,9 @@ def _resume(args: argparse.Namespace) -> int:
             "strategy": metadata.get("strategy", "random"), "seed": metadata.get("seed", 0),
             "store": args.store, **{k: v for k, v in (metadata.get("run") or {}).items()
                                     if v is not None}}
-    if metadata.get("ref_point") is not None:
-        data["ref_point"] = metadata["ref_point"]
+    ref_point = user_ref_point(metadata)  # an inferred point is inferred again, not imposed
+    if ref_point is not None:
+        data["ref_point"] = ref_point
     study_file = study_from_dict(data)
     return _optimize(study_file, args)
 

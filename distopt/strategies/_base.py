@@ -33,6 +33,9 @@ class Strategy(ProblemBound, ABC):
     #: strategies keep 1 so that every suggestion sees the newest results; strategies whose
     #: suggestions do not depend on recent results raise it so workers never wait for the driver.
     queue_depth: int = 1
+    #: Whether suggestions are slow enough (model fits) to be computed in a background thread
+    #: while free workers get interim points (see ``distopt._suggest``); only with 2+ workers.
+    background_ask: bool = False
 
     def __new__(cls, *args: Any, **options: Any) -> Strategy:
         # Keep the options exactly as given, so that ``to_dict`` states what ran and a resumed

@@ -71,6 +71,7 @@ class BayesStrategy(Strategy):
     """
 
     name = "bayes"
+    background_ask = True
 
     def __init__(self, *, seed: int | None = 0, n_initial: int | None = None,
                  ref_point: Mapping[str, float] | None = None, num_restarts: int = 4,

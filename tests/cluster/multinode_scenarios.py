@@ -104,9 +104,9 @@ def node_loss(cluster, nodes, root):
 def no_room(cluster, nodes, root):
     """2 workers on the one GPU node (half a GPU each); the node is removed mid-trial, so no
     replacement can be placed anywhere. Run last: it leaves no worker node."""
-    from distopt import _orchestrator
+    from distopt import _pool
 
-    _orchestrator.START_TIMEOUT = 8.0  # the default (180 s) makes a slow test
+    _pool.START_TIMEOUT = 8.0  # the default (180 s) makes a slow test
     path = f"{root}/no_room"
 
     def remove_when_busy():

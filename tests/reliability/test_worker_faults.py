@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import distopt
-from distopt import _orchestrator
+from distopt import _pool
 from distopt.schedulers import Scheduler
 
 from . import faulty
@@ -145,14 +145,14 @@ def test_ray_kill_of_a_busy_actor_from_outside(ray_local, tmp_path, monkeypatch)
     import ray
 
     actors: dict[str, object] = {}
-    spawn = _orchestrator.Orchestrator._spawn
+    spawn = _pool.WorkerPool._spawn
 
     def recording_spawn(self, slot):
         actor = spawn(self, slot)
         actors[actor._actor_id.hex()] = actor
         return actor
 
-    monkeypatch.setattr(_orchestrator.Orchestrator, "_spawn", recording_spawn)
+    monkeypatch.setattr(_pool.WorkerPool, "_spawn", recording_spawn)
     budget = 6
     study = _study(tmp_path, sleep=0.5)
     markers = tmp_path / "markers"
