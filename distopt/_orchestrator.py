@@ -179,16 +179,16 @@ class Orchestrator:
         """Trials dispatched and not yet finished."""
         return sum(len(call.trials) for call in self._running.values())
 
-    def _per_call(self) -> int:
+    def _per_call(self, free: int) -> int:
         """How many trials one actor call carries.
 
         A batched objective trains a cohort: ``cohort_size`` members, else what the device's
-        free memory holds (``distopt.batched(memory_per_member=...)``), at most what keeps every
-        worker busy on the remaining budget. A plain objective: one trial, except that Ray costs
-        about half a millisecond of driver time per actor call, more than a very short trial
-        takes; when trials are measured to be that short and the strategy does not need fresh
-        results for each suggestion, several trials share one call, sized to take about
-        ``BATCH_SECONDS``.
+        free memory holds (``distopt.batched(memory_per_member=...)``), at most an even share of
+        what is left to hand out among the ``free`` workers. A plain objective: one trial,
+        except that Ray costs about half a millisecond of driver time per actor call, more than
+        a very short trial takes; when trials are measured to be that short and the strategy
+        does not need fresh results for each suggestion, several trials share one call, sized
+        to take about ``BATCH_SECONDS``.
         """
         if is_batched(self.objective):
             if self.cohort_size is not None:
@@ -196,7 +196,7 @@ class Orchestrator:
             else:
                 free = next((s.info.get("free_memory") for s in self.pool.up_slots()), None)
                 size = self.objective.spec.size_for(free, DEFAULT_COHORT)
-            share = -(-self.budget.remaining // max(1, len(self.pool.slots)))
+            share = -(-self.budget.room(self.n_running) // max(1, free))
             return max(1, min(size, share))
         if self.trial_timeout is not None or self.strategy.queue_depth < 2 or \
                 self._trial_seconds is None or self._limit:
@@ -217,7 +217,7 @@ class Orchestrator:
 
     def _fill(self) -> None:
         free = self._free_slots()
-        per_call = self._per_call()
+        per_call = self._per_call(len(free))
         count = min(len(free) * per_call, self.budget.room(self.n_running))
         if count <= 0:
             self._short_since = None
