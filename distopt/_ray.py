@@ -40,7 +40,9 @@ def ray_session(address: str | None, *, workers: int,
                                   "leave --address out for a local Ray") from None
         owned = True
     try:
-        check_resources(workers, resources)
+        # A cluster joined by address may grow (autoscaling, nodes added by hand): a resource
+        # it lacks now is waited for; an embedded or already running local Ray cannot grow.
+        check_resources(workers, resources, growable=address is not None)
         yield
     finally:
         if owned:
@@ -87,8 +89,10 @@ def dashboard_options() -> dict[str, object]:
     return {"include_dashboard": False}
 
 
-def check_resources(workers: int, resources: Mapping[str, float]) -> None:
-    """Raise a ConfigError when no node could ever host one worker (instead of hanging)."""
+def check_resources(workers: int, resources: Mapping[str, float], *,
+                    growable: bool = False) -> None:
+    """Raise a ConfigError when no node could ever host one worker (instead of hanging); on a
+    ``growable`` cluster, warn instead: the workers wait for capacity (see ``distopt._pool``)."""
     import ray
 
     total = ray.cluster_resources()
@@ -97,6 +101,12 @@ def check_resources(workers: int, resources: Mapping[str, float]) -> None:
     for name, amount in needs.items():
         if amount and total.get(name, 0) < amount:
             key = name.lower() if name in ("CPU", "GPU") else name
+            if growable:
+                logging.getLogger("distopt").warning(
+                    "distopt: resources_per_trial.%s asks %s per worker but the Ray cluster has "
+                    "%s now; the workers wait for a node that has it", key, amount,
+                    total.get(name, 0))
+                continue
             raise field_error(f"resources_per_trial.{key}",
                               f"asks {amount} per trial but the Ray cluster has "
                               f"{total.get(name, 0)}",

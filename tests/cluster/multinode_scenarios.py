@@ -161,8 +161,48 @@ def trials_of_cli(reader):
     return reader.trials().select(["trial_id", "status", "node_id"]).to_pylist()
 
 
+def joining(cluster, nodes, root):
+    """3 workers asking a ``joiner`` slot, which no node has at the start (as on an autoscaling
+    cluster): node C (1 slot) arrives after 2 s, node D (2 slots) once 3 trials are done. The
+    search starts on C alone and takes D's workers when they come up."""
+    from unittest import mock
+
+    path = f"{root}/joining"
+    added = {}
+
+    def add_node(**options):
+        # Ray's Node sets a SIGTERM handler, which Python allows in the main thread only; the
+        # main thread is busy searching, and this process is ended by the test anyway.
+        with mock.patch("ray._private.utils.set_sigterm_handler", lambda handler: None):
+            return cluster.add_node(**options).node_id
+
+    def grow():
+        time.sleep(2.0)
+        added["C_at"] = time.time()
+        added["C"] = add_node(num_cpus=1, resources={"joiner": 1})
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                if distopt.open_store(path).trials().num_rows >= 3:
+                    break
+            except Exception:
+                continue
+        added["D_at"] = time.time()
+        added["D"] = add_node(num_cpus=2, resources={"joiner": 2})
+
+    grower = threading.Thread(target=grow, daemon=True)
+    grower.start()
+    began = time.time()
+    reader = study(path, 0.6, OneAtATime(seed=1)).optimize(
+        sleepy, budget=14, workers=3, resources_per_trial={"cpu": 0.5, "joiner": 1},
+        address=cluster.address)
+    grower.join(timeout=5)
+    return {"trials": trials(reader), "began": began, **added}
+
+
 SCENARIOS = {"spread": spread, "gpu": gpu, "cli": cli, "node_loss": node_loss,
-             "no_room": no_room}
+             "joining": joining, "no_room": no_room}
 
 
 def main(names):

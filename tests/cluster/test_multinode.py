@@ -26,7 +26,7 @@ def cluster_run():
     env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONPATH": os.pathsep.join(
         [str(SCRIPT.parents[2]), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, str(SCRIPT), "spread", "gpu", "cli", "node_loss",
-                           "no_room"],
+                           "joining", "no_room"],
                           capture_output=True, text=True, timeout=420, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, (
@@ -102,3 +102,17 @@ def test_losing_every_worker_with_no_room_to_replace_them_stops_with_a_clear_err
     assert run["waited"] < 120                     # START_TIMEOUT is 8 s in the scenario
     finished = [t for t in run["trials"] if t["status"] == "COMPLETE"]
     assert len(finished) >= 2 and len(run["trials"]) < 12   # kept in the store, budget not met
+
+
+def test_workers_join_as_nodes_arrive_and_the_search_never_waits_for_all(cluster_run):
+    run = cluster_run["joining"]
+    trials = run["trials"]
+    assert sorted(t["trial_id"] for t in trials) == list(range(14))     # budget met, ids unique
+    assert {t["status"] for t in trials} == {"COMPLETE"}, [t["error"] for t in trials]
+    assert all(t["t0"] > run["C_at"] for t in trials)           # nothing ran before a node came
+    on_c = [t for t in trials if t["node_id"] == run["C"]]
+    on_d = [t for t in trials if t["node_id"] == run["D"]]
+    assert on_c and on_d, trials                                 # both nodes worked
+    assert min(t["t0"] for t in on_c) < run["D_at"]             # C started before D existed
+    assert all(t["t0"] > run["D_at"] for t in on_d)             # D's workers joined mid-search
+    assert len({t["worker"] for t in on_d}) == 2                # both of D's slots were used
