@@ -7,9 +7,9 @@ tells the strategy, and refills the free workers with configurations asked with 
 as ``pending`` (see :mod:`distopt._suggest`: model-based strategies think in the background).
 
 Faults handled here: a worker process that dies mid-trial (or hits CUDA out of memory) is
-replaced and its trials retried (see ``_lost``), up to ``max_retries`` deaths charged to one
-trial, then recorded FAILED with the cause; a trial past ``trial_timeout`` is stopped (its actor
-killed and replaced) and recorded TIMEOUT.
+replaced and its trials retried (see :mod:`distopt._retries`), up to ``max_retries`` deaths
+charged to one trial, then recorded FAILED with the cause; a trial past ``trial_timeout`` is
+stopped (its actor killed and replaced) and recorded TIMEOUT.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ._budget import Budget
 from ._front import FrontTracker
 from ._pool import CONTROL, Slot, WorkerPool, cause
 from ._problem import Problem, TrialResult
+from ._retries import RetryPolicy
 from ._suggest import Suggester
 from .cohort import is_batched
 from .store import StoreWriter
@@ -94,7 +95,6 @@ class Orchestrator:
         self.writer = writer
         self.objective = objective
         self.budget = budget if isinstance(budget, Budget) else Budget(budget)
-        self.max_retries = max_retries
         self.trial_timeout = trial_timeout
         self.on_progress = on_progress
         self.on_trial = on_trial
@@ -115,10 +115,7 @@ class Orchestrator:
         self._trial_seconds: float | None = None     # moving mean of COMPLETE trial durations
         self._requeue: deque[Dispatch] = deque()
         self._enqueued: deque[dict[str, Any]] = deque(dict(c) for c in enqueued)
-        #: Trials lost with a worker that held several: the most trials a call may carry with
-        #: them until they end (halved at each loss, so a culprit is isolated; see ``_lost``).
-        self._limit: dict[int, int] = {}
-        self._charged: dict[int, int] = {}           # trial id -> worker deaths charged to it
+        self.retries = RetryPolicy(max_retries)
         self._next_id = 0
         self._short_since: float | None = None       # free workers waiting for suggestions
         self.n_failed = 0
@@ -180,34 +177,19 @@ class Orchestrator:
         return sum(len(call.trials) for call in self._running.values())
 
     def _per_call(self, free: int) -> int:
-        """How many trials one actor call carries.
-
-        A batched objective trains a cohort: ``cohort_size`` members, else what the device's
-        free memory holds (``distopt.batched(memory_per_member=...)``), at most an even share of
-        what is left to hand out among the ``free`` workers. A plain objective: one trial,
-        except that Ray costs about half a millisecond of driver time per actor call, more than
-        a very short trial takes; when trials are measured to be that short and the strategy
-        does not need fresh results for each suggestion, several trials share one call, sized
-        to take about ``BATCH_SECONDS``.
-        """
-        if is_batched(self.objective):
-            if self.cohort_size is not None:
-                size = self.cohort_size
-            else:
-                free = next((s.info.get("free_memory") for s in self.pool.up_slots()), None)
-                size = self.objective.spec.size_for(free, DEFAULT_COHORT)
-            share = -(-self.budget.room(self.n_running) // max(1, free))
-            return max(1, min(size, share))
-        if self.trial_timeout is not None or self.strategy.queue_depth < 2 or \
-                self._trial_seconds is None or self._limit:
-            return 1
-        return int(min(MAX_TRIALS_PER_CALL, max(1, BATCH_SECONDS / max(self._trial_seconds, 1e-6))))
+        """How many trials one actor call carries (see :func:`call_size`)."""
+        memory = next((s.info.get("free_memory") for s in self.pool.up_slots()), None)
+        simple = (self.trial_timeout is not None or self.strategy.queue_depth < 2
+                  or self.retries.active)
+        return call_size(self.objective, cohort_size=self.cohort_size, free_memory=memory,
+                         room=self.budget.room(self.n_running), free_workers=free,
+                         trial_seconds=None if simple else self._trial_seconds)
 
     def _free_slots(self) -> list[Slot]:
         """One entry per call a worker can still take, least loaded workers first."""
         # Queued trials would start late, so a per-trial timeout keeps one call per worker; so
         # do retried trials (a death of their worker is then charged to them alone) and cohorts.
-        depth = 1 if (self.trial_timeout is not None or self._limit or self._requeue
+        depth = 1 if (self.trial_timeout is not None or self.retries.active or self._requeue
                       or is_batched(self.objective)) else max(1, self.strategy.queue_depth)
         load: dict[int, int] = {}
         for call in self._running.values():
@@ -260,7 +242,7 @@ class Orchestrator:
         """Split ``batch`` into calls of at most ``per_call`` trials, fewer for lost trials."""
         index = 0
         while index < len(batch):
-            size = min([per_call] + [self._limit.get(t, per_call)
+            size = min([per_call] + [self.retries.limit(t, per_call)
                                      for t, _, _ in batch[index:index + per_call]])
             yield batch[index:index + max(1, size)]
             index += max(1, size)
@@ -331,8 +313,7 @@ class Orchestrator:
             return
         self.writer.add_trials(rows)
         for row in rows:
-            self._limit.pop(row["trial_id"], None)
-            self._charged.pop(row["trial_id"], None)
+            self.retries.ended(row["trial_id"])
         self.budget.finished += len(rows)
         durations = [r["end_time"] - r["start_time"] for r in rows if r["status"] == COMPLETE]
         if durations:
@@ -349,15 +330,7 @@ class Orchestrator:
                 self.on_trial(row)
 
     def _lost(self, call: _Call, error: Exception) -> list[dict[str, Any]]:
-        """Replace the dead actor; retry its trials, or return FAILED rows past max_retries.
-
-        Every lost trial is handed out again as its next ``attempt``. Only a death that can be
-        pinned on one trial is *charged* to it (counts toward ``max_retries``): when the actor
-        held one trial. When it held several (a cohort, a batched call, or calls queued behind
-        the running one) the culprit is unknown, so none is charged and each may go out again
-        with at most half as many trials per call until it ends: a trial that kills its worker
-        is isolated in log2(K) rounds and cannot make its neighbours FAILED.
-        """
+        """Replace the dead actor; its trials run again or are FAILED (see ``RetryPolicy``)."""
         lost = [call]
         for ref, other in list(self._running.items()):
             if other.actor is call.actor and not _succeeded(ref):
@@ -369,19 +342,11 @@ class Orchestrator:
 
             ray.kill(call.actor)
         trials = [t for c in lost for t in c.trials]
-        if len(trials) > 1:
-            for trial in trials:
-                self._limit[trial.trial_id] = max(1, min(
-                    self._limit.get(trial.trial_id, len(trials)), len(trials) // 2))
+        deaths = self.retries.lost([t.trial_id for t in trials])
+        if deaths is None:
             self._requeue.extend((t.trial_id, t.config, t.attempt + 1) for t in trials)
             return []
-        trial = trials[0]
-        deaths = self._charged[trial.trial_id] = self._charged.get(trial.trial_id, 0) + 1
-        if deaths <= self.max_retries:
-            self._limit[trial.trial_id] = 1
-            self._requeue.append((trial.trial_id, trial.config, trial.attempt + 1))
-            return []
-        return [self._ended_row(trial, call.slot, FAILED,
+        return [self._ended_row(trials[0], call.slot, FAILED,
                                 f"worker died {deaths} times; last cause: {cause(error)}")]
 
     def _ended_row(self, trial: _Running, slot: Slot, status: str, error: str) -> dict[str, Any]:
@@ -434,19 +399,48 @@ class Orchestrator:
         if not force and now - self._progress_at < 0.5:
             return
         self._progress_at = now
-        running = queued = 0
-        seen: set[int] = set()
-        for call in self._running.values():  # dispatch order: a worker's first call runs
-            if call.slot.index in seen:
-                queued += len(call.trials)
-                continue
-            seen.add(call.slot.index)
-            started = len(call.trials) if is_batched(self.objective) else 1
-            running += started
-            queued += len(call.trials) - started
+        running, queued = _running_and_queued(self._running.values(),
+                                              is_batched(self.objective))
         front_size, hv = self.front.summary()
         self.on_progress(Progress(self.budget.finished, running, self.n_failed, self.budget.total,
                                   front_size, hv, queued=queued, stored=self.budget.stored))
+
+
+def call_size(objective: Any, *, cohort_size: int | None, free_memory: int | None, room: int,
+              free_workers: int, trial_seconds: float | None) -> int:
+    """How many trials one actor call carries.
+
+    A batched objective trains a cohort: ``cohort_size`` members, else what the device's free
+    memory holds (``distopt.batched(memory_per_member=...)``), at most an even share of the
+    ``room`` left to hand out among the ``free_workers``. A plain objective: one trial, except
+    that Ray costs about half a millisecond of driver time per actor call, more than a very
+    short trial takes; when trials are measured (``trial_seconds``; None when the strategy
+    needs fresh results for each suggestion) to be that short, several share one call, sized to
+    take about ``BATCH_SECONDS``.
+    """
+    if is_batched(objective):
+        size = cohort_size or objective.spec.size_for(free_memory, DEFAULT_COHORT)
+        return max(1, min(size, -(-room // max(1, free_workers))))
+    if trial_seconds is None:
+        return 1
+    return int(min(MAX_TRIALS_PER_CALL, max(1, BATCH_SECONDS / max(trial_seconds, 1e-6))))
+
+
+def _running_and_queued(calls: Iterable[_Call], cohorts: bool) -> tuple[int, int]:
+    """Trials started on a worker, and trials waiting behind its running call. Calls are in
+    dispatch order, so a worker's first call is the one it runs; a cohort runs all its members,
+    a batch of short trials one at a time."""
+    running = queued = 0
+    seen: set[int] = set()
+    for call in calls:
+        if call.slot.index in seen:
+            queued += len(call.trials)
+            continue
+        seen.add(call.slot.index)
+        started = len(call.trials) if cohorts else 1
+        running += started
+        queued += len(call.trials) - started
+    return running, queued
 
 
 def _succeeded(ref: Any) -> bool:
