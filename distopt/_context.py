@@ -51,6 +51,7 @@ class TrialContext:
 
 
 _current: TrialContext | None = None
+_warned_outside = False  # report() outside a trial has said so once in this process
 
 
 def _set_context(context: TrialContext | None) -> None:
@@ -106,6 +107,13 @@ def report(step: int | None = None, **metrics: Any) -> None:
             raise ConfigError(f"report: {name!r} is a reserved column; rename the metric")
         row[name] = _as_number(name, value)
     if context is None:
+        global _warned_outside
+        if not _warned_outside:  # once: an objective tried in a loop would repeat it per call
+            _warned_outside = True
+            import warnings
+
+            warnings.warn("distopt.report called outside a trial: rows are kept on "
+                          "distopt._context.last_reports, not stored", UserWarning, stacklevel=2)
         last_reports.append(row)
         return
     with context.lock:
