@@ -23,8 +23,10 @@ def check_store_path(path: str | os.PathLike[str]) -> None:
     """
     try:
         path = Path(path)
+        if "\0" in str(path):  # pathlib answers "does not exist" for it; mkdir would raise
+            raise ValueError("it contains a NUL byte")
         exists, is_dir = path.exists(), path.is_dir()
-    except (OSError, ValueError) as error:  # ValueError: a NUL byte; OSError: name too long
+    except (OSError, ValueError) as error:  # OSError: a name too long
         raise field_error("store", f"{preview(str(path))} is not a usable path ({error})",
                           "give a folder path") from None
     if exists and not is_dir:
