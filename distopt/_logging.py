@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 #: Environment variable holding the verbosity (an int from -1 to 2).
 ENV = "DISTOPT_VERBOSITY"
@@ -56,3 +57,16 @@ def ray_env() -> dict[str, str]:
     same line printed by many workers into one (Ray's default, made explicit so that a user's
     shell setting does not flood a run)."""
     return {"RAY_DEDUP_LOGS": "1"}
+
+
+def quiet_ray_import() -> None:
+    """Keep two notebook-only messages of ``import ray`` off the screen (call before it).
+
+    In a Jupyter kernel without ipywidgets, importing Ray imports ``tqdm.auto``, which warns
+    ``TqdmWarning: IProgress not found``, and logs ``Missing packages: ['ipywidgets']`` at INFO;
+    distopt shows no widget, so neither concerns a user. ``-vv`` lets the log line through.
+    Only those two messages are filtered; idempotent.
+    """
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    if verbosity() < 2:
+        logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._logging import quiet_ray_import
+
+# optimize() imports this module before it first imports Ray: the place to keep Ray's notebook
+# messages quiet until distopt._ray does it itself.
+quiet_ray_import()
+
 
 def nothing_to_run_message(done: int, budget: int) -> str:
     """The line printed instead of a bar when the store already holds ``budget`` trials."""
