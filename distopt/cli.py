@@ -106,8 +106,9 @@ def _optimize(study_file: Any, args: argparse.Namespace) -> int:
     store = study_file.study.store_path
     stored = _stored_trials(store)
     try:
-        reader = study_file.optimize(budget=args.budget, workers=args.workers,
-                                     address=args.address, progress=_progress_wanted(args))
+        reader = _nothing_to_run(study_file, args, stored) or study_file.optimize(
+            budget=args.budget, workers=args.workers, address=args.address,
+            progress=_progress_wanted(args))
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished trials are safe in {store}; continue with\n"
               f"  distopt resume {store}", file=sys.stderr)
@@ -119,6 +120,22 @@ def _optimize(study_file: Any, args: argparse.Namespace) -> int:
     _raise_if_none_completed(reader)
     _print_front(reader, "table", show_all=False)
     return 0
+
+
+def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> Any:
+    """The store's reader, after saying so, when it already holds the budget (no Ray started)."""
+    from ._preflight import study_difference
+    from ._progress import nothing_to_run_message
+    from .store import open_store
+
+    budget = args.budget if args.budget is not None else study_file.run.get("budget")
+    if budget is None or stored < budget:
+        return None
+    reader = open_store(study_file.study.store_path)
+    if study_difference(reader.metadata, {"problem": study_file.study.problem.to_dict()}):
+        return None  # a different study: the run refuses it with the difference
+    print(nothing_to_run_message(stored, budget), file=sys.stderr)
+    return reader
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:

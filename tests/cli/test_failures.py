@@ -32,9 +32,9 @@ def complete(trial_id: int) -> dict:
     return trial_row(trial_id, "COMPLETE", {"x": x}, {"f1": x, "f2": 1 - x})
 
 
-def write_store(path: Path, rows: list[dict]) -> Path:
+def write_store(path: Path, rows: list[dict], **extra: object) -> Path:
     metadata = {"problem": PROBLEM.to_dict(), "config_types": PROBLEM.space.arrow_types(),
-                "metric_order": PROBLEM.metric_names}
+                "metric_order": PROBLEM.metric_names, **extra}
     with StoreWriter(path, metadata) as writer:
         writer.add_trials(rows)
     return path
@@ -176,3 +176,22 @@ def test_plot_of_a_store_without_a_front_says_so(tmp_path):
     assert err == (f"distopt: error: {store} has no COMPLETE feasible trial yet, so nothing to "
                    f"plot (2 FAILED); see `distopt show {store} --failed`\n")
     assert not (tmp_path / "plots").exists()
+
+
+def test_a_finished_store_says_nothing_to_run_without_starting_ray(tmp_path, monkeypatch):
+    from distopt import _studyfile
+
+    def optimize(self, **overrides):
+        raise AssertionError("a store that holds the budget must not start a run")
+
+    monkeypatch.setattr(_studyfile.StudyFile, "optimize", optimize)
+    store = write_store(tmp_path / "s", [complete(i) for i in range(4)],
+                        objective="distopt.examples:two_bowls")
+    study = tmp_path / "study.yaml"
+    study.write_text("objective: distopt.examples:two_bowls\nspace: {x: {type: float, low: 0, "
+                     "high: 1}}\nobjectives: {f1: min, f2: min}\nbudget: 4\nstore: " + str(store))
+    code, out, err = run_main(["run", str(study), "--no-progress"])
+    assert (code, err) == (0, "nothing to run (4/4 done; raise --budget to continue)\n")
+    assert out.splitlines()[-1].startswith("Pareto front: 4 rows  |  trials: 4 COMPLETE")
+    code, _, err = run_main(["resume", str(store), "--budget", "3", "--no-progress"])
+    assert (code, err) == (0, "nothing to run (4/3 done; raise --budget to continue)\n")
