@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import DistoptError
-from .trial import CONFIG_PREFIX
+from .trial import CONFIG_PREFIX, Status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,8 +129,8 @@ def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> A
     from .store import open_store
 
     budget = args.budget if args.budget is not None else study_file.run.get("budget")
-    if budget is None or stored < budget:
-        return None
+    if not isinstance(budget, int) or budget < 1 or stored < budget:
+        return None  # a bad budget is the run's to refuse, with its own message
     reader = open_store(study_file.study.store_path)
     if study_difference(reader.metadata, {"problem": study_file.study.problem.to_dict()}):
         return None  # a different study: the run refuses it with the difference
@@ -222,7 +222,8 @@ def _view(reader: Any, view: str) -> Any:
     else:
         table = reader.trials()
         if view == "failed":
-            table = table.filter(pc.is_in(table["status"], pa.array(["FAILED", "TIMEOUT"])))
+            failures = pa.array([s.value for s in Status if s.counts_as_failure])
+            table = table.filter(pc.is_in(table["status"], failures))
     wanted = ["trial_id"] if view == "front" else ["trial_id", "status"]
     wanted += [c for c in table.column_names if c.startswith(CONFIG_PREFIX)]
     wanted += [m for m in reader.problem.metric_names if m in table.column_names]

@@ -195,3 +195,6 @@ def test_a_finished_store_says_nothing_to_run_without_starting_ray(tmp_path, mon
     assert out.splitlines()[-1].startswith("Pareto front: 4 rows  |  trials: 4 COMPLETE")
     code, _, err = run_main(["resume", str(store), "--budget", "3", "--no-progress"])
     assert (code, err) == (0, "nothing to run (4/3 done; raise --budget to continue)\n")
+    monkeypatch.undo()   # the real run: it refuses a budget of 0 before starting anything
+    code, _, err = run_main(["resume", str(store), "--budget", "0", "--no-progress"])
+    assert code == 2 and err.startswith("distopt: error: budget: ")
