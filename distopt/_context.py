@@ -107,13 +107,7 @@ def report(step: int | None = None, **metrics: Any) -> None:
             raise ConfigError(f"report: {name!r} is a reserved column; rename the metric")
         row[name] = _as_number(name, value)
     if context is None:
-        global _warned_outside
-        if not _warned_outside:  # once: an objective tried in a loop would repeat it per call
-            _warned_outside = True
-            import warnings
-
-            warnings.warn("distopt.report called outside a trial: rows are kept on "
-                          "distopt._context.last_reports, not stored", UserWarning, stacklevel=2)
+        _warn_outside_once()
         last_reports.append(row)
         return
     with context.lock:
@@ -123,6 +117,18 @@ def report(step: int | None = None, **metrics: Any) -> None:
         context.latest_metrics.update({k: v for k, v in row.items() if k not in ("step", "time")})
     if context.stop_requested:
         raise TrialPruned(f"trial {context.trial_id} stopped early by the scheduler at step {step}")
+
+
+def _warn_outside_once() -> None:
+    """Say once per process that rows reported outside a trial are not stored (once: an
+    objective tried by hand in a loop would otherwise repeat it every call)."""
+    global _warned_outside
+    if not _warned_outside:
+        _warned_outside = True
+        import warnings
+
+        warnings.warn("distopt.report called outside a trial: rows are kept on "
+                      "distopt._context.last_reports, not stored", UserWarning, stacklevel=3)
 
 
 def should_stop() -> bool:
