@@ -55,6 +55,7 @@ class TrialContext:
 _current: TrialContext | None = None
 #: The cohort a batched objective trains in this process (``distopt.cohort``), else None.
 _cohort: Any = None
+_warned_outside = False  # report() outside a trial has said so once in this process
 
 
 def _set_context(context: TrialContext | None) -> None:
@@ -153,6 +154,8 @@ def record_row(context: TrialContext | None, step: int | None, metrics: dict[str
     if context is None:
         if member is not None:
             member.last_row = row
+        else:
+            _warn_outside_once()
         last_reports.append(row)
         return
     with context.lock:
@@ -162,6 +165,18 @@ def record_row(context: TrialContext | None, step: int | None, metrics: dict[str
         context.latest_metrics.update({k: v for k, v in row.items() if k not in ("step", "time")})
     if context.stop_requested and _cohort is None:  # a cohort masks its member instead
         raise TrialPruned(f"trial {context.trial_id} stopped early by the scheduler at step {step}")
+
+
+def _warn_outside_once() -> None:
+    """Say once per process that rows reported outside a trial are not stored (once: an
+    objective tried by hand in a loop would otherwise repeat it every call)."""
+    global _warned_outside
+    if not _warned_outside:
+        _warned_outside = True
+        import warnings
+
+        warnings.warn("distopt.report called outside a trial: rows are kept on "
+                      "distopt._context.last_reports, not stored", UserWarning, stacklevel=4)
 
 
 def should_stop() -> bool:

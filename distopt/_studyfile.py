@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -73,7 +74,8 @@ def import_object(spec: str, *, field_name: str = "objective") -> Any:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise field_error(field_name, f"cannot import module {module_name!r} ({error})",
-                          "install it or run from the folder that contains it") from None
+                          "install it, or put it in the working directory or the study "
+                          "file's folder") from None
     except Exception as error:  # the module itself failed while importing
         raise field_error(field_name, f"importing module {module_name!r} failed: "
                                       f"{type(error).__name__}: {error}",
@@ -182,10 +184,42 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
            if key in data}
     run.setdefault("budget", 32)
     check_run_settings(**run)
+    add_code_folders([Path.cwd(), *([base] if base is not None else [])])
     objective = resolve_objective(data["objective"])
     study.objective_spec = data["objective"]
     study.study_file = str(path.resolve()) if path is not None else None
     return StudyFile(path, study, objective, data["objective"], run)
+
+
+#: Folders added to ``sys.path`` for objectives: the working directory and the study file's.
+_added_folders: list[str] = []
+
+
+def add_code_folders(folders: list[Path]) -> None:
+    """Let ``module:function`` objectives be found in ``folders``, here and in Ray workers.
+
+    ``python -m distopt`` has the working directory on ``sys.path`` but the ``distopt`` console
+    script has its own bin folder there instead, so the working directory and the study file's
+    folder are appended (after installed packages, so they never shadow one). Workers of the
+    embedded Ray inherit ``PYTHONPATH``; Ray itself adds the driver's working directory to every
+    worker, also on a cluster (a study file's folder on a cluster: see :func:`code_folders`).
+    """
+    for folder in folders:
+        text = str(folder.resolve())
+        if text not in sys.path:
+            sys.path.append(text)
+        if text not in _added_folders:
+            _added_folders.append(text)
+    importlib.invalidate_caches()  # a module written after the last import attempt
+    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    extra = [p for p in _added_folders if p not in current]
+    if extra:
+        os.environ["PYTHONPATH"] = os.pathsep.join(current + extra)
+
+
+def code_folders() -> list[str]:
+    """The folders added for objectives so far (for a Ray ``runtime_env`` on a cluster)."""
+    return list(_added_folders)
 
 
 def load_study_file(path: str | Path, **overrides: Any) -> StudyFile:

@@ -49,9 +49,13 @@ def _number(value: Any) -> float | None:
 def check_metrics(returned: Any, required: Sequence[str],
                   reserved: frozenset[str]) -> tuple[dict[str, float], str | None]:
     """Validate an objective's return value: ``(metrics, None)`` or ``({...}, reason)``."""
+    example = f"{{'{required[0] if required else 'loss'}': 0.1}}"
+    if returned is None:  # the Ray Tune habit: report the final metrics, return nothing
+        return {}, (f"objective returned NoneType (nothing); return a dict of the metrics, "
+                    f"e.g. {example}; distopt does not read metrics from report() calls")
     if not isinstance(returned, Mapping):
         return {}, (f"objective returned {type(returned).__name__}; return a dict of metric "
-                    f"name to number, e.g. {{'{required[0] if required else 'loss'}': 0.1}}")
+                    f"name to number, e.g. {example}")
     metrics: dict[str, float] = {}
     problems = []
     for name, value in returned.items():
@@ -66,7 +70,8 @@ def check_metrics(returned: Any, required: Sequence[str],
     missing = [m for m in required if m not in returned]
     if missing:
         problems.append(f"objective did not return metric(s) {missing}; returned "
-                        f"{sorted(map(str, returned))}")
+                        f"{sorted(map(str, returned))}; return every objective and constraint "
+                        f"metric in the dict")
     bad = [m for m in required if m in metrics and not math.isfinite(metrics[m])]
     if bad:
         problems.append(f"metric(s) {bad} are not finite: "

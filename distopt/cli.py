@@ -13,29 +13,45 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import DistoptError
-from .trial import CONFIG_PREFIX
+from .trial import CONFIG_PREFIX, Status
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distopt", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
+                           help="print only errors (no progress bar, no Ray output)")
+    verbosity.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                           help="print distopt's and Ray's info and warnings (-vv: debug)")
+    parser = argparse.ArgumentParser(prog="distopt", description=__doc__.splitlines()[0],
+                                     parents=[verbosity])
+    parser.add_argument("--version", action="version", version=f"distopt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the search a study YAML describes")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[verbosity], **kwargs)
+
+    run = command("run", help="run the search a study YAML describes")
     run.add_argument("study", metavar="STUDY.yaml")
     _run_options(run)
     run.add_argument("--strategy", help="random, bayes, pareto, tpe or jacobian")
     run.add_argument("--seed", type=int)
 
-    resume = commands.add_parser("resume", help="continue the search recorded in a store")
+    resume = command("resume", help="continue the search recorded in a store")
     resume.add_argument("store", metavar="STORE")
     _run_options(resume, store=False)
 
-    show = commands.add_parser("show", help="print the feasible Pareto front and hypervolume")
+    show = command("show", help="print the feasible Pareto front and hypervolume")
     show.add_argument("store", metavar="STORE")
     show.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    show.add_argument("--all", action="store_true", help="print every trial, not only the front")
+    which = show.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true",
+                       help="print every trial with its status and error, not only the front")
+    which.add_argument("--failed", action="store_true",
+                       help="print the FAILED and TIMEOUT trials with their error")
 
-    plot = commands.add_parser("plot", help="write the store's plots (front, hypervolume, ...) "
+    plot = command("plot", help="write the store's plots (front, hypervolume, ...) "
                                             "as image files")
     plot.add_argument("store", metavar="STORE")
     plot.add_argument("--out", default="plots", metavar="DIR", help="folder for the files "
@@ -69,6 +85,8 @@ def _resume(args: argparse.Namespace) -> int:
     from .store._metadata import read_metadata
 
     metadata = read_metadata(Path(args.store))
+    study_path = metadata.get("study_file")
+    base = Path(study_path).parent if study_path else None  # its objective may live there
     if metadata.get("objective") is None:
         raise DistoptError(f"{args.store} does not record an importable objective (it was run with "
                            f"a lambda or a function of __main__); resume it from Python with "
@@ -82,27 +100,92 @@ def _resume(args: argparse.Namespace) -> int:
     ref_point = user_ref_point(metadata)  # an inferred point is inferred again, not imposed
     if ref_point is not None:
         data["ref_point"] = ref_point
-    study_file = study_from_dict(data)
+    study_file = study_from_dict(data, base=base)
     return _optimize(study_file, args)
 
 
 def _optimize(study_file: Any, args: argparse.Namespace) -> int:
     store = study_file.study.store_path
+    stored = _stored_trials(store)
     try:
-        reader = study_file.optimize(budget=args.budget, workers=args.workers,
-                                     address=args.address, progress=not args.no_progress)
+        reader = _nothing_to_run(study_file, args, stored) or study_file.optimize(
+            budget=args.budget, workers=args.workers, address=args.address,
+            progress=_progress_wanted(args))
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished trials are safe in {store}; continue with\n"
               f"  distopt resume {store}", file=sys.stderr)
         return 130
+    except DistoptError:
+        _print_failures(store, stored)  # what the trials did, before the error line
+        raise
+    _print_failures(store, stored)
+    _raise_if_none_completed(reader)
     _print_front(reader, "table", show_all=False)
     return 0
+
+
+def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> Any:
+    """The store's reader, after saying so, when it already holds the budget (no Ray started)."""
+    from ._preflight import study_difference
+    from ._progress import nothing_to_run_message
+    from .store import open_store
+
+    budget = args.budget if args.budget is not None else study_file.run.get("budget")
+    if not isinstance(budget, int) or budget < 1 or stored < budget:
+        return None  # a bad budget is the run's to refuse, with its own message
+    reader = open_store(study_file.study.store_path)
+    if study_difference(reader.metadata, {"problem": study_file.study.problem.to_dict()}):
+        return None  # a different study: the run refuses it with the difference
+    print(nothing_to_run_message(stored, budget), file=sys.stderr)
+    return reader
+
+
+def _progress_wanted(args: argparse.Namespace) -> bool:
+    from ._logging import verbosity
+
+    return not args.no_progress and verbosity() >= 0
+
+
+def _stored_trials(store: Any) -> int:
+    """Trials in ``store`` before a run (0 for a new or unreadable one)."""
+    from pathlib import Path
+
+    from .store import open_store
+
+    if not (Path(store) / "study.json").is_file():
+        return 0
+    try:
+        return open_store(store).trials().num_rows
+    except (DistoptError, OSError, ValueError):
+        return 0
+
+
+def _print_failures(store: Any, stored: int) -> None:
+    """After a run: the failure summary on stderr when trials failed (nothing when none did)."""
+    from ._summary import report_of
+
+    if _stored_trials(store) <= stored:  # this run finished no trial (e.g. bad input)
+        return
+    from .store import open_store
+
+    report = report_of(open_store(store))
+    if report.n_failed:
+        print(report.summary(), file=sys.stderr)
+
+
+def _raise_if_none_completed(reader: Any) -> None:
+    from ._summary import no_trial_completed_error
+
+    error = no_trial_completed_error(reader)
+    if error is not None:
+        raise error
 
 
 def _show(args: argparse.Namespace) -> int:
     from .store import open_store
 
-    _print_front(open_store(args.store), args.format, show_all=args.all)
+    view = "failed" if args.failed else "all" if args.all else "front"
+    _print_front(open_store(args.store), args.format, show_all=args.all, view=view)
     return 0
 
 
@@ -110,6 +193,10 @@ def _plot(args: argparse.Namespace) -> int:
     from .store import open_store
 
     reader = open_store(args.store)
+    if reader.pareto_front().num_rows == 0:  # every plot is about the front: empty axes help no one
+        raise DistoptError(f"{args.store} has no COMPLETE feasible trial yet, so nothing to plot "
+                           f"({_status_counts(reader) or 'no trials'}); see "
+                           f"`distopt show {args.store} --failed`")
     try:
         from . import plot  # lazy: matplotlib is only needed here
     except ImportError as error:
@@ -120,35 +207,54 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
-    table = reader.trials() if show_all else reader.pareto_front()
-    problem = reader.problem
-    wanted = ["trial_id", "status"] if show_all else ["trial_id"]
+def _status_counts(reader: Any) -> str:
+    counts = reader.trials()["status"].value_counts().to_pylist()
+    return ", ".join(f"{c['counts']} {c['values']}" for c in counts)
+
+
+def _view(reader: Any, view: str) -> Any:
+    """The rows and columns of one ``show`` view: the front, all trials, or the failed ones."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ._summary import error_cause
+
+    if view == "front":
+        table = reader.pareto_front()
+    else:
+        table = reader.trials()
+        if view == "failed":
+            failures = pa.array([s.value for s in Status if s.counts_as_failure])
+            table = table.filter(pc.is_in(table["status"], failures))
+    wanted = ["trial_id"] if view == "front" else ["trial_id", "status"]
     wanted += [c for c in table.column_names if c.startswith(CONFIG_PREFIX)]
-    wanted += [m for m in problem.metric_names if m in table.column_names]
-    table = table.select(wanted)
+    wanted += [m for m in reader.problem.metric_names if m in table.column_names]
+    if view == "front":
+        return table.select(wanted)
+    causes = pa.array([error_cause(e) for e in table["error"].to_pylist()], pa.string())
+    return table.select(wanted).append_column("error", causes)
+
+
+def _print_front(reader: Any, fmt: str, *, show_all: bool, view: str | None = None) -> None:
+    view = view or ("all" if show_all else "front")
+    table = _view(reader, view)
     hv = reader.hypervolume()
     counts = reader.trials()["status"].value_counts().to_pylist()
     if fmt == "json":
         print(json.dumps({"hypervolume": hv, "ref_point": reader.ref_point_in_use(),
                           "ref_point_recorded": reader.ref_point is not None,
                           "trials": {c["values"]: c["counts"] for c in counts},
-                          "front" if not show_all else "rows": table.to_pylist()}, default=str))
+                          "front" if view == "front" else "rows": table.to_pylist()},
+                         default=str))
         return
     if fmt == "csv":
         import pyarrow.csv as pacsv
 
         pacsv.write_csv(table, sys.stdout.buffer)
         return
-    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
-    header = [c.removeprefix(CONFIG_PREFIX) for c in table.column_names]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
-    for row in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    _print_table(table)
     status = ", ".join(f"{c['counts']} {c['values']}" for c in counts)
-    label = "trials" if show_all else "Pareto front"
+    label = {"front": "Pareto front", "all": "trials", "failed": "failed trials"}[view]
     ref = reader.ref_point  # recorded once a search has 2(d+1) feasible trials
     origin = f"ref_point {ref}" if ref is not None else (
         f"ref_point {reader.ref_point_in_use()}, inferred from this front: none recorded yet")
@@ -156,7 +262,26 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
           f"({origin})")
 
 
+def _print_table(table: Any) -> None:
+    """Right-aligned columns; the error text, last and free-form, is left-aligned and uncut."""
+    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+    header = [c.removeprefix(CONFIG_PREFIX) for c in table.column_names]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    last = header[-1] == "error" and len(header) - 1
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(v.ljust(w) if i == last else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    print(line(header))
+    for row in rows:
+        print(line(row))
+
+
 def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:.5g}"
     return str(value)
@@ -165,6 +290,7 @@ def _cell(value: Any) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distopt`` console script."""
     args = _parser().parse_args(argv)
+    _set_verbosity(args)
     handlers = {"run": _run, "resume": _resume, "show": _show, "plot": _plot}
     try:
         return handlers[args.command](args)
@@ -174,6 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `distopt show STORE | head` closed the pipe: not an error
         sys.stderr.close()
         return 0
+
+
+def _set_verbosity(args: argparse.Namespace) -> None:
+    from ._logging import set_verbosity
+
+    set_verbosity(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
 
 
 if __name__ == "__main__":

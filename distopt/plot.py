@@ -25,12 +25,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.cm
+import matplotlib.colors
 import matplotlib.figure  # fails at import, with a clear error, when matplotlib is missing
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import pareto
+from ._plottext import axis_ticks, finite_range, fit_title
 from .store import StoreReader
 from .trial import COMPLETE, CONFIG_PREFIX
 
@@ -129,7 +132,7 @@ def pareto_front(store: Store, objectives: Sequence[str] | None = None):
         ax.set_xlabel(_axis_label(reader, objectives[0]))
         ax.set_ylabel(_axis_label(reader, objectives[1]))
         ax.legend(loc="best", fontsize="small")
-        ax.set_title(title, fontsize="medium")
+        fit_title(ax, title, 6)
         return fig
     if len(objectives) == 3:
         fig = _figure(figsize=(6.5, 5.5), layout="constrained")
@@ -141,7 +144,7 @@ def pareto_front(store: Store, objectives: Sequence[str] | None = None):
         ax.set_ylabel(_axis_label(reader, objectives[1]))
         ax.set_zlabel(_axis_label(reader, objectives[2]))
         ax.legend(loc="upper left", fontsize="small")
-        ax.set_title(title, fontsize="medium")
+        fit_title(ax, title, 6.5)
         return fig
     pairs = [(i, j) for i in range(len(objectives)) for j in range(i + 1, len(objectives))]
     ncols = min(3, len(pairs))
@@ -156,7 +159,7 @@ def pareto_front(store: Store, objectives: Sequence[str] | None = None):
         ax.set_ylabel(_axis_label(reader, objectives[j]))
         if k == 0:
             ax.legend(loc="best", fontsize="small")
-    fig.suptitle(title, fontsize="medium")
+    fit_title(fig, title, 4 * ncols)
     return fig
 
 
@@ -215,9 +218,8 @@ def hypervolume(store: Store):
     by_time.step(trace["seconds"], trace["hypervolume"], where="post", color=FRONT_COLOR)
     by_time.set_xlabel("seconds since the first trial started")
     ref = reader.ref_point
-    fig.suptitle("hypervolume of the feasible front" + (f" (ref_point {_short(ref)})" if ref
-                                                         else " (inferred ref_point)"),
-                 fontsize="medium")
+    fit_title(fig, "hypervolume of the feasible front" + (f" (ref_point {_short(ref)})" if ref
+                                                          else " (inferred ref_point)"), 10)
     return fig
 
 
@@ -253,25 +255,37 @@ def parallel_coordinates(store: Store, params: Sequence[str] | None = None,
     data = np.stack(columns, axis=1) if columns else np.zeros((table.num_rows, 0))
     front_ids = set(reader.pareto_front()["trial_id"].to_pylist())
     is_front = np.array([t in front_ids for t in table["trial_id"].to_pylist()], dtype=bool)
-    fig = _figure(figsize=(max(6, 1.3 * len(labels) + 2), 4.2), layout="constrained")
+    width = max(6, 1.3 * len(labels) + 2)
+    fig = _figure(figsize=(width, 4.2), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(labels))
     for row in data[~is_front]:
         ax.plot(x, row, color=FEASIBLE_COLOR, lw=0.8, alpha=0.6, gid="trial")
-    if is_front.any():
-        first = data[is_front, len(params)] if metrics else np.zeros(is_front.sum())
-        colours = matplotlib.colormaps["viridis"](np.nan_to_num(first, nan=0.5))
-        for row, colour in zip(data[is_front], colours, strict=True):
+    if is_front.any() and metrics:
+        cmap = matplotlib.colormaps["viridis"]
+        first = data[is_front, len(params)]
+        for row, colour in zip(data[is_front], cmap(np.nan_to_num(first, nan=0.5)), strict=True):
             ax.plot(x, row, color=colour, lw=2, gid="front")
+        low, high = finite_range(_column(table, metrics[0]))
+        mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low, high), cmap)
+        # An inset axes, not a new one of the figure: fig.axes stays the one plot.
+        bar = ax.inset_axes((1.07, 0.0, 0.025, 1.0))
+        fig.colorbar(mappable, cax=bar, label=_axis_label(reader, metrics[0]))
     for position in x:
         ax.axvline(position, color="k", lw=0.6)
+    for position, name in enumerate(params):
+        axis_ticks(ax, position, space.params.get(name),
+                    table.column(CONFIG_PREFIX + name).to_pylist())
+    for position, name in enumerate(metrics, start=len(params)):
+        low, high = finite_range(_column(table, name))
+        axis_ticks(ax, position, None, [low, high], scaled=True)
     ax.set_xticks(x, labels, rotation=30, ha="right")
-    ax.set_ylabel("scaled value (0 = lowest, 1 = highest)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_title(f"parallel coordinates: {table.num_rows} COMPLETE trials, "
-                 f"{int(is_front.sum())} on the front (coloured by "
-                 f"{metrics[0] if metrics else '-'})",
-                 fontsize="medium")
+    ax.set_yticks([])
+    ax.set_ylabel("each axis: lowest (bottom) to highest (top)")
+    ax.set_ylim(-0.08, 1.08)
+    fit_title(ax, f"parallel coordinates: {table.num_rows} COMPLETE trials, "
+               f"{int(is_front.sum())} on the front (coloured by "
+               f"{metrics[0] if metrics else '-'})", width - 1.5)
     return fig
 
 
@@ -356,8 +370,8 @@ def learning_curves(store: Store, metric: str | None = None, *, log: bool | None
     ax.set_ylabel(metric)
     if 0 < len(ax.lines) <= 12:
         ax.legend(fontsize="x-small", loc="best")
-    ax.set_title(f"learning curves of the {len(ax.lines)} front members with report() rows",
-                 fontsize="medium")
+    fit_title(ax, f"learning curves of the {len(ax.lines)} front members with report() rows",
+              fig.get_figwidth())
     return fig
 
 
@@ -415,9 +429,8 @@ def symmetry_strengths(store: Store, alphas: Mapping[str, float] | None = None):
     if len(groups) > 2 and np.isfinite(medians).all():
         rho = _spearman([levels[g] for g in groups], medians)
         if math.isfinite(rho):
-            note = f", Spearman rho(alpha, median lam) = {rho:.2f}"
-    ax.set_title(f"strength per symmetry, {front.num_rows} front members{note}",
-                 fontsize="medium")
+            note = f"\nSpearman rho(alpha, median lam) = {rho:.2f}"
+    fit_title(ax, f"strength per symmetry, {front.num_rows} front members{note}", 5.5)
     return fig
 
 

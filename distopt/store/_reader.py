@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from .. import pareto
 from .._problem import Problem, TrialResult
-from ..trial import COMPLETE
+from ..trial import COMPLETE, CONFIG_PREFIX, TRIAL_HEAD_COLUMNS, TRIAL_TAIL_COLUMNS
 from ._lock import StoreLock
 from ._metadata import read_metadata
 from ._schema import (
@@ -166,6 +166,59 @@ class StoreReader:
                 raise ValueError(f"ref_point lacks objectives {sorted(missing)}")
             return np.array([float(ref_point[m]) for m in self.problem.objectives])
         return np.asarray(ref_point, dtype=float)
+
+    # -- the names Optuna and Ray Tune users reach for ------------------------------------------
+
+    @property
+    def best_trials(self) -> list[dict[str, Any]]:
+        """The feasible Pareto front as ``{"trial_id", "config", "metrics"}`` dicts (like Optuna's
+        ``study.best_trials``), in :meth:`pareto_front` order."""
+        front = self.pareto_front()
+        params = [c for c in front.column_names if c.startswith(CONFIG_PREFIX)]
+        metrics = _metric_names(front)
+        return [{"trial_id": row["trial_id"],
+                 "config": {c.removeprefix(CONFIG_PREFIX): row[c] for c in params},
+                 "metrics": {m: row[m] for m in metrics if row[m] is not None}}
+                for row in front.to_pylist()]
+
+    def trials_dataframe(self) -> Any:
+        """Every trial as a pandas DataFrame with Optuna's column names.
+
+        Columns: ``number`` (the trial id), ``state`` (``COMPLETE``, ``FAILED``, ...),
+        ``values_<objective>`` per objective, ``metrics_<name>`` per other metric (constraints),
+        ``params_<param>`` per parameter, ``datetime_start``, ``datetime_complete`` (UTC),
+        ``duration``, ``error``, ``attempts``. :meth:`trials` keeps the store's own names.
+        """
+        return self._dataframe(self.trials())
+
+    def front_dataframe(self) -> Any:
+        """The feasible Pareto front with the columns of :meth:`trials_dataframe`."""
+        return self._dataframe(self.pareto_front())
+
+    def _dataframe(self, table: pa.Table) -> Any:
+        import pandas as pd  # lazy: only these two methods need pandas
+
+        objectives = self.problem.objectives
+        frame = pd.DataFrame({"number": table["trial_id"].to_pylist(),
+                              "state": table["status"].to_pylist()})
+        for m in _metric_names(table):
+            name = f"values_{m}" if m in objectives else f"metrics_{m}"
+            frame[name] = table[m].to_numpy(zero_copy_only=False).astype(float)
+        for c in (c for c in table.column_names if c.startswith(CONFIG_PREFIX)):
+            frame[f"params_{c.removeprefix(CONFIG_PREFIX)}"] = table[c].to_pylist()
+        start, end = (pd.to_datetime(table[c].to_pandas(), utc=True)  # stored as UTC timestamps
+                      for c in ("start_time", "end_time"))
+        frame["datetime_start"], frame["datetime_complete"] = start, end
+        frame["duration"] = end - start
+        frame["error"] = table["error"].to_pylist()
+        frame["attempts"] = table["attempts"].to_pylist()
+        return frame
+
+
+def _metric_names(table: pa.Table) -> list[str]:
+    """Metric columns of a trial table: all but the fixed and the ``config/`` columns."""
+    fixed = set(TRIAL_HEAD_COLUMNS) | set(TRIAL_TAIL_COLUMNS)
+    return [c for c in table.column_names if c not in fixed and not c.startswith(CONFIG_PREFIX)]
 
 
 def _last_per_trial(table: pa.Table) -> pa.Table:

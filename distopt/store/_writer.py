@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import StoreError
+from .._preflight import study_difference
 from ._lock import StoreLock
 from ._metadata import METADATA_FILE, read_metadata, write_metadata
 from ._reader import _last_per_trial
@@ -63,7 +64,7 @@ class StoreWriter:
             if stored.get("problem") != metadata.get("problem"):
                 raise StoreError(
                     f"store {self.path} holds a different study: "
-                    f"{_difference(stored['problem'], metadata['problem'])}; "
+                    f"{study_difference(stored, metadata) or 'definitions differ'}; "
                     f"use a new store path, or the study definition recorded in "
                     f"{self.path / METADATA_FILE}")
             stored["resumed"] = stored.get("resumed", 0) + 1
@@ -154,10 +155,3 @@ def _repair_torn_segments(path: Path) -> None:
             dropped = repair_segment(segment)
             if dropped:
                 warnings.warn(f"store {path}: {dropped}", RuntimeWarning, stacklevel=4)
-
-
-def _difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            return f"'{key}' is {old.get(key)!r} there but {new.get(key)!r} here"
-    return "definitions differ"

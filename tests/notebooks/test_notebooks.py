@@ -33,6 +33,10 @@ def test_notebook_runs_and_shows_its_plots(path, tmp_path):
     outputs = [out for cell in notebook.cells if cell.cell_type == "code"
                for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
+    # No library noise (TqdmWarning, Ray's "Missing packages", matplotlib warnings) on screen.
+    streams = [out.text for out in outputs if out.output_type == "stream"]
+    assert not [text for text in streams if "Warning" in text or "Missing packages" in text], \
+        streams
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     plot_cells = [cell for cell in notebook.cells
                   if cell.cell_type == "code" and "dplot." in cell.source]

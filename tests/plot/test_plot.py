@@ -6,6 +6,7 @@ The stores are written directly with StoreWriter (no Ray), so every count is kno
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -125,7 +126,8 @@ def test_three_and_four_objectives(tmp_path):
         names = [f"f{k}" for k in range(n_obj)]
         study = distopt.Study({"x": distopt.Float(0, 1)}, {n: "min" for n in names})
         points = rng.random((12, n_obj))
-        trials = [row(i, {"x": 0.5}, dict(zip(names, p))) for i, p in enumerate(points)]
+        trials = [row(i, {"x": 0.5}, dict(zip(names, p, strict=True)))
+                  for i, p in enumerate(points)]
         reader = write_store(tmp_path / f"s{n_obj}", study, trials)
         fig = dplot.pareto_front(reader)
         assert len(fig.axes) == expected_axes
@@ -208,3 +210,47 @@ def test_figures_show_inline_without_pyplot(two_objective_store):
     fig = dplot.pareto_front(two_objective_store)
     assert isinstance(fig, matplotlib.figure.Figure)
     assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parallel_coordinates_name_categories_bounds_and_colours(two_objective_store):
+    fig = dplot.parallel_coordinates(two_objective_store)
+    (ax,) = fig.axes
+    categories = {t.get_text(): t.get_position() for t in ax.texts if t.get_gid() == "category"}
+    act = two_objective_store.problem.space.names.index("act")
+    assert categories == {"relu": (act + 0.04, 0.0), "silu": (act + 0.04, 1.0)}
+    bounds = [(t.get_position(), t.get_text()) for t in ax.texts if t.get_gid() == "bound"]
+    lr = two_objective_store.problem.space.names.index("lr")
+    assert ((lr + 0.04, 0.0), "0.0001") in bounds and ((lr + 0.04, 1.0), "0.1") in bounds
+    complete = two_objective_store.trials().filter(
+        pa_equal(two_objective_store.trials(), "COMPLETE"))
+    f1 = complete["f1"].to_pylist()
+    assert ((4 + 0.04, 0.0), f"{min(f1):.3g}") in bounds     # f1's axis: its lowest value
+    (bar,) = ax.child_axes                                      # the colour bar, inside the plot
+    assert bar.get_ylabel() == "f1 (min)"
+    assert bar.get_ylim() == pytest.approx((min(f1), max(f1)))
+
+
+def pa_equal(table, status):
+    import pyarrow.compute as pc
+
+    return pc.equal(table["status"], status)
+
+
+def test_every_title_fits_its_figure_and_no_plot_warns(two_objective_store, symmetry_store):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figures = [dplot.pareto_front(two_objective_store), dplot.hypervolume(two_objective_store),
+               dplot.parallel_coordinates(two_objective_store),
+               dplot.learning_curves(two_objective_store),
+               dplot.symmetry_strengths(symmetry_store)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fig in figures:
+            renderer = FigureCanvasAgg(fig).get_renderer()
+            fig.draw(renderer)
+            titles = [ax.title for ax in fig.axes] + [t for t in [fig._suptitle] if t]
+            titles = [t for t in titles if t.get_text()]
+            assert titles
+            for title in titles:
+                box = title.get_window_extent(renderer)
+                assert box.x0 >= 0 and box.x1 <= fig.bbox.width, title.get_text()

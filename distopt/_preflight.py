@@ -1,0 +1,85 @@
+"""Checks that run before a search writes anything: is the store path usable, is it the same study.
+
+Each failure is one line naming the field and the fix, so a typo never leaves a half-made folder
+or a traceback behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._checks import preview
+from ._errors import field_error
+
+
+def check_store_path(path: str | os.PathLike[str]) -> None:
+    """Raise a one-line ConfigError (field ``store``) when ``path`` cannot be a store folder.
+
+    Refused: a file where the folder should be, a path under a file, a folder (or the nearest
+    existing parent of a new one) that this process cannot write.
+    """
+    try:
+        path = Path(path)
+        if "\0" in str(path):  # pathlib answers "does not exist" for it; mkdir would raise
+            raise ValueError("it contains a NUL byte")
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as error:  # OSError: a name too long
+        raise field_error("store", f"{preview(str(path))} is not a usable path ({error})",
+                          "give a folder path") from None
+    if exists and not is_dir:
+        raise field_error("store", f"{path} is a file, not a folder", "give a folder path")
+    if exists:
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise field_error("store", f"{path} is not writable by this user",
+                              "choose a folder you can write, or fix its permissions")
+        return
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise field_error("store", f"{path} is under {parent}, which is a file",
+                          "give a folder path that is not inside a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise field_error("store", f"cannot create {path}: {parent} is not writable by this user",
+                          "choose a folder you can write")
+
+
+def study_difference(stored: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """The first field where two study definitions differ, as ``path: stored A, given B``.
+
+    Given whole store metadata (with a ``problem`` entry), only the problems are compared: the
+    space, objectives and constraints decide whether trials are comparable. None when equal.
+    """
+    if "problem" in stored and "problem" in new:
+        stored, new = stored["problem"], new["problem"]
+    return _first_difference(stored, new, "")
+
+
+_MISSING = object()
+
+
+def _first_difference(old: Any, new: Any, where: str) -> str | None:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in [*old, *(k for k in new if k not in old)]:
+            found = _first_difference(old.get(key, _MISSING), new.get(key, _MISSING),
+                                      f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+        return None
+    if (isinstance(old, (list, tuple)) and isinstance(new, (list, tuple))
+            and len(old) == len(new)):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = _first_difference(a, b, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    if old == new:
+        return None
+    if old is _MISSING:
+        return f"{where or 'study'}: not in the stored study, given {preview(new)}"
+    if new is _MISSING:
+        return f"{where or 'study'}: stored {preview(old)}, not given"
+    return f"{where or 'study'}: stored {preview(old)}, given {preview(new)}"

@@ -1,0 +1,144 @@
+"""What a user sees of failed trials: one line per new cause, a stop on a repeating one, a summary.
+
+A failed trial's ``error`` is a whole traceback; its *cause* is the last non-empty line (the
+exception line, e.g. ``ZeroDivisionError: division by zero``). Causes that differ only in numbers
+(``x=0.31 too large`` and ``x=0.77 too large``) are folded into one, so an objective that fails on
+every configuration prints one line, not one per trial.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from ._errors import DistoptError
+from .trial import COMPLETE, Status
+
+#: Repeats of one cause between two "(same cause ...)" reminder lines.
+REMIND_EVERY = 10
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def error_cause(error: str | None) -> str | None:
+    """The last non-empty line of an error text (the exception line of a traceback)."""
+    if not error:
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def cause_key(cause: str) -> str:
+    """The cause with its numbers blanked: trials failing "the same way" share this key."""
+    return _NUMBER.sub("#", cause)
+
+
+def _cause_of(row: Mapping[str, Any]) -> str:
+    return error_cause(row.get("error")) or f"{row['status']} with no error message"
+
+
+@dataclass
+class _Cause:
+    cause: str      # the first occurrence's text
+    example: int    # the first trial that failed this way
+    count: int = 0
+
+
+class RunReport:
+    """Follows finished trials as they arrive and reports failures without flooding the screen.
+
+    Args:
+        out: where failure lines go (None: nowhere, e.g. to build a summary from a store).
+        max_consecutive_failures: stop the search (raise :class:`DistoptError`) after this many
+            consecutive trials failed with the same cause; None never stops.
+    """
+
+    def __init__(self, out: TextIO | None = sys.stderr,
+                 max_consecutive_failures: int | None = 20):
+        self.out = out
+        self.max_consecutive_failures = max_consecutive_failures
+        self.counts: Counter[str] = Counter()
+        self.causes: dict[str, _Cause] = {}
+        self._streak_key: str | None = None
+        self._streak = 0
+
+    def trial_ended(self, row: Mapping[str, Any]) -> None:
+        """Count one finished trial row (``distopt.trial.trial_row`` or a store row).
+
+        Prints a line for the first trial of each failure cause and a reminder every
+        ``REMIND_EVERY`` repeats; raises DistoptError on a long run of the same cause.
+        """
+        status = Status(row["status"])
+        self.counts[status.value] += 1
+        if not status.counts_as_failure:
+            self._streak_key, self._streak = None, 0
+            return
+        cause = _cause_of(row)
+        key = cause_key(cause)
+        seen = self.causes.get(key)
+        if seen is None:
+            seen = self.causes[key] = _Cause(cause, int(row["trial_id"]))
+            self._print(f"trial {row['trial_id']} {status.value}: {cause}")
+        seen.count += 1
+        if seen.count > 1 and seen.count % REMIND_EVERY == 0:
+            self._print(f"  (same cause: {seen.count} trials so far)")
+        self._streak = self._streak + 1 if key == self._streak_key else 1
+        self._streak_key = key
+        limit = self.max_consecutive_failures
+        if limit is not None and self._streak >= limit:
+            raise DistoptError(f"stopping: {self._streak} consecutive trials failed with the same "
+                               f"cause: {seen.cause}; fix the objective, then "
+                               f"`distopt resume STORE`")
+
+    def _print(self, line: str) -> None:
+        if self.out is not None:
+            print(line, file=self.out, flush=True)
+
+    @property
+    def n_failed(self) -> int:
+        """FAILED and TIMEOUT trials counted so far."""
+        return sum(c.count for c in self.causes.values())
+
+    def summary(self) -> str:
+        """Counts by status, then each distinct failure cause with its count and one trial id."""
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
+        lines = [f"trials: {counts or 'none'}"]
+        for cause in sorted(self.causes.values(), key=lambda c: -c.count):
+            lines.append(f"  {cause.count} failed (e.g. trial {cause.example}): {cause.cause}")
+        return "\n".join(lines)
+
+
+def _rows(reader_or_rows: Any) -> list[Mapping[str, Any]]:
+    if hasattr(reader_or_rows, "trials"):
+        return reader_or_rows.trials().select(["trial_id", "status", "error"]).to_pylist()
+    return list(reader_or_rows)
+
+
+def report_of(reader_or_rows: Any) -> RunReport:
+    """A silent :class:`RunReport` fed with every row of a store (or of a list of rows)."""
+    report = RunReport(out=None, max_consecutive_failures=None)
+    for row in _rows(reader_or_rows):
+        report.trial_ended(row)
+    return report
+
+
+def no_trial_completed_error(reader_or_rows: Any) -> DistoptError | None:
+    """An error naming the first failure's cause when trials ran but none is COMPLETE, else None.
+
+    ``reader_or_rows``: a :class:`~distopt.store.StoreReader` or finished-trial rows.
+    """
+    rows: Iterable[Mapping[str, Any]] = _rows(reader_or_rows)
+    rows = list(rows)
+    if not rows or any(Status(r["status"]) == COMPLETE for r in rows):
+        return None
+    first = min(rows, key=lambda r: r["trial_id"])
+    where = getattr(reader_or_rows, "path", None)
+    resume = f"distopt resume {where}" if where is not None else "distopt resume STORE"
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(
+        Status(r["status"]).value for r in rows).items()))
+    return DistoptError(f"no trial completed ({statuses}); trial {first['trial_id']}: "
+                        f"{_cause_of(first)}; fix the objective, then `{resume}`")

@@ -1,0 +1,200 @@
+"""What a user sees when trials fail: one line per cause, a stop on a repeating one, a summary,
+exit status 2 naming the cause when no trial completed, ``show --failed``, ``plot`` refusing."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from distopt import DistoptError, Float, Problem, open_store
+from distopt._summary import RunReport, error_cause, no_trial_completed_error, report_of
+from distopt._worker import check_metrics
+from distopt.cli import main
+from distopt.store import StoreWriter
+from distopt.trial import trial_row
+
+PROBLEM = Problem({"x": Float(0.0, 1.0)}, {"f1": "min", "f2": "min"})
+TRACEBACK = ("Traceback (most recent call last):\n  File \"myobj.py\", line 3, in bad\n"
+             "    return 1 / x\n{line}\n")
+
+
+def failed(trial_id: int, line: str = "ZeroDivisionError: division by zero") -> dict:
+    return trial_row(trial_id, "FAILED", {"x": trial_id / 10},
+                     error=TRACEBACK.format(line=line))
+
+
+def complete(trial_id: int) -> dict:
+    x = trial_id / 10
+    return trial_row(trial_id, "COMPLETE", {"x": x}, {"f1": x, "f2": 1 - x})
+
+
+def write_store(path: Path, rows: list[dict], **extra: object) -> Path:
+    metadata = {"problem": PROBLEM.to_dict(), "config_types": PROBLEM.space.arrow_types(),
+                "metric_order": PROBLEM.metric_names, **extra}
+    with StoreWriter(path, metadata) as writer:
+        writer.add_trials(rows)
+    return path
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+# -- RunReport ------------------------------------------------------------------------------------
+
+def test_the_cause_is_the_exception_line():
+    assert error_cause(failed(0)["error"]) == "ZeroDivisionError: division by zero"
+    assert error_cause("\n\n  ValueError: bad  \n\n") == "ValueError: bad"
+    assert error_cause(None) is None and error_cause("") is None
+
+
+def test_one_line_per_new_cause_and_a_reminder_for_repeats():
+    out = io.StringIO()
+    report = RunReport(out=out, max_consecutive_failures=None)
+    report.trial_ended(complete(0))
+    for i in range(1, 21):   # same cause with different numbers in it: folded
+        report.trial_ended(failed(i, f"ValueError: x={i / 7:.3f} is too large"))
+    report.trial_ended(failed(21, "KeyError: 'lr'"))
+    lines = out.getvalue().splitlines()
+    assert lines == ["trial 1 FAILED: ValueError: x=0.143 is too large",
+                     "  (same cause: 10 trials so far)", "  (same cause: 20 trials so far)",
+                     "trial 21 FAILED: KeyError: 'lr'"]
+    summary = report.summary().splitlines()
+    assert summary[0] == "trials: 1 COMPLETE, 21 FAILED"
+    assert summary[1] == "  20 failed (e.g. trial 1): ValueError: x=0.143 is too large"
+    assert summary[2] == "  1 failed (e.g. trial 21): KeyError: 'lr'"
+
+
+def test_a_run_of_the_same_cause_stops_the_search():
+    report = RunReport(out=None, max_consecutive_failures=5)
+    for i in range(4):
+        report.trial_ended(failed(i))
+    report.trial_ended(complete(4))       # a success resets the run
+    report.trial_ended(failed(5, "KeyError: 'lr'"))
+    for i in range(6, 10):
+        report.trial_ended(failed(i))     # another cause resets it too: 4 in a row
+    with pytest.raises(DistoptError, match=r"^stopping: 5 consecutive trials failed with the same "
+                                           r"cause: ZeroDivisionError: division by zero; fix the "
+                                           r"objective, then `distopt resume STORE`$"):
+        report.trial_ended(failed(10))
+
+
+def test_timeouts_count_as_failures_and_pruned_trials_do_not():
+    report = report_of([trial_row(0, "TIMEOUT", {}, error="stopped after trial_timeout=5 s"),
+                        trial_row(1, "PRUNED", {}, {"f1": 1.0}, error="stopped early"),
+                        trial_row(2, "TIMEOUT", {}, error="stopped after trial_timeout=5 s")])
+    assert report.n_failed == 2
+    assert report.summary().splitlines()[1] == \
+        "  2 failed (e.g. trial 0): stopped after trial_timeout=5 s"
+
+
+def test_no_trial_completed_names_the_first_cause(tmp_path):
+    assert no_trial_completed_error([]) is None
+    assert no_trial_completed_error([failed(1), complete(0)]) is None
+    store = write_store(tmp_path / "store", [failed(3, "KeyError: 'lr'"), failed(2)])
+    error = no_trial_completed_error(open_store(store))
+    assert str(error) == (f"no trial completed (2 FAILED); trial 2: ZeroDivisionError: division "
+                          f"by zero; fix the objective, then `distopt resume {store}`")
+
+
+@pytest.mark.parametrize(("returned", "message"), [
+    (None, "objective returned NoneType (nothing); return a dict of the metrics, e.g. "
+           "{'f1': 0.1}; distopt does not read metrics from report() calls"),
+    ({"f1": 1.0}, "objective did not return metric(s) ['f2']; returned ['f1']; return every "
+                  "objective and constraint metric in the dict"),
+])
+def test_the_two_usual_mistakes_are_named(returned, message):
+    assert check_metrics(returned, ["f1", "f2"], frozenset()) == ({"f1": 1.0} if returned else {},
+                                                                  message)
+
+
+# -- the command line on a store of failed trials ------------------------------------------------
+
+def test_run_where_no_trial_completed_prints_the_summary_and_exits_2(tmp_path, monkeypatch):
+    """The run itself is replaced by writing FAILED rows: what is tested is what `distopt run`
+    prints and returns once the trials are in the store."""
+    from distopt import _studyfile
+
+    def optimize(self, **overrides):
+        store = self.study.store_path
+        write_store(store, [failed(i) for i in range(8)])
+        return open_store(store)
+
+    monkeypatch.setattr(_studyfile.StudyFile, "optimize", optimize)
+    study = tmp_path / "study.yaml"
+    study.write_text("objective: distopt.examples:two_bowls\nspace: {x: {type: float, low: 0, "
+                     "high: 1}}\nobjectives: {f1: min, f2: min}\nstore: " + str(tmp_path / "s"))
+    code, out, err = run_main(["run", str(study), "--no-progress"])
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "trials: 8 FAILED",
+        "  8 failed (e.g. trial 0): ZeroDivisionError: division by zero",
+        "distopt: error: no trial completed (8 FAILED); trial 0: ZeroDivisionError: division by "
+        f"zero; fix the objective, then `distopt resume {tmp_path / 's'}`"]
+
+
+@pytest.fixture
+def mixed(tmp_path) -> Path:
+    return write_store(tmp_path / "mixed", [complete(0), failed(1), complete(2),
+                                            failed(3, "KeyError: 'lr'")])
+
+
+def test_show_failed_lists_failed_trials_with_their_cause(mixed):
+    code, out, _ = run_main(["show", str(mixed), "--failed"])
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["trial_id", "status", "x", "f1", "f2", "error"]
+    assert lines[1].split()[:2] == ["1", "FAILED"]
+    assert lines[1].endswith("ZeroDivisionError: division by zero")
+    assert lines[2].endswith("KeyError: 'lr'") and lines[3] == ""
+    assert lines[4].startswith("failed trials: 2 rows")
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_show_all_has_a_one_line_error_column(mixed, fmt, capsys):
+    import csv
+
+    code = main(["show", str(mixed), "--all", "--format", fmt])
+    out = capsys.readouterr().out
+    rows = json.loads(out)["rows"] if fmt == "json" else list(csv.DictReader(io.StringIO(out)))
+    assert code == 0
+    errors = [r["error"] or None for r in rows]
+    assert errors == [None, "ZeroDivisionError: division by zero", None, "KeyError: 'lr'"]
+
+
+def test_plot_of_a_store_without_a_front_says_so(tmp_path):
+    store = write_store(tmp_path / "store", [failed(0), failed(1)])
+    code, out, err = run_main(["plot", str(store), "--out", str(tmp_path / "plots")])
+    assert (code, out) == (2, "")
+    assert err == (f"distopt: error: {store} has no COMPLETE feasible trial yet, so nothing to "
+                   f"plot (2 FAILED); see `distopt show {store} --failed`\n")
+    assert not (tmp_path / "plots").exists()
+
+
+def test_a_finished_store_says_nothing_to_run_without_starting_ray(tmp_path, monkeypatch):
+    from distopt import _studyfile
+
+    def optimize(self, **overrides):
+        raise AssertionError("a store that holds the budget must not start a run")
+
+    monkeypatch.setattr(_studyfile.StudyFile, "optimize", optimize)
+    store = write_store(tmp_path / "s", [complete(i) for i in range(4)],
+                        objective="distopt.examples:two_bowls")
+    study = tmp_path / "study.yaml"
+    study.write_text("objective: distopt.examples:two_bowls\nspace: {x: {type: float, low: 0, "
+                     "high: 1}}\nobjectives: {f1: min, f2: min}\nbudget: 4\nstore: " + str(store))
+    code, out, err = run_main(["run", str(study), "--no-progress"])
+    assert (code, err) == (0, "nothing to run (4/4 done; raise --budget to continue)\n")
+    assert out.splitlines()[-1].startswith("Pareto front: 4 rows  |  trials: 4 COMPLETE")
+    code, _, err = run_main(["resume", str(store), "--budget", "3", "--no-progress"])
+    assert (code, err) == (0, "nothing to run (4/3 done; raise --budget to continue)\n")
+    monkeypatch.undo()   # the real run: it refuses a budget of 0 before starting anything
+    code, _, err = run_main(["resume", str(store), "--budget", "0", "--no-progress"])
+    assert code == 2 and err.startswith("distopt: error: budget: ")
