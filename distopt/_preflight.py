@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._checks import preview
-from ._errors import field_error
+from ._errors import StoreError, field_error
 
 
 def check_store_path(path: str | os.PathLike[str]) -> None:
@@ -45,6 +45,16 @@ def check_store_path(path: str | os.PathLike[str]) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise field_error("store", f"cannot create {path}: {parent} is not writable by this user",
                           "choose a folder you can write")
+
+
+def different_study_error(path: Path, stored: Mapping[str, Any],
+                          new: Mapping[str, Any]) -> StoreError | None:
+    """The refusal to run a study into a store that holds another one (None: the same study)."""
+    if stored.get("problem") == new.get("problem"):
+        return None
+    return StoreError(f"store {path} holds a different study: "
+                      f"{study_difference(stored, new) or 'definitions differ'}; use a new store "
+                      f"path, or the study definition recorded in {path / 'study.json'}")
 
 
 def study_difference(stored: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:

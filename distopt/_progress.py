@@ -16,11 +16,6 @@ from ._logging import quiet_ray_import
 quiet_ray_import()
 
 
-def nothing_to_run_message(done: int, budget: int) -> str:
-    """The line printed instead of a bar when the store already holds ``budget`` trials."""
-    return f"nothing to run ({done}/{budget} done; raise --budget to continue)"
-
-
 def _tqdm_class() -> Any:
     """``tqdm.auto`` (a notebook widget) only when ipywidgets is importable; otherwise the plain
     text bar, which notebooks show as well, without ``TqdmWarning: IProgress not found``."""

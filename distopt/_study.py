@@ -14,6 +14,7 @@ from ._budget import Budget, useful_workers
 from ._checks import check_int
 from ._errors import field_error
 from ._front import USER
+from ._preflight import check_store_path
 from ._problem import Problem
 from .space import Space
 from .store import StoreReader, StoreWriter
@@ -107,7 +108,8 @@ class Study:
                  resources_per_trial: Mapping[str, float] | None = None,
                  address: str | None = None, max_retries: int = 2,
                  trial_timeout: float | None = None, progress: bool = False,
-                 scheduler: Any = None, cohort_size: int | None = None) -> StoreReader:
+                 scheduler: Any = None, cohort_size: int | None = None,
+                 max_consecutive_failures: int | None = 20) -> StoreReader:
         """Run trials until the store holds ``budget`` finished ones; return its reader.
 
         Args:
@@ -131,6 +133,12 @@ class Study:
                 "moasha", "options": {...}}``; stopped trials are recorded PRUNED.
             cohort_size: members per cohort of a batched objective (default: what the device's
                 free memory holds, see ``distopt.batched``).
+            max_consecutive_failures: stop the search when this many trials in a row failed
+                with the same cause (None: never). Failed trials are reported as they happen.
+
+        Raises:
+            DistoptError: when trials ran but none completed (naming the first cause), or the
+                search stopped on repeated failures; the store keeps every finished trial.
         """
         if not callable(objective):
             raise field_error("objective", f"must be callable; got {objective!r}",
@@ -138,7 +146,8 @@ class Study:
         resources = check_run_settings(budget=budget, workers=workers,
                                        resources_per_trial=resources_per_trial, address=address,
                                        max_retries=max_retries, trial_timeout=trial_timeout,
-                                       cohort_size=cohort_size)
+                                       cohort_size=cohort_size,
+                                       max_consecutive_failures=max_consecutive_failures)
         from .schedulers import make_scheduler
 
         scheduler = make_scheduler(scheduler)
@@ -147,15 +156,16 @@ class Study:
         if self.objective_spec is None:
             self.objective_spec = _import_path(objective)
 
-        stored = _stored_results(self.store_path)
+        check_store_path(self.store_path)
+        stored = self._stored_results()
         plan = Budget(budget, stored=len(stored))
         if plan.done:  # nothing to run: no Ray, nothing written
             _say(plan.nothing_to_run(), progress)
             return StoreReader(self.store_path)
-
         from ._orchestrator import Orchestrator
         from ._progress import ProgressBar
         from ._ray import ray_session
+        from ._summary import RunReport, no_trial_completed_error
 
         n_workers = useful_workers(workers, plan.remaining, cohort_size or 1)
         run = {"budget": budget, "workers": workers, "resources_per_trial": resources,
@@ -175,13 +185,14 @@ class Study:
             with ray_session(address, workers=n_workers, resources=resources):
                 writer = StoreWriter(self.store_path, self.metadata(run))
                 try:
-                    bar = ProgressBar(budget) if progress else None
+                    bar = ProgressBar(budget, stored=plan.stored) if progress else None
                     orchestrator = Orchestrator(
                         self.problem, self.strategy, writer, objective, budget=plan,
                         workers=n_workers, resources=resources, max_retries=max_retries,
                         trial_timeout=trial_timeout, on_progress=bar.update if bar else None,
                         scheduler=scheduler, cohort_size=cohort_size,
-                        enqueued=self._unstored(stored))
+                        enqueued=self._unstored(stored), on_trial=RunReport(
+                            max_consecutive_failures=max_consecutive_failures).trial_ended)
                     orchestrator.start_workers()
                     try:
                         # Replaying the store and importing the strategy's libraries overlap
@@ -202,7 +213,26 @@ class Study:
             binding.shutdown(wait=True)
             if bar is not None:
                 bar.close()
-        return StoreReader(self.store_path)
+        reader = StoreReader(self.store_path)
+        failure = no_trial_completed_error(reader)
+        if failure is not None:
+            raise failure
+        return reader
+
+    def _stored_results(self) -> list[Any]:
+        """The finished trials of an existing store of this study (none for a new store);
+        a store of another study is refused here, before anything is written."""
+        from ._preflight import different_study_error
+        from .store._metadata import METADATA_FILE
+
+        if not (self.store_path / METADATA_FILE).is_file():
+            return []
+        reader = StoreReader(self.store_path)
+        refusal = different_study_error(self.store_path, reader.metadata,
+                                        {"problem": self.problem.to_dict()})
+        if refusal is not None:
+            raise refusal
+        return reader.results()
 
     def _unstored(self, stored: list[Any]) -> list[dict[str, Any]]:
         """The enqueued configurations the store does not hold yet."""
@@ -213,24 +243,16 @@ class Study:
         return [c for c, k in zip(self._enqueued, keys, strict=True) if k not in known]
 
 
-def _stored_results(path: Path) -> list[Any]:
-    """The finished trials of an existing store (none for a new one), read without a lock."""
-    from .store._metadata import METADATA_FILE
-
-    if not (path / METADATA_FILE).is_file():
-        return []
-    return StoreReader(path).results()
-
-
 def _say(message: str, loud: bool) -> None:
-    """A message for the person running the search (stderr with a progress bar, else the log)."""
+    """A message for the person running the search (stderr with a progress bar, else a logged
+    warning: nothing ran although ``optimize`` was called)."""
     import logging
     import sys
 
     if loud:
         print(message, file=sys.stderr)
     else:
-        logging.getLogger("distopt").info(message)
+        logging.getLogger("distopt").warning(message)
 
 
 def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int, dict, int]], int]:
@@ -261,13 +283,15 @@ def _import_path(objective: Any) -> str | None:
 
 def check_run_settings(*, budget: Any = 1, workers: Any = 1, resources_per_trial: Any = None,
                        address: Any = None, max_retries: Any = 2, trial_timeout: Any = None,
-                       cohort_size: Any = None, **_: Any) -> dict[str, float]:
+                       cohort_size: Any = None, max_consecutive_failures: Any = None,
+                       **_: Any) -> dict[str, float]:
     """Validate ``optimize``'s run settings (a study file's too, when it is loaded); return the
     resources per trial with their defaults."""
     check_int("budget", budget, 1)
     check_int("workers", workers, 1)
     check_int("max_retries", max_retries, 0)
     check_int("cohort_size", cohort_size, 1, allow_none=True)
+    check_int("max_consecutive_failures", max_consecutive_failures, 1, allow_none=True)
     resources = _check_resources(resources_per_trial)
     if trial_timeout is not None and (isinstance(trial_timeout, bool) or not isinstance(
             trial_timeout, (int, float)) or not trial_timeout > 0):

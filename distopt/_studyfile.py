@@ -40,7 +40,8 @@ from ._study import Study, check_run_settings
 
 _TOP_KEYS = {"objective", "space", "objectives", "constraints", "strategy", "budget", "workers",
              "seed", "store", "resources_per_trial", "address", "max_retries", "trial_timeout",
-             "ref_point", "name", "description", "scheduler"}
+             "ref_point", "name", "description", "scheduler", "cohort_size",
+             "max_consecutive_failures"}
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -180,7 +181,8 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
                   store=data.get("store"), seed=data.get("seed", 0),
                   ref_point=data.get("ref_point"))
     run = {key: data[key] for key in ("budget", "workers", "resources_per_trial", "address",
-                                      "max_retries", "trial_timeout", "scheduler")
+                                      "max_retries", "trial_timeout", "scheduler",
+                                      "cohort_size", "max_consecutive_failures")
            if key in data}
     run.setdefault("budget", 32)
     check_run_settings(**run)

@@ -119,15 +119,15 @@ def _optimize(study_file: Any, args: argparse.Namespace) -> int:
         _print_failures(store, stored)  # what the trials did, before the error line
         raise
     _print_failures(store, stored)
-    _raise_if_none_completed(reader)
     _print_front(reader, "table", show_all=False)
     return 0
 
 
 def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> Any:
-    """The store's reader, after saying so, when it already holds the budget (no Ray started)."""
+    """The store's reader, after saying so, when it already holds the budget (no Ray started;
+    ``Study.optimize`` says the same to API users, this prints the front after it)."""
+    from ._budget import Budget
     from ._preflight import study_difference
-    from ._progress import nothing_to_run_message
     from .store import open_store
 
     budget = args.budget if args.budget is not None else study_file.run.get("budget")
@@ -136,7 +136,7 @@ def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> A
     reader = open_store(study_file.study.store_path)
     if study_difference(reader.metadata, {"problem": study_file.study.problem.to_dict()}):
         return None  # a different study: the run refuses it with the difference
-    print(nothing_to_run_message(stored, budget), file=sys.stderr)
+    print(Budget(budget, stored=stored).nothing_to_run(), file=sys.stderr)
     return reader
 
 
@@ -171,14 +171,6 @@ def _print_failures(store: Any, stored: int) -> None:
     report = report_of(open_store(store))
     if report.n_failed:
         print(report.summary(), file=sys.stderr)
-
-
-def _raise_if_none_completed(reader: Any) -> None:
-    from ._summary import no_trial_completed_error
-
-    error = no_trial_completed_error(reader)
-    if error is not None:
-        raise error
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ background, enqueued configurations, the budget, the elastic start."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import pytest
@@ -151,7 +152,9 @@ def test_workers_beyond_capacity_wait_and_the_search_runs(ray_local, tmp_path, c
         quick, budget=4, workers=3, resources_per_trial={"cpu": 3})
     assert reader.trials().num_rows == 4
     assert {r["status"] for r in reader.trials().to_pylist()} == {"COMPLETE"}
-    assert "3 workers x 3 CPU asked, 4 CPU now: 1 runs, 2 wait for capacity" in caplog.text
+    # 4 CPUs, or 3 while an actor of an earlier test is still being torn down
+    assert re.search(r"3 workers x 3 CPU asked, [34] CPU now: 1 runs, 2 wait for capacity",
+                     caplog.text), caplog.text
 
 
 def test_workers_are_capped_at_the_budget(ray_local, tmp_path):

@@ -289,7 +289,9 @@ def dying_objective(threshold: float):
 
 def test_dead_worker_is_retried_then_failed(ray_local, tmp_path):
     study = Study({"x": Float(0.0, 1.0)}, {"f1": "min", "f2": "min"}, store=tmp_path / "dies")
-    reader = study.optimize(dying_objective(-1.0), budget=2, workers=2, max_retries=1)
+    with pytest.raises(distopt.DistoptError, match="no trial completed"):  # all FAILED
+        study.optimize(dying_objective(-1.0), budget=2, workers=2, max_retries=1)
+    reader = distopt.open_store(tmp_path / "dies")
     rows = reader.trials().to_pylist()
     assert [r["trial_id"] for r in rows] == [0, 1]
     for r in rows:
@@ -318,7 +320,9 @@ def test_trials_queued_on_a_dying_worker_are_not_charged(ray_local, tmp_path):
 def test_trial_timeout(ray_local, tmp_path):
     space = {"x": Float(0.0, 1.0), "y": 0.0, "epochs": 3, "sleep": 0.5}
     study = Study(space, {"f1": "min", "f2": "min"}, store=tmp_path / "slow")
-    reader = study.optimize(two_bowls, budget=2, workers=2, trial_timeout=0.4)
+    with pytest.raises(distopt.DistoptError, match="no trial completed"):  # all TIMEOUT
+        study.optimize(two_bowls, budget=2, workers=2, trial_timeout=0.4)
+    reader = distopt.open_store(tmp_path / "slow")
     rows = reader.trials().to_pylist()
     assert [r["status"] for r in rows] == ["TIMEOUT", "TIMEOUT"]
     assert all(r["error"] == "stopped after trial_timeout=0.4 s" for r in rows)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import StoreError
-from .._preflight import study_difference
+from .._preflight import different_study_error
 from ._lock import StoreLock
 from ._metadata import METADATA_FILE, read_metadata, write_metadata
 from ._reader import _last_per_trial
@@ -61,12 +61,9 @@ class StoreWriter:
     def _reconcile(self, metadata: dict[str, Any]) -> dict[str, Any]:
         if (self.path / METADATA_FILE).exists():
             stored = read_metadata(self.path)
-            if stored.get("problem") != metadata.get("problem"):
-                raise StoreError(
-                    f"store {self.path} holds a different study: "
-                    f"{study_difference(stored, metadata) or 'definitions differ'}; "
-                    f"use a new store path, or the study definition recorded in "
-                    f"{self.path / METADATA_FILE}")
+            refusal = different_study_error(self.path, stored, metadata)
+            if refusal is not None:
+                raise refusal
             stored["resumed"] = stored.get("resumed", 0) + 1
             for key in ("strategy", "versions", "run", "objective", "study_file"):
                 if key in metadata:

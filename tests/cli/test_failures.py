@@ -122,10 +122,12 @@ def test_run_where_no_trial_completed_prints_the_summary_and_exits_2(tmp_path, m
     prints and returns once the trials are in the store."""
     from distopt import _studyfile
 
-    def optimize(self, **overrides):
+    def optimize(self, **overrides):  # as Study.optimize ends when no trial completed
+        from distopt._summary import no_trial_completed_error
+
         store = self.study.store_path
         write_store(store, [failed(i) for i in range(8)])
-        return open_store(store)
+        raise no_trial_completed_error(open_store(store))
 
     monkeypatch.setattr(_studyfile.StudyFile, "optimize", optimize)
     study = tmp_path / "study.yaml"

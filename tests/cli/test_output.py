@@ -11,14 +11,15 @@ import pytest
 
 import distopt
 from distopt import Categorical, Float, Problem, _context, _logging, open_store
-from distopt._progress import ProgressBar, nothing_to_run_message
+from distopt._budget import Budget
+from distopt._progress import ProgressBar
 from distopt.cli import main
 from distopt.store import StoreWriter
 from distopt.trial import trial_row
 
 
 def test_nothing_to_run_message():
-    assert nothing_to_run_message(28, 28) == \
+    assert Budget(28, stored=28).nothing_to_run() == \
         "nothing to run (28/28 done; raise --budget to continue)"
 
 
