@@ -81,11 +81,10 @@ import numpy as np
 
 from .._errors import field_error
 from .._problem import Problem, TrialResult
+from ..gradients import GRAD_PREFIX, grad_key
 from ..space import OFF_BAND, Float, point_keys
 from ._base import Strategy
 
-#: Prefix of hypergradient keys: ``grad/<metric>/<param>``.
-GRAD_PREFIX = "grad/"
 SOURCES = ("auto", "hypergrad", "fd")
 RESEEDS = ("trace", "sobol")
 DIFFERENCES = ("central", "forward")
@@ -97,11 +96,6 @@ _OFF_MARGIN = 1e-6
 _AT_BOUND = 1e-9
 
 WAIT, CENTER, GRADIENT, STEP = "wait", "center", "gradient", "step"
-
-
-def grad_key(metric: str, param: str) -> str:
-    """The key of ``d metric / d param`` (raw parameter units) in an objective's return value."""
-    return f"{GRAD_PREFIX}{metric}/{param}"
 
 
 @dataclass
