@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -51,3 +52,29 @@ class SobolStart:
         while len(chosen) < n:  # the space is (nearly) exhausted
             chosen.append(snap(problem, engine.random(1))[0])
         return np.array(chosen)
+
+
+class SobolPoints:
+    """The raw points of one scrambled Sobol sequence in ``[0, 1]^dim``, by index.
+
+    Drawn in blocks of 64 (a power of two keeps the sequence's balance) as indices are asked for,
+    and kept: a strategy that addresses fixed points of the sequence (``jacobian``'s design and
+    starts) finds the same point at the same index, however it got there.
+    """
+
+    BLOCK = 64
+
+    def __init__(self, dim: int, seed: int | None):
+        self.dim, self.seed = dim, seed
+        self._points: list[np.ndarray] = []
+        self._engine: Any = None
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index >= len(self._points):
+            from scipy.stats import qmc
+
+            if self._engine is None:
+                self._engine = qmc.Sobol(d=self.dim, scramble=True, seed=self.seed)
+            while index >= len(self._points):
+                self._points.extend(self._engine.random(self.BLOCK))
+        return self._points[index]
