@@ -51,6 +51,8 @@ class NSGA2Strategy(Strategy):
     """
 
     name = "pareto"
+    #: A strategy rebuilt by replaying the told results asks exactly what the live one asks.
+    replays_exactly = True
 
     def __init__(self, *, seed: int | None = 0, population_size: int = 20,
                  crossover_prob: float = 0.9, eta_crossover: float = 15.0,
