@@ -25,8 +25,9 @@ WAIT, CENTER, GRADIENT, STEP = "wait", "center", "gradient", "step"
 
 @dataclass
 class Terrain:
-    """What the walks of one strategy share. Walks read it; only ``history`` and ``stationary``
-    (the logs, see :class:`~distopt.strategies._jacobian.JacobianStrategy`) grow."""
+    """What the walks of one strategy share. The strategy fills the table and sets ``front``;
+    walks read the rest and append to the logs ``history`` and ``stationary`` (see
+    :class:`~distopt.strategies._jacobian.JacobianStrategy`)."""
 
     options: JacobianOptions
     rows: Rows
