@@ -148,7 +148,7 @@ class BoTorchTutorial:
         torch.manual_seed(seed)
         if shared_start:  # the Sobol points distopt's strategies start from with this seed
             from distopt._problem import Problem
-            from distopt.strategies._history import SobolStart
+            from distopt.strategies._sobol import SobolStart
 
             cube = Problem({f"x{j}": {"type": "float", "low": 0.0, "high": 1.0}
                             for j in range(problem.dim)}, {"f0": "max", "f1": "max"})

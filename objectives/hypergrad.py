@@ -25,7 +25,8 @@ fixed set of ``hypergrad.group_samples`` elements per group.
 Metrics covered: ``test_mse``, ``val_mse`` and ``equiv_err.<group>``, each computed exactly as the
 task reports it (the same held-out data and, for ``equiv_err``, the same seeded group samples).
 
-**Key scheme.** Beside its metrics the objective returns one float per (metric, hyperparameter)::
+**Key scheme** (:mod:`distopt.gradients`). Beside its metrics the objective returns one float per
+(metric, hyperparameter)::
 
     grad/<metric>/<param> = d <metric> / d <param>
 
@@ -81,6 +82,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distopt.gradients import GRAD_PREFIX, grad_key, parse_grad_key
+
 from .groups import Group
 from .regularisers import EPS, equivariance_terms
 from .settings import TrainSettings
@@ -95,28 +98,10 @@ __all__ = [
     "split_hypergrad_config",
 ]
 
-#: Prefix of every hypergradient key: ``grad/<metric>/<param>``.
-GRAD_PREFIX = "grad/"
 METHODS = ("neumann", "unroll")
 _OPTION_KEYS = ("iterations", "damping", "train_samples", "group_samples", "metrics")
 #: Hessian-vector products spent estimating ``lambda_max`` (see :func:`_top_curvature`).
 POWER_ITERATIONS = 10
-
-
-def grad_key(metric: str, param: str) -> str:
-    """``grad/<metric>/<param>``: the key of ``d metric / d param`` in raw parameter units."""
-    return f"{GRAD_PREFIX}{metric}/{param}"
-
-
-def parse_grad_key(key: str) -> tuple[str, str] | None:
-    """``(metric, param)`` of a ``grad/<metric>/<param>`` key, or None for any other key.
-
-    Parameter names never contain ``/`` (distopt forbids it), so the last ``/`` splits the two.
-    """
-    if not key.startswith(GRAD_PREFIX):
-        return None
-    metric, sep, param = key[len(GRAD_PREFIX):].rpartition("/")
-    return (metric, param) if sep and metric and param else None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ._random import RandomStrategy
 REGISTRY: dict[str, str | type[Strategy]] = {
     "random": "distopt.strategies._random:RandomStrategy",
     "bayes": "distopt.strategies._bayes:BayesStrategy",
-    "pareto": "distopt.strategies._pareto:ParetoStrategy",
+    "pareto": "distopt.strategies._nsga2:NSGA2Strategy",
     "tpe": "distopt.strategies._tpe:TPEStrategy",
     "jacobian": "distopt.strategies._jacobian:JacobianStrategy",
 }

@@ -15,7 +15,10 @@ from .._problem import Problem, TrialResult
 from ..pareto import hypervolume, reference_point
 from ..space import point_keys
 from ._base import Strategy
-from ._history import History, SobolStart, derive_seed, pending_points, snap
+from ._observations import History
+from ._points import pending_points, snap
+from ._seeding import derive_seed
+from ._sobol import SobolStart
 
 #: Failed or pruned trials fed to the acquisition as if still running (most recent first):
 #: the acquisition then expects nothing new from their neighbourhood, which steers suggestions

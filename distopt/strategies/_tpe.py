@@ -15,7 +15,7 @@ from .._problem import Problem, TrialResult
 from ..space import Categorical, Float, Int, point_keys
 from ..trial import Status
 from ._base import Strategy
-from ._history import derive_seed
+from ._seeding import derive_seed
 
 #: Samples drawn before a repeated configuration is replaced by a fresh random one.
 MAX_TRIES = 16

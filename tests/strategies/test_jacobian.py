@@ -15,8 +15,9 @@ import distopt
 from distopt._errors import ConfigError
 from distopt._problem import Problem, TrialResult
 from distopt.examples import two_bowls
+from distopt.gradients import grad_key
 from distopt.strategies import make_strategy
-from distopt.strategies._jacobian import JacobianStrategy, grad_key
+from distopt.strategies._jacobian import JacobianStrategy
 
 A = np.array([0.2, 0.3, 0.4])
 B = np.array([0.7, 0.6, 0.5])

@@ -1,15 +1,14 @@
 """What a strategy knows of past trials, rebuilt from told results alone.
 
 Shared by the model-based strategies (``bayes``, ``pareto``): the split of results into usable
-observations and failures, identity of configurations (so nothing is proposed twice), the
-scrambled Sobol start, and per-ask random seeds that depend only on the data. Nothing here is
-pickled state that could not be rebuilt by replaying the same results through ``tell``.
+observations and failures, and the keys of every configuration told or handed out (so nothing is
+proposed twice). Nothing here is pickled state that could not be rebuilt by replaying the same
+results through ``tell``.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,22 +16,7 @@ import numpy as np
 from .._problem import Problem, TrialResult
 from ..space import point_keys
 from ..trial import Status
-
-
-def snap(problem: Problem, points: np.ndarray) -> np.ndarray:
-    """The encodings of the configurations ``points`` decode to, shape ``(n_points, dim)``.
-
-    Integers and categoricals land on the centre of their cell and a Float's ``off`` band on its
-    single code, so two points that give the same configuration get the same encoding.
-    """
-    space = problem.space
-    return space.encode(space.decode(points)) if len(points) else np.empty((0, space.dim))
-
-
-def derive_seed(seed: int | None, *counters: int) -> int:
-    """A 32-bit seed from the strategy's seed and data-dependent counters (reproducible)."""
-    entropy = [0 if seed is None else int(seed) + 1, *(int(c) for c in counters)]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+from ._points import snap
 
 
 class History:
@@ -135,52 +119,3 @@ def _as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
-
-
-class SobolStart:
-    """Points of one scrambled Sobol sequence in ``[0, 1]^dim``, addressed by position.
-
-    The position is the number of configurations already known (told plus pending), so a
-    strategy rebuilt from the store continues the sequence where the study left it.
-    """
-
-    def __init__(self, dim: int, seed: int | None):
-        self.dim = dim
-        self.seed = seed
-
-    def take(self, start: int, n: int, avoid: set[tuple[float, ...]], problem: Problem,
-             ) -> np.ndarray:
-        """``n`` snapped points from position ``start`` on, skipping ones whose key is in ``avoid``.
-
-        In a small discrete space the sequence may run out of new configurations; after
-        ``64 * n`` draws the remaining slots take repeats rather than looping forever.
-        """
-        from scipy.stats import qmc
-
-        if n <= 0:
-            return np.empty((0, self.dim))
-        engine = qmc.Sobol(d=self.dim, scramble=True, seed=self.seed)
-        if start:
-            engine.fast_forward(start)
-        chosen: list[np.ndarray] = []
-        seen = set(avoid)
-        for _ in range(64):
-            with warnings.catch_warnings():  # scrambled Sobol prefixes are fine at any length
-                warnings.simplefilter("ignore", UserWarning)
-                draws = snap(problem, engine.random(max(n, 8)))
-            for point, key in zip(draws, point_keys(draws), strict=True):
-                if key not in seen:
-                    seen.add(key)
-                    chosen.append(point)
-                    if len(chosen) == n:
-                        return np.array(chosen)
-        while len(chosen) < n:  # the space is (nearly) exhausted
-            chosen.append(snap(problem, engine.random(1))[0])
-        return np.array(chosen)
-
-
-def pending_points(problem: Problem, pending: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Snapped encodings of running configurations, shape ``(n_pending, dim)``."""
-    if not pending:
-        return np.empty((0, problem.space.dim))
-    return snap(problem, problem.space.encode(list(pending)))

@@ -11,8 +11,7 @@ from .._problem import Problem, TrialResult
 from ..pareto import to_minimization
 from ..space import Categorical, point_keys
 from ._base import Strategy
-from ._history import History, SobolStart, derive_seed, pending_points, snap
-from ._pareto_ops import (
+from ._nsga2_ops import (
     categorical_variation,
     constrained_rank,
     crowding_distance,
@@ -21,12 +20,16 @@ from ._pareto_ops import (
     survivors,
     tournament,
 )
+from ._observations import History
+from ._points import pending_points, snap
+from ._seeding import derive_seed
+from ._sobol import SobolStart
 
 #: Children drawn before giving up on finding one that is not a repeat (then: Sobol point).
 MAX_TRIES = 32
 
 
-class ParetoStrategy(Strategy):
+class NSGA2Strategy(Strategy):
     """Evolutionary Pareto search: NSGA-II, steady state, with Deb's constrained domination.
 
     The first ``population_size`` configurations are scrambled Sobol points. From then on the
@@ -48,6 +51,8 @@ class ParetoStrategy(Strategy):
     """
 
     name = "pareto"
+    #: A strategy rebuilt by replaying the told results asks exactly what the live one asks.
+    replays_exactly = True
 
     def __init__(self, *, seed: int | None = 0, population_size: int = 20,
                  crossover_prob: float = 0.9, eta_crossover: float = 15.0,
@@ -124,3 +129,7 @@ class ParetoStrategy(Strategy):
                 return child
         # A converged population in a small discrete space: explore instead of repeating.
         return self._sobol.take(position + MAX_TRIES, 1, avoid, self.problem)[0]
+
+
+#: The name this class had before it was named for its algorithm (old imports keep working).
+ParetoStrategy = NSGA2Strategy
