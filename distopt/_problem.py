@@ -85,10 +85,9 @@ class Problem:
         self.space = space if isinstance(space, Space) else Space(space)
         self.objectives = _parse_objectives(objectives)
         self.constraints = _parse_constraints(constraints)
-        clash = set(self.objectives) & set(self.space.names)
-        if clash:
-            raise field_error("objectives", f"{sorted(clash)} are also parameter names",
-                              "rename the metric or the parameter")
+        # A metric may share a parameter's name (Tune's examples report ``a`` for parameter
+        # ``a``): configs and metrics are separate dicts in a TrialResult and the store keeps
+        # parameters under ``config/``, so nothing collides. Reserved names stay refused.
 
     @property
     def metric_names(self) -> list[str]:
