@@ -18,7 +18,10 @@ on one metric)::
     searcher.pareto_front()                # the feasible non-dominated trials Tune ran
 
 ``searcher.metric`` / ``searcher.mode`` are the first objective; give them to Tune's single-metric
-views (``TuneConfig(metric=..., mode=...)`` or ``results.get_best_result(metric, mode)``).
+views (``TuneConfig(metric=..., mode=...)`` or ``results.get_best_result(metric, mode)``): a
+``TuneConfig`` metric that is not an objective, or a mode against its direction, is a
+``ConfigError`` (Tune only asks the searcher when ``param_space`` is not empty). To repeat each
+configuration, wrap the searcher in this module's :class:`Repeater`, not Ray's.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class DistoptSearcher(Searcher):
             if points_to_evaluate or evaluated_rewards:
                 raise field_error("points_to_evaluate", "needs space= and objectives=")
             return
-        self._bind(Problem(space, objectives, constraints),
+        self._bind(Problem(space, objectives, constraints, shared_names=True),
                    make_strategy("random" if strategy is None else strategy, seed=seed))
         points = [self._point(f"points_to_evaluate[{i}]", p, partial=evaluated_rewards is None)
                   for i, p in enumerate(points_to_evaluate or [])]
@@ -288,7 +291,7 @@ class DistoptSearcher(Searcher):
                 raise field_error("restore", "this checkpoint predates saved problems",
                                   "restore into DistoptSearcher(strategy, space, objectives)")
             mine = self._spec is not None   # a strategy given here wins over the saved one
-            self._bind(Problem.from_dict(saved), make_strategy(
+            self._bind(Problem.from_dict(saved, shared_names=True), make_strategy(
                 self._spec if mine else state["strategy"],
                 seed=self._seed if mine else state.get("seed")))
         elif saved is not None and saved != self.problem.to_dict():

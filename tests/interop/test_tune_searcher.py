@@ -289,23 +289,20 @@ def test_repeater_averages_every_metric_and_rays_own_warns():
     assert [r.status for r in ray_repeater.searcher.results] == ["FAILED"]
 
 
-def test_metrics_named_like_parameters_stay_apart_in_a_store(tmp_path):
-    from distopt.store import StoreWriter
+def test_metrics_may_share_parameter_names_in_the_searcher_only():
+    from distopt.interop.tune import DistoptSearcher
 
-    study = distopt.Study({"a": distopt.Float(0.0, 1.0), "b": distopt.Float(0.0, 1.0)},
-                          {"a": "max", "b": "min"})
-    writer = StoreWriter(tmp_path / "store", study._metadata({}))
-    writer.add_trials([{"trial_id": i, "status": "COMPLETE", "config": {"a": x, "b": x},
-                        "metrics": {"a": 100 * x, "b": -100 * x}, "error": None,
-                        "attempts": 1, "start_time": 1.0, "end_time": 2.0, "worker": "w",
-                        "node_id": None} for i, x in enumerate([0.25, 0.5])])
-    writer.close()
-    reader = distopt.open_store(tmp_path / "store")
-    table = reader.trials()
-    assert table["config/a"].to_pylist() == [0.25, 0.5] and table["a"].to_pylist() == [25, 50]
-    assert [r.metrics for r in reader.results()] == [{"a": 25.0, "b": -25.0},
-                                                     {"a": 50.0, "b": -50.0}]
-    assert reader.pareto_front()["trial_id"].to_pylist() == [1]
+    space = {"a": distopt.Float(0.0, 1.0), "b": distopt.Float(0.0, 1.0)}
+    searcher = DistoptSearcher("random", space, {"a": "max", "b": "min"})
+    config = searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"a": 100 * config["a"], "b": -100 * config["b"]})
+    [told] = searcher.pareto_front()
+    assert told.config == config and told.metrics == {"a": 100 * config["a"],
+                                                      "b": -100 * config["b"]}
+    with pytest.raises(distopt.ConfigError, match=r"^objectives: \['a'\] are also parameter"):
+        distopt.Problem(space, {"a": "max"})         # a study still refuses the slip
+    with pytest.raises(distopt.ConfigError, match="reserved"):
+        DistoptSearcher("random", space, {"trial_id": "min"})
 
 
 def multi_objective():
