@@ -141,7 +141,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     path = Path(args.store)
     url = args.storage or f"sqlite:///{path.resolve().parent / (path.name + '.optuna.db')}"
     added = interop.sync_store(path, url, study_name=args.study_name)   # bad store: fails here
-    print(f"{added} trials synced to {url}")
+    print(f"{added} trials synced to {url}", flush=True)   # flushed: a pipe may be watching
     if args.once:
         return 0
     try:
@@ -149,7 +149,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     except ImportError:
         print(f"optuna-dashboard is not installed (pip install optuna-dashboard); following the "
               f"store, start it with\n  optuna-dashboard {url} --host {args.host} "
-              f"--port {args.port}\nCtrl-C to stop")
+              f"--port {args.port}\nCtrl-C to stop", flush=True)
         try:
             interop.follow(path, url, args.interval, study_name=args.study_name)
         except KeyboardInterrupt:

@@ -153,11 +153,12 @@ def test_follow_and_the_dashboard_show_a_growing_search(tmp_path):
     assert all(len(t["intermediate_values"]) == 3 for t in trials)
 
 
-def run_cli(*args: str, **popen) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get(
-        "PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "distopt", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+def run_cli(*args: str, pythonpath: str | None = None) -> subprocess.Popen:
+    """``python -m distopt ARGS`` with this checkout (and ``pythonpath`` first) importable."""
+    paths = [p for p in (pythonpath, str(ROOT), os.environ.get("PYTHONPATH")) if p]
+    return subprocess.Popen([sys.executable, "-m", "distopt", *args], text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_distopt_dashboard_command(tmp_path):
@@ -188,11 +189,54 @@ def test_distopt_dashboard_command(tmp_path):
     assert process.returncode == 0, err
     assert "5 trials synced to sqlite:///" in out and f"127.0.0.1:{port}" in out
     assert (tmp_path / "store.optuna.db").exists()
-    # --once syncs and exits; a missing store is one line and exit status 2
-    again = run_cli("dashboard", str(tmp_path / "store"), "--once")
-    out, err = again.communicate(timeout=60)
-    assert again.returncode == 0 and out.startswith("0 trials synced"), err
-    bad = run_cli("dashboard", str(tmp_path / "nowhere"), "--once")
-    out, err = bad.communicate(timeout=60)
-    assert bad.returncode == 2 and err.startswith("distopt: error:") and len(
-        err.strip().splitlines()) == 1, err
+
+
+def test_dashboard_once_and_bad_input(tmp_path, capsys):
+    from distopt.cli import main
+
+    writer = new_writer(tmp_path / "store")
+    write(writer, range(4))
+    writer.close()
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    assert main(["dashboard", str(tmp_path / "store"), "--storage", url, "--once"]) == 0
+    assert main(["dashboard", str(tmp_path / "store"), "--storage", url, "--once"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"4 trials synced to {url}", f"0 trials synced to {url}"]
+    study = optuna.load_study(storage=url, study_name="store")
+    assert distopt_ids(study) == [0, 1, 2, 3]
+    for argv, field in [(["dashboard", str(tmp_path / "nowhere"), "--once"], ""),
+                        (["dashboard", str(tmp_path / "store"), "--port", "70000"], "--port"),
+                        (["dashboard", str(tmp_path / "store"), "--interval", "-1"],
+                         "--interval")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"distopt: error: {field}") and err.count("\n") == 1, err
+
+
+def test_dashboard_without_optuna_dashboard_says_how_to_start_it(tmp_path):
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "optuna_dashboard.py").write_text(
+        "raise ImportError('not installed, for this test')\n")
+    writer = new_writer(tmp_path / "store")
+    write(writer, range(2))
+    process = run_cli("dashboard", str(tmp_path / "store"), "--interval", "0.2",
+                      pythonpath=str(tmp_path / "shadow"))
+    url = f"sqlite:///{tmp_path / 'store.optuna.db'}"
+    try:
+        lines = [process.stdout.readline() for _ in range(3)]   # bounded: 3 lines, then follows
+        write(writer, range(2, 5))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            study = optuna.load_study(storage=url, study_name="store")
+            if len(study.get_trials(deepcopy=False)) == 5:
+                break
+            time.sleep(0.3)
+    finally:
+        writer.close()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert lines[0] == f"2 trials synced to {url}\n"
+    assert "pip install optuna-dashboard" in lines[1]
+    assert lines[2].strip() == f"optuna-dashboard {url} --host 127.0.0.1 --port 8080"
+    assert distopt_ids(study) == list(range(5))
+    assert process.returncode == 0, err
