@@ -244,6 +244,26 @@ class DistoptSearcher(Searcher):
         number, self._next_id = self._next_id, self._next_id + 1
         self._tell(TuneResult(number, config, PRUNED if pruned else status, metrics))
 
+    def add_evaluated_trials(self, trials_or_analysis: Any, metric: str | None = None) -> None:
+        """Tell the strategy Tune trials run elsewhere (a ``Trial``, a list of them, or an
+        ``ExperimentAnalysis``): every metric of each finished trial's last result, where
+        Tune's passes ``metric`` only; an ended trial that was not done counts as PRUNED."""
+        from ray.tune.experiment import Trial
+        from ray.tune.result import DONE
+
+        problem = self._bound("add_evaluated_trials")
+        if metric is not None and metric not in problem.metric_names:
+            raise field_error("add_evaluated_trials.metric", f"{metric!r} is not read by this "
+                              f"searcher ({problem.metric_names})", "leave it out: all are read")
+        trials = getattr(trials_or_analysis, "trials", trials_or_analysis)
+        for trial in [trials] if isinstance(trials, Trial) else list(trials):
+            if trial.status not in (Trial.TERMINATED, Trial.ERROR):
+                continue   # still pending or running: nothing to learn from yet
+            result = dict(trial.last_result or {})
+            self.add_evaluated_point(trial.config, result, error=trial.status == Trial.ERROR,
+                                     pruned=trial.status == Trial.TERMINATED and not result.get(
+                                         DONE, False))
+
     def mark_pruned(self, trial_id: str) -> None:
         """Record that a scheduler stopped ``trial_id`` early (called by MOASHAScheduler)."""
         if trial_id in self._live:

@@ -108,9 +108,10 @@ def test_follow_and_the_dashboard_show_a_growing_search(tmp_path):
     url = f"sqlite:///{tmp_path / 'live.db'}"
     writer = new_writer(tmp_path / "store")
     write(writer, range(3))
-    done = threading.Event()
+    done, watched = threading.Event(), threading.Event()
 
-    def search() -> None:   # a search finishing 3 trials every 0.8 s
+    def search() -> None:   # once the dashboard shows its start, 3 more trials every 0.8 s
+        watched.wait(60)
         for start in range(3, 15, 3):
             time.sleep(0.8)
             write(writer, range(start, start + 3))
@@ -131,8 +132,9 @@ def test_follow_and_the_dashboard_show_a_growing_search(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             trials = dashboard_trials(server.server_port, "store")
-            if trials is not None:
+            if trials:
                 seen.append(len(trials))
+                watched.set()
                 numbers = [t["number"] for t in trials]
                 assert len(set(numbers)) == len(numbers)
                 if done.is_set() and len(trials) == 15:
@@ -169,7 +171,7 @@ def test_distopt_dashboard_command(tmp_path):
     process = run_cli("dashboard", str(tmp_path / "store"), "--port", str(port),
                       "--interval", "0.2")
     try:
-        trials, wrote, deadline = None, False, time.monotonic() + 60
+        trials, wrote, deadline = None, False, time.monotonic() + 90
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 trials = dashboard_trials(port, "store")
@@ -225,18 +227,16 @@ def test_dashboard_without_optuna_dashboard_says_how_to_start_it(tmp_path):
     try:
         lines = [process.stdout.readline() for _ in range(3)]   # bounded: 3 lines, then follows
         write(writer, range(2, 5))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            study = optuna.load_study(storage=url, study_name="store")
-            if len(study.get_trials(deepcopy=False)) == 5:
-                break
+        ids, deadline = [], time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None and len(ids) < 5:
             time.sleep(0.3)
+            ids = distopt_ids(optuna.load_study(storage=url, study_name="store"))
     finally:
         writer.close()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
-    assert lines[0] == f"2 trials synced to {url}\n"
+    assert lines[0] == f"2 trials synced to {url}\n", (lines, err)
     assert "pip install optuna-dashboard" in lines[1]
     assert lines[2].strip() == f"optuna-dashboard {url} --host 127.0.0.1 --port 8080"
-    assert distopt_ids(study) == list(range(5))
+    assert ids == list(range(5)), err
     assert process.returncode == 0, err

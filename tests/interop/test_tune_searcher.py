@@ -237,6 +237,23 @@ def test_points_to_evaluate_and_evaluated_points():
         searcher.add_evaluated_point({**full, "width": 128}, {"f1": 1.0, "f2": 1.0})
     with pytest.raises(distopt.ConfigError, match=r"points_to_evaluate\[0\]\.x: 2 is outside"):
         two_objectives(points_to_evaluate=[{"x": 2}])
+    from ray.tune.experiment import Trial
+    from ray.tune.result import DONE
+
+    trials = []
+    for status, done in [(Trial.TERMINATED, True), (Trial.TERMINATED, False), (Trial.ERROR, False),
+                         (Trial.RUNNING, False)]:
+        trial = Trial("f", config={**full, "epochs": 3}, stub=True)
+        trial.set_status(status)
+        trial.run_metadata.last_result = {"f1": 0.2, "f2": 0.6, "width": 16, DONE: done}
+        trials.append(trial)
+    fresh = two_objectives()
+    fresh.add_evaluated_trials(trials[0])
+    fresh.add_evaluated_trials(trials, metric="f2")
+    assert [r.status for r in fresh.results] == ["COMPLETE", "COMPLETE", "PRUNED", "FAILED"]
+    assert fresh.results[0].metrics == {"f1": 0.2, "f2": 0.6, "width": 16.0}
+    with pytest.raises(distopt.ConfigError, match="add_evaluated_trials.metric: 'acc'"):
+        fresh.add_evaluated_trials(trials, metric="acc")
     one = DistoptSearcher("random", {"report": distopt.Float(0.0, 5.0)}, {"metric": "max"},
                           points_to_evaluate=[{"report": 1.0}], evaluated_rewards=[1.0])
     assert [(r.config, r.metrics, r.status) for r in one.results] == [
