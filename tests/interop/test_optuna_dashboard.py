@@ -78,6 +78,10 @@ def test_sync_adds_each_finished_trial_once(tmp_path):
     front = {t.user_attrs["distopt.trial_id"] for t in study.best_trials}
     assert front == set(distopt.open_store(tmp_path / "store").pareto_front()["trial_id"]
                         .to_pylist())
+    study = distopt.Study({"z": distopt.Float(0.0, 1.0)}, {"f1": "min", "f2": "min"})
+    StoreWriter(tmp_path / "another", study._metadata({})).close()
+    with pytest.raises(distopt.ConfigError, match="study_name: .*holds another distopt study"):
+        sync_store(tmp_path / "another", url, study_name="store")
     other = optuna.create_study(storage=url, study_name="other", direction="maximize")
     with pytest.raises(distopt.ConfigError, match="study_name: .*directions"):
         sync_store(tmp_path / "store", url, study_name=other.study_name)
