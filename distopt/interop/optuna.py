@@ -141,7 +141,11 @@ def follow(store: StoreReader | str | os.PathLike, storage: Any, interval: float
         done: Callable[[], bool] = stop.is_set
     else:
         done = stop if stop is not None else (lambda: False)
+    import optuna
+
     path = store.path if isinstance(store, StoreReader) else store  # re-read: ref point, rows
+    if isinstance(storage, str):   # one engine for every sync: opening a URL costs more than one
+        storage = optuna.storages.get_storage(storage)
     added = 0
     while True:
         stopping = done()   # read before the sync, so the last sync sees everything written
