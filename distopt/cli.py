@@ -129,6 +129,48 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
+    table = reader.trials() if show_all else reader.pareto_front()
+    problem = reader.problem
+    wanted = ["trial_id", "status"] if show_all else ["trial_id"]
+    wanted += [c for c in table.column_names if c.startswith(CONFIG_PREFIX)]
+    wanted += [m for m in problem.metric_names if m in table.column_names]
+    table = table.select(wanted)
+    hv = reader.hypervolume()
+    counts = reader.trials()["status"].value_counts().to_pylist()
+    if fmt == "json":
+        print(json.dumps({"hypervolume": hv, "ref_point": reader.ref_point_in_use(),
+                          "ref_point_recorded": reader.ref_point is not None,
+                          "trials": {c["values"]: c["counts"] for c in counts},
+                          "front" if not show_all else "rows": table.to_pylist()}, default=str))
+        return
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, sys.stdout.buffer)
+        return
+    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+    header = [c.removeprefix(CONFIG_PREFIX) for c in table.column_names]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    status = ", ".join(f"{c['counts']} {c['values']}" for c in counts)
+    label = "trials" if show_all else "Pareto front"
+    ref = reader.ref_point  # recorded once a search has 2(d+1) feasible trials
+    origin = f"ref_point {ref}" if ref is not None else (
+        f"ref_point {reader.ref_point_in_use()}, inferred from this front: none recorded yet")
+    print(f"\n{label}: {table.num_rows} rows  |  trials: {status}  |  hypervolume: {hv:.6g}  "
+          f"({origin})")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    return str(value)
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import threading
     from pathlib import Path
@@ -179,48 +221,6 @@ def _dashboard(args: argparse.Namespace) -> int:
     if failed:
         raise DistoptError(f"syncing {path} to {url} failed: {failed[0]}")
     return 0
-
-
-def _print_front(reader: Any, fmt: str, *, show_all: bool) -> None:
-    table = reader.trials() if show_all else reader.pareto_front()
-    problem = reader.problem
-    wanted = ["trial_id", "status"] if show_all else ["trial_id"]
-    wanted += [c for c in table.column_names if c.startswith(CONFIG_PREFIX)]
-    wanted += [m for m in problem.metric_names if m in table.column_names]
-    table = table.select(wanted)
-    hv = reader.hypervolume()
-    counts = reader.trials()["status"].value_counts().to_pylist()
-    if fmt == "json":
-        print(json.dumps({"hypervolume": hv, "ref_point": reader.ref_point_in_use(),
-                          "ref_point_recorded": reader.ref_point is not None,
-                          "trials": {c["values"]: c["counts"] for c in counts},
-                          "front" if not show_all else "rows": table.to_pylist()}, default=str))
-        return
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        pacsv.write_csv(table, sys.stdout.buffer)
-        return
-    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
-    header = [c.removeprefix(CONFIG_PREFIX) for c in table.column_names]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
-    for row in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
-    status = ", ".join(f"{c['counts']} {c['values']}" for c in counts)
-    label = "trials" if show_all else "Pareto front"
-    ref = reader.ref_point  # recorded once a search has 2(d+1) feasible trials
-    origin = f"ref_point {ref}" if ref is not None else (
-        f"ref_point {reader.ref_point_in_use()}, inferred from this front: none recorded yet")
-    print(f"\n{label}: {table.num_rows} rows  |  trials: {status}  |  hypervolume: {hv:.6g}  "
-          f"({origin})")
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.5g}"
-    return str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
