@@ -78,15 +78,23 @@ def _parse_constraints(constraints: Any) -> dict[str, tuple[str, float]]:
 
 
 class Problem:
-    """A space, objectives (metric -> "min"/"max") and constraints (metric -> (op, threshold))."""
+    """A space, objectives (metric -> "min"/"max") and constraints (metric -> (op, threshold)).
+
+    ``shared_names``: allow an objective named like a parameter (refused by default).
+    """
 
     def __init__(self, space: Space | Mapping[str, Any], objectives: Any,
-                 constraints: Any = None):
+                 constraints: Any = None, *, shared_names: bool = False):
         self.space = space if isinstance(space, Space) else Space(space)
         self.objectives = _parse_objectives(objectives)
         self.constraints = _parse_constraints(constraints)
+        # Configs and metrics are separate dicts in a TrialResult and the store keeps parameters
+        # under ``config/``, so a shared name collides nowhere in the data. A study still
+        # refuses one (``distopt show`` prints both as columns of that name, likely a slip);
+        # ``shared_names`` lets Ray Tune users keep their examples' names (metric ``a`` for
+        # parameter ``a``). Reserved names are refused either way.
         clash = set(self.objectives) & set(self.space.names)
-        if clash:
+        if clash and not shared_names:
             raise field_error("objectives", f"{sorted(clash)} are also parameter names",
                               "rename the metric or the parameter")
 
@@ -135,6 +143,7 @@ class Problem:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Problem:
+    def from_dict(cls, data: Mapping[str, Any], *, shared_names: bool = False) -> Problem:
         """Inverse of :meth:`to_dict`."""
-        return cls(data["space"], data["objectives"], data.get("constraints") or None)
+        return cls(data["space"], data["objectives"], data.get("constraints") or None,
+                   shared_names=shared_names)

@@ -57,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="plots", metavar="DIR", help="folder for the files "
                                                                      "(default: plots)")
     plot.add_argument("--format", choices=("png", "svg", "pdf"), default="png")
+
+    dashboard = commands.add_parser("dashboard", help="keep an Optuna storage in sync with a "
+                                    "store (a running search too) and serve optuna-dashboard")
+    dashboard.add_argument("store", metavar="STORE")
+    dashboard.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite "
+                           "file STORE.optuna.db beside the store)")
+    dashboard.add_argument("--study-name", help="default: the store folder's name")
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--interval", type=float, default=1.0, help="seconds between syncs")
+    dashboard.add_argument("--once", action="store_true", help="sync once and exit")
     return parser
 
 
@@ -279,11 +290,64 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    import threading
+    from pathlib import Path
+
+    from ._checks import check_int, check_number
+    from .interop import optuna as interop
+
+    check_int("--port", args.port, 0, maximum=65535)
+    check_number("--interval", args.interval, 0.0)
+    path = Path(args.store)
+    url = args.storage or f"sqlite:///{path.resolve().parent / (path.name + '.optuna.db')}"
+    added = interop.sync_store(path, url, study_name=args.study_name)   # bad store: fails here
+    print(f"{added} trials synced to {url}", flush=True)   # flushed: a pipe may be watching
+    if args.once:
+        return 0
+    try:
+        server = interop.dashboard_server(url, args.host, args.port)
+    except ImportError:
+        print(f"optuna-dashboard is not installed (pip install optuna-dashboard); following the "
+              f"store, start it with\n  optuna-dashboard {url} --host {args.host} "
+              f"--port {args.port}\nCtrl-C to stop", flush=True)
+        try:
+            interop.follow(path, url, args.interval, study_name=args.study_name)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    stop, failed = threading.Event(), []
+
+    def sync() -> None:
+        try:
+            interop.follow(path, url, args.interval, stop, study_name=args.study_name)
+        except Exception as error:  # shown, and the server stops: stale pages would mislead
+            failed.append(error)
+            server.shutdown()
+
+    follower = threading.Thread(target=sync, name="distopt-dashboard-sync", daemon=True)
+    follower.start()
+    print(f"optuna-dashboard on http://{args.host}:{server.server_port}/dashboard, following "
+          f"{path}; Ctrl-C to stop", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        server.server_close()
+        follower.join()
+    if failed:
+        raise DistoptError(f"syncing {path} to {url} failed: {failed[0]}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distopt`` console script."""
     args = _parser().parse_args(argv)
     _set_verbosity(args)
-    handlers = {"run": _run, "resume": _resume, "show": _show, "plot": _plot}
+    handlers = {"run": _run, "resume": _resume, "show": _show, "plot": _plot,
+                "dashboard": _dashboard}
     try:
         return handlers[args.command](args)
     except DistoptError as error:

@@ -33,10 +33,14 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import threading
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._checks import check_number
+from .._errors import field_error
 from .._problem import Problem
 from ..space import Categorical, Float, Int, Space
 from ..store import StoreReader, StoreWriter
@@ -101,38 +105,145 @@ def export_store(store: StoreReader | str | os.PathLike, storage: Any,
         store: a store path or reader (may be read while a search writes it).
         storage: an Optuna storage URL (``"sqlite:///runs.db"``) or storage object.
         study_name: default: the store folder's name.
-        load_if_exists: add to an existing study of that name instead of failing.
+        load_if_exists: add to an existing study of that name instead of failing; trials it
+            already holds (by their ``distopt.trial_id``) are not added again.
     """
+    reader = store if isinstance(store, StoreReader) else StoreReader(store)
+    study = _open_study(reader, storage, study_name, load_if_exists=load_if_exists)
+    _add_new_trials(reader, study)
+    return study
+
+
+def sync_store(store: StoreReader | str | os.PathLike, storage: Any, *,
+               study_name: str | None = None) -> int:
+    """Bring an Optuna study up to date with ``store``; return how many trials it added.
+
+    Idempotent: a trial already in the study (found by its ``distopt.trial_id`` user attribute)
+    is never added again, so calling it while a search writes the store adds each trial once,
+    when it finishes, with its learning curve as intermediate values. Creates the study (named
+    as :func:`export_store` names it) on the first call.
+    """
+    reader = store if isinstance(store, StoreReader) else StoreReader(store)
+    study = _open_study(reader, storage, study_name, load_if_exists=True)
+    return _add_new_trials(reader, study)
+
+
+def follow(store: StoreReader | str | os.PathLike, storage: Any, interval: float = 1.0,
+           stop: threading.Event | Callable[[], bool] | None = None, *,
+           study_name: str | None = None) -> int:
+    """Call :func:`sync_store` every ``interval`` seconds until ``stop`` is set (an Event, or a
+    callable returning True); sync once more, then return the number of trials added.
+
+    Without ``stop`` it runs until interrupted (Ctrl-C), as ``distopt dashboard`` does.
+    """
+    interval = check_number("interval", interval, 0.0)
+    if isinstance(stop, threading.Event):
+        done: Callable[[], bool] = stop.is_set
+    else:
+        done = stop if stop is not None else (lambda: False)
     import optuna
 
-    reader = store if isinstance(store, StoreReader) else StoreReader(store)
+    path = store.path if isinstance(store, StoreReader) else store  # re-read: ref point, rows
+    if isinstance(storage, str):   # one engine for every sync: opening a URL costs more than one
+        storage = optuna.storages.get_storage(storage)
+    added = 0
+    while True:
+        stopping = done()   # read before the sync, so the last sync sees everything written
+        added += sync_store(path, storage, study_name=study_name)
+        if stopping:
+            return added
+        if isinstance(stop, threading.Event):
+            stop.wait(interval)
+        else:
+            time.sleep(interval)
+
+
+def dashboard_server(storage: Any, host: str = "127.0.0.1", port: int = 8080):
+    """optuna-dashboard on ``storage`` as a WSGI server, bound but not yet serving: call
+    ``serve_forever()`` (in a thread if need be), then ``shutdown()`` and ``server_close()``.
+    ``port=0`` takes a free port (``server.server_port``). Needs ``pip install optuna-dashboard``.
+    """
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    import optuna
+    import optuna_dashboard
+
+    # optuna-dashboard opens a URL without creating Optuna's tables: create them here, before
+    # any sync thread does, or a request racing that creation reads a half-made database.
+    storage = optuna.storages.get_storage(storage)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        # The page polls the API while it is open: one thread per request keeps it responsive.
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+            pass  # one line per poll would bury what the command prints
+
+    return make_server(host, port, optuna_dashboard.wsgi(storage), server_class=Server,
+                       handler_class=Quiet)
+
+
+def _open_study(reader: StoreReader, storage: Any, study_name: str | None, *,
+                load_if_exists: bool):
+    import optuna
+
     problem = reader.problem
-    study = optuna.create_study(
-        storage=storage, study_name=study_name or reader.path.name,
-        directions=["maximize" if d == "max" else "minimize" for d in problem.objectives.values()],
-        load_if_exists=load_if_exists)
-    with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(problem.objectives))
-    curves = reader.curves()
-    curve_metrics = [c for c in curves.column_names if c not in ("trial_id", "step", "time")]
+    name = study_name or reader.path.name
+    directions = ["maximize" if d == "max" else "minimize" for d in problem.objectives.values()]
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                load_if_exists=load_if_exists)
+    if [d.name.lower() for d in study.directions] != directions:
+        raise field_error("study_name", f"Optuna study {name!r} has directions "
+                          f"{[d.name.lower() for d in study.directions]}, not the store's "
+                          f"{directions}", "give another study_name")
+    curve_metrics = [c for c in reader.curves().column_names
+                     if c not in ("trial_id", "step", "time")]
     curve_metric = next((m for m in problem.objectives if m in curve_metrics),
                         curve_metrics[0] if curve_metrics else None)
-    study.set_user_attr("distopt", {
-        "problem": problem.to_dict(), "ref_point": reader.ref_point, "store": str(reader.path),
-        "constraint_order": list(problem.constraints), "intermediate_metric": curve_metric})
-    distributions = {name: _distribution(p) for name, p in problem.space.params.items()}
+    info = {"problem": problem.to_dict(), "ref_point": reader.ref_point, "store": str(reader.path),
+            "constraint_order": list(problem.constraints), "intermediate_metric": curve_metric}
+    known = study.user_attrs.get("distopt") or {}
+    if known.get("problem") not in (None, info["problem"]):
+        raise field_error("study_name", f"Optuna study {name!r} holds another distopt study "
+                          f"(from {known.get('store')})", "give another study_name")
+    if study.metric_names != list(problem.objectives):
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what dashboards show
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(problem.objectives))
+    # A curve metric seen once stays: the trials already added used it for their values.
+    if known.get("intermediate_metric") is not None:
+        info["intermediate_metric"] = known["intermediate_metric"]
+    if known != info:
+        study.set_user_attr("distopt", info)
+    return study
+
+
+def _add_new_trials(reader: StoreReader, study: Any) -> int:
+    """Add the store's finished trials that ``study`` lacks; return how many."""
+    import optuna
+
+    have = {t.user_attrs.get(TRIAL_ID) for t in study.get_trials(deepcopy=False)}
+    table = reader.trials()   # before the curves: a trial's curve is stored before its row
+    rows = [row for row in table.to_pylist() if row["trial_id"] not in have]
+    if not rows:
+        return 0
+    problem = reader.problem
+    curve_metric = study.user_attrs["distopt"]["intermediate_metric"]
+    wanted = {row["trial_id"] for row in rows}
     by_trial: dict[int, dict[int, float]] = {}
-    if curve_metric is not None:
+    curves = reader.curves()
+    if curve_metric is not None and curve_metric in curves.column_names:
         for trial_id, step, value in zip(curves["trial_id"].to_pylist(),
                                          curves["step"].to_pylist(),
                                          curves[curve_metric].to_pylist(), strict=True):
-            if _finite(value):
+            if trial_id in wanted and _finite(value):
                 by_trial.setdefault(trial_id, {})[step] = value
-    table = reader.trials()
+    distributions = {name: _distribution(p) for name, p in problem.space.params.items()}
     metric_names = metric_columns(table)
     trials = []
-    for row in table.to_pylist():
+    for row in rows:
         metrics = {m: row[m] for m in metric_names if m in row and _finite(row[m])}
         state = _STATE_OF.get(row["status"], "FAIL")
         values = None
@@ -158,7 +269,7 @@ def export_store(store: StoreReader | str | os.PathLike, storage: Any,
         frozen.datetime_complete = _when(row["end_time"]) or frozen.datetime_complete
         trials.append(frozen)
     study.add_trials(trials)
-    return study
+    return len(trials)
 
 
 def _problem_of(study: Any) -> tuple[Problem, dict[str, Any]]:
@@ -252,4 +363,4 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
     return StoreReader(store)
 
 
-__all__ = ["export_store", "import_study"]
+__all__ = ["dashboard_server", "export_store", "follow", "import_study", "sync_store"]

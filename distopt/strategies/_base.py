@@ -36,6 +36,9 @@ class Strategy(ProblemBound, ABC):
     #: Whether suggestions are slow enough (model fits) to be computed in a background thread
     #: while free workers get interim points (see ``distopt._suggest``); only with 2+ workers.
     background_ask: bool = False
+    #: Whether a strategy rebuilt by replaying the same results through ``tell`` asks exactly
+    #: what the original asks next (checked by ``distopt.testing``).
+    replays_exactly: bool = False
 
     def __new__(cls, *args: Any, **options: Any) -> Strategy:
         # Keep the options exactly as given, so that ``to_dict`` states what ran and a resumed

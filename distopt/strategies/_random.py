@@ -19,6 +19,7 @@ class RandomStrategy(Strategy):
     """
 
     name = "random"
+    replays_exactly = True
     queue_depth = 2  # suggestions ignore results, so a queued trial loses nothing
 
     def _setup(self, problem: Any) -> None:

@@ -54,7 +54,7 @@ def test_readme_dataframe_example(tmp_path, monkeypatch):
     assert len(namespace["trials"]) == trials.num_rows == 10
     assert namespace["curves"].height == reader.curves().num_rows == 40
     counts = namespace["counts"]
-    assert dict(zip(counts["status"], counts["n"])) == {"COMPLETE": 9, "FAILED": 1}
+    assert dict(zip(counts["status"], counts["n"], strict=True)) == {"COMPLETE": 9, "FAILED": 1}
     front = namespace["front"]
     assert sorted(front["trial_id"].to_list()) == sorted(
         reader.pareto_front()["trial_id"].to_pylist())

@@ -64,7 +64,7 @@ def test_export_maps_params_values_constraints_and_states(store, tmp_path):
     trials = sorted(study.trials, key=lambda t: t.user_attrs[TRIAL_ID])
     assert [t.state.name for t in trials] == ["COMPLETE"] * 8 + ["FAIL", "FAIL", "PRUNED", "PRUNED"]
     table = store.trials().to_pylist()
-    for trial, row in zip(trials, table):
+    for trial, row in zip(trials, table, strict=True):
         assert trial.params == {k: row[f"config/{k}"] for k in ("lam", "lr", "width", "act")}
         if row["status"] == "COMPLETE":
             assert trial.values == [row[n] for n in names]
@@ -147,7 +147,7 @@ def test_import_a_study_optuna_made(tmp_path):
     x = trials["config/x"].to_pylist()
     slack = trials[constraint].to_pylist()
     assert any(c is not None for c in slack)
-    assert all(math.isclose(c, xi - 0.8) for c, xi in zip(slack, x) if c is not None)
+    assert all(math.isclose(c, xi - 0.8) for c, xi in zip(slack, x, strict=True) if c is not None)
     # A distopt strategy can carry on from the imported trials.
     strategy = distopt.strategies.make_strategy("random")
     strategy.bind(problem)
