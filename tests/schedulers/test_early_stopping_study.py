@@ -45,7 +45,7 @@ def pruned_run(ray_local, tmp_path_factory):
 def test_stopped_trials_are_pruned_with_their_last_reported_metrics(pruned_run):
     reader, scheduler = pruned_run
     trials = reader.trials()
-    status = dict(zip(trials["trial_id"].to_pylist(), trials["status"].to_pylist()))
+    status = dict(zip(trials["trial_id"].to_pylist(), trials["status"].to_pylist(), strict=False))
     assert len(status) == 16 and set(status.values()) == {"COMPLETE", "PRUNED"}
     pruned = {t for t, s in status.items() if s == "PRUNED"}
     assert len(pruned) >= 4
@@ -83,7 +83,7 @@ def test_one_trial_at_a_time_per_worker(pruned_run):
         spans[row["worker"]].append((row["start_time"], row["end_time"]))
     for worker, intervals in spans.items():
         intervals.sort()
-        for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
             assert start >= end, (worker, intervals)
 
 
