@@ -70,7 +70,9 @@ def _read_once(folder: Path, live: bool, report: Callable[[str], None]
             table, torn, _ = read_stream(path)
         except FileNotFoundError:
             raise
-        except (pa.ArrowInvalid, OSError):  # not even its schema yet: just created
+        except (pa.ArrowInvalid, OSError) as error:  # not even its schema yet
+            if not live and path.stat().st_size > 0:
+                report(f"{path}: unreadable journal skipped ({error})")
             covered.add(index)
             continue
         if torn is not None and not live:
