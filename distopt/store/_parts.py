@@ -175,8 +175,8 @@ def read_part(part: Part) -> PartRead:
         crcs = json.loads(meta.metadata[_CRC_KEY])
     except (ValueError, KeyError, TypeError, OSError, pa.ArrowException):
         return PartRead(None, "its footer is damaged: no row of it can be trusted")
-    file = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
     bad = [i for i, (a, b) in enumerate(ranges) if zlib.crc32(data[a:b]) != crcs[i]]
+    file = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
     if not bad:
         return PartRead(_plain(file.read()))
     kept, lost, start = [], [], 0

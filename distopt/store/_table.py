@@ -29,7 +29,7 @@ JOURNAL_SUFFIX = ".arrows"
 #: Seconds a written row may wait before tools (DuckDB, polars, pandas) see it in a part.
 PUBLISH_INTERVAL = 0.5
 #: Small parts merged into one once this many have been published.
-COMPACT_PARTS = 32
+COMPACT_PARTS = 128
 
 
 def journal_path(folder: Path, index: int) -> Path:

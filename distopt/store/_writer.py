@@ -146,7 +146,8 @@ class StoreWriter:
         import pyarrow.parquet as pq
 
         for name in ("trials", "curves"):
-            table = read_rows(self.path / name)
+            # damage is reported by readers and set aside by the next writer, not here again
+            table = read_rows(self.path / name, report=lambda message: None)
             if table is None:
                 continue
             if name == "trials":  # the same rows the reader gives: last row per trial, in order

@@ -282,6 +282,7 @@ def test_parts_while_writing_one_part_once_closed(tmp_path, monkeypatch):
     from distopt.store import _table
 
     monkeypatch.setattr(_table, "PUBLISH_INTERVAL", 0.0)
+    monkeypatch.setattr(_table, "COMPACT_PARTS", 32)
     monkeypatch.setattr("distopt.store._writer.PUBLISH_INTERVAL", 0.0)
     path = tmp_path / "store"
     writer = StoreWriter(path, _metadata())
