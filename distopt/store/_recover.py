@@ -1,7 +1,7 @@
 """What the next writer of a store does before appending (it holds the lock, so no one else
 writes): leave every table folder holding only intact, published parts.
 
-- temporary files of a publication or compaction cut short by a kill are removed;
+- temporary files of a publication, compaction or snapshot cut short by a kill are removed;
 - an old store's IPC segments are migrated, once, to a Parquet part;
 - journals a crashed writer left are published (their complete rows; a torn tail is dropped);
 - a damaged part is replaced by a part of its readable rows, the original set aside;
@@ -37,6 +37,8 @@ DAMAGED = "damaged"
 
 def recover(store: Path, tables: tuple[str, ...]) -> None:
     """Bring every table folder of ``store`` to intact parts only (see the module docstring)."""
+    for tmp in store.glob(".*.tmp"):  # a snapshot cut short
+        tmp.unlink()
     for name in tables:
         folder = store / name
         if not folder.is_dir():
