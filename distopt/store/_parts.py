@@ -1,8 +1,8 @@
 """Published parts: complete, checksummed Parquet files that any tool may read at any moment.
 
 A table folder (``trials``, ``curves``, ``dispatched``) holds
-``part-FFFFFF-LLLLLL-CCCCCCCC.parquet``
-files. ``FFFFFF``-``LLLLLL`` is the range of publication indices the part holds (one index per
+``part-FFFFFFFF-LLLLLLLL-CCCCCCCC.parquet``
+files. ``FFFFFFFF``-``LLLLLLLL`` is the range of publication indices the part holds (one index per
 publication; a compacted part covers the range of the parts it merged) and ``CCCCCCCC`` is the
 CRC-32 of the file's Parquet footer. The footer in turn records the CRC-32 of every row group's
 bytes (``distopt.row_group_crc32``), so every byte of a part is covered: damage is found wherever
@@ -29,7 +29,7 @@ PART_GLOB = "part-*.parquet"
 #: Rows per Parquet row group: the unit a flipped byte can cost (its rows are run again).
 ROW_GROUP_ROWS = 512
 _CRC_KEY = b"distopt.row_group_crc32"
-_NAME = re.compile(r"^part-(\d{6})-(\d{6})-([0-9a-f]{8})\.parquet$")
+_NAME = re.compile(r"^part-(\d{8,})-(\d{8,})-([0-9a-f]{8})\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def write_part(folder: Path, first: int, last: int, table: pa.Table) -> Part:
     """Publish ``table`` as the part ``first..last`` of ``folder``: temporary file, fsync,
     rename, fsync of the folder. Returns the part (durable when this returns)."""
     data, crc = encode_part(table)
-    path = folder / f"part-{first:06d}-{last:06d}-{crc:08x}.parquet"
+    path = folder / f"part-{first:08d}-{last:08d}-{crc:08x}.parquet"
     tmp = folder / f".{path.name}.tmp"
     with open(tmp, "wb") as sink:
         sink.write(data)

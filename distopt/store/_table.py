@@ -1,9 +1,9 @@
 """One table of a store being written: a durable journal, published parts and their compaction.
 
-Each write is appended to the table's journal, ``.journal-NNNNNN.arrows`` (an Arrow IPC stream,
+Each write is appended to the table's journal, ``.journal-NNNNNNNN.arrows`` (an Arrow IPC stream,
 flushed at once and fsynced when the caller asks), so a row is durable as soon as ``write``
 returns without costing a Parquet file per write. At most every ``PUBLISH_INTERVAL`` the rows of
-the journal are published as part ``NNNNNN`` (see ``_parts``) and the journal is removed. The
+the journal are published as part ``NNNNNNNN`` (see ``_parts``) and the journal is removed. The
 journal's dot-prefixed name keeps it out of every tool's globs; distopt's reader reads it too, so
 it sees a row the moment it is written. A crash between publishing a part and removing its journal
 leaves both: the part wins (same index), and the next writer removes the journal.
@@ -33,7 +33,7 @@ COMPACT_PARTS = 128
 
 
 def journal_path(folder: Path, index: int) -> Path:
-    return folder / f"{JOURNAL_PREFIX}{index:06d}{JOURNAL_SUFFIX}"
+    return folder / f"{JOURNAL_PREFIX}{index:08d}{JOURNAL_SUFFIX}"
 
 
 def journal_paths(folder: Path) -> list[tuple[int, Path]]:

@@ -199,7 +199,7 @@ KILLED_COMPACTION = textwrap.dedent("""
 
     def replace(src, dst):  # die as the merged part of the closing compaction is renamed in
         name = os.path.basename(str(dst))
-        if name.startswith("part-") and name[5:11] != name[12:18]:
+        if name.startswith("part-") and name[5:13] != name[14:22]:
             os.kill(os.getpid(), signal.SIGKILL)
         real_replace(src, dst)
 
@@ -222,12 +222,12 @@ def test_a_compaction_killed_midway_leaves_a_temporary_file_the_next_writer_remo
                              capture_output=True, text=True, timeout=120)
     assert process.returncode == -signal.SIGKILL, process.stderr
     [tmp] = list((path / "trials").glob(".*.tmp"))
-    assert tmp.name.startswith(".part-000000-000019-")
+    assert tmp.name.startswith(".part-00000000-00000019-")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert distopt.open_store(path).trials()["trial_id"].to_pylist() == list(range(20))
         StoreWriter(path, _metadata()).close()
     assert not [p for p in path.rglob("*.tmp")]
-    assert [p.name[:18] for p in (path / "trials").iterdir()] == ["part-000000-000019"]
+    assert [p.name[:22] for p in (path / "trials").iterdir()] == ["part-00000000-00000019"]
     assert distopt.open_store(path).trials()["trial_id"].to_pylist() == list(range(20))
     assert os.listdir(path / "dispatched") == []

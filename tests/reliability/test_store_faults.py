@@ -95,7 +95,7 @@ def intact_store(tmp_path_factory) -> tuple[Path, bytes, list[int]]:
     return path, segment.read_bytes(), _batch_ends(segment)
 
 
-@pytest.mark.parametrize("name", ["part-00000.arrow", ".journal-000000.arrows"])
+@pytest.mark.parametrize("name", ["part-00000.arrow", ".journal-00000000.arrows"])
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
@@ -142,7 +142,7 @@ def test_the_next_writer_repairs_a_torn_segment_once_and_keeps_the_original(tmp_
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2, messages
     assert "kept 3 complete rows, dropped 100 bytes" in messages[0]
-    assert "migrated 1 Arrow stream segment(s), 3 rows, to part-000000-000000-" in messages[1]
+    assert "migrated 1 Arrow stream segment(s), 3 rows, to part-00000000-00000000-" in messages[1]
     with writer:
         writer.add_trials([_row(3), _row(4)])
     # The damaged bytes are kept (outside the folders tools read), and the store now reads
@@ -288,13 +288,13 @@ def test_parts_while_writing_one_part_once_closed(tmp_path, monkeypatch):
     writer = StoreWriter(path, _metadata())
     for trial_id in range(100):
         writer.add_trials([_row(trial_id)])
-    names = sorted(p.name[:18] for p in (path / "trials").glob("part-*.parquet"))
-    assert names == ["part-000000-000031", "part-000032-000063", "part-000064-000095",
-                     "part-000096-000096", "part-000097-000097", "part-000098-000098",
-                     "part-000099-000099"]
+    names = sorted(p.name[:22] for p in (path / "trials").glob("part-*.parquet"))
+    assert names == ["part-00000000-00000031", "part-00000032-00000063", "part-00000064-00000095",
+                     "part-00000096-00000096", "part-00000097-00000097", "part-00000098-00000098",
+                     "part-00000099-00000099"]
     live, _ = _read_trials(path)
     writer.close()
-    assert [p.name[:18] for p in (path / "trials").iterdir()] == ["part-000000-000099"]
+    assert [p.name[:22] for p in (path / "trials").iterdir()] == ["part-00000000-00000099"]
     table, messages = _read_trials(path)
     assert messages == [] and table.equals(live)
     assert table["trial_id"].to_pylist() == list(range(100))
