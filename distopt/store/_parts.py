@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 PART_GLOB = "part-*.parquet"
 #: Rows per Parquet row group: the unit a flipped byte can cost (its rows are run again).
-ROW_GROUP_ROWS = 512
+ROW_GROUP_ROWS = 1024
 _CRC_KEY = b"distopt.row_group_crc32"
 _NAME = re.compile(r"^part-(\d{8,})-(\d{8,})-([0-9a-f]{8})\.parquet$")
 
@@ -73,13 +73,10 @@ def part_groups(folder: Path) -> list[list[Part]]:
 
 # -- writing --------------------------------------------------------------------------------------
 
-def _parquet_bytes(table: pa.Table, crcs: list[int] | None) -> bytes:
-    schema = table.schema
-    if crcs is not None:
-        schema = schema.with_metadata({**(schema.metadata or {}),
-                                       _CRC_KEY: json.dumps(crcs).encode()})
+def _parquet_bytes(table: pa.Table, crc_slot: bytes) -> bytes:
+    schema = table.schema.with_metadata({_CRC_KEY: crc_slot})
     sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, schema, write_page_checksum=True, compression="zstd") as writer:
+    with pq.ParquetWriter(sink, schema, write_page_checksum=True, compression="snappy") as writer:
         for start in range(0, max(table.num_rows, 1), ROW_GROUP_ROWS):
             writer.write_table(table.slice(start, ROW_GROUP_ROWS).cast(schema))
     return sink.getvalue().to_pybytes()
@@ -114,18 +111,21 @@ def encode_part(table: pa.Table) -> tuple[bytes, int]:
     """``table`` as Parquet bytes whose footer records each row group's CRC-32, and the
     footer's CRC-32.
 
-    Written twice: the row groups' bytes are only known once written, and the second pass (with
-    the checksums in the footer) lays them out byte for byte as the first (checked).
+    The row groups' bytes are only known once written, so the footer is written with a
+    placeholder of the checksums' exact length, which is then overwritten in place (same length:
+    the footer stays valid Thrift).
     """
     table = table.replace_schema_metadata(None)
-    first = _parquet_bytes(table, None)
-    _, ranges, _ = _layout(first)
-    crcs = [zlib.crc32(first[a:b]) for a, b in ranges]
-    data = _parquet_bytes(table, crcs)
-    _, ranges, footer_start = _layout(data)
-    if [zlib.crc32(data[a:b]) for a, b in ranges] != crcs:
-        raise RuntimeError("the Parquet writer is not deterministic; cannot checksum parts")
-    return data, zlib.crc32(data[footer_start:])
+    groups = max(1, -(-table.num_rows // ROW_GROUP_ROWS))
+    slot = json.dumps(["ffffffff"] * groups).encode()
+    data = bytearray(_parquet_bytes(table, slot))
+    _, ranges, footer_start = _layout(bytes(data))
+    at = data.rfind(slot)
+    if len(ranges) != groups or at < footer_start:
+        raise RuntimeError("unexpected Parquet layout; cannot checksum the part")
+    crcs = [f"{zlib.crc32(data[a:b]):08x}" for a, b in ranges]
+    data[at:at + len(slot)] = json.dumps(crcs).encode()
+    return bytes(data), zlib.crc32(data[footer_start:])
 
 
 def fsync_folder(folder: Path) -> None:
@@ -172,7 +172,7 @@ def read_part(part: Part) -> PartRead:
         meta, ranges, footer_start = _layout(data)
         if zlib.crc32(data[footer_start:]) != part.footer_crc:
             raise ValueError("footer checksum mismatch")
-        crcs = json.loads(meta.metadata[_CRC_KEY])
+        crcs = [int(crc, 16) for crc in json.loads(meta.metadata[_CRC_KEY])]
     except (ValueError, KeyError, TypeError, OSError, pa.ArrowException):
         return PartRead(None, "its footer is damaged: no row of it can be trusted")
     bad = [i for i, (a, b) in enumerate(ranges) if zlib.crc32(data[a:b]) != crcs[i]]
