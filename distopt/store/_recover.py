@@ -47,6 +47,7 @@ def recover(store: Path, tables: tuple[str, ...]) -> None:
             tmp.unlink()
         messages = _migrate_segments(store, folder) + _publish_journals(store, folder) \
             + _set_aside_damaged(store, folder) + _remove_covered(folder)
+        _fill_gaps(folder)
         for message in messages:
             warnings.warn(f"store {store}: {message}", RuntimeWarning, stacklevel=4)
 
@@ -152,6 +153,23 @@ def _set_aside_damaged(store: Path, folder: Path) -> list[str]:
                             f"{kept}; the trials of lost rows run again on resume")
     fsync_folder(folder)
     return messages
+
+
+def _fill_gaps(folder: Path) -> None:
+    """Give publication indices that lost every row (a journal with no complete batch, a part
+    with no readable row) an empty part: readers take a gap for a listing that raced a
+    compaction, and list again."""
+    parts = list_parts(folder)
+    covered = {i for p in parts for i in range(p.first, p.last + 1)}
+    missing = sorted(set(range(max(covered, default=-1) + 1)) - covered)
+    if not missing:
+        return
+    schema = pa.schema([("trial_id", pa.int64())])
+    start = missing[0]
+    for index, following in zip(missing, missing[1:] + [None], strict=True):
+        if following != index + 1:
+            write_part(folder, start, index, schema.empty_table())
+            start = following
 
 
 def _remove_covered(folder: Path) -> list[str]:

@@ -23,8 +23,13 @@ from ._schema import curve_batch, dispatch_batch, trial_batch
 from ._table import PUBLISH_INTERVAL, TableWriter
 
 TABLES = ("curves", "dispatched", "trials")  # published in this order: a trial after its curve
-#: Seconds between fsyncs of the curves and dispatch journals (trial rows are fsynced at once).
+#: Seconds between fsyncs of the journals (trial rows are fsynced at once if FSYNC_TRIALS).
 SYNC_INTERVAL = 1.0
+#: Fsync every ``add_trials`` (with the curves before it) before it returns, so that a trial
+#: counts as done only once its row would survive a power loss. False: rows survive a crash of
+#: the process at once (flushed to the OS) and a power loss within SYNC_INTERVAL, and writing
+#: costs no disk round trip per call (see benchmarks/results/bench_store.md).
+FSYNC_TRIALS = True
 
 
 class StoreWriter:
@@ -83,15 +88,17 @@ class StoreWriter:
         write_metadata(self.path, self.metadata)
 
     def add_trials(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Append finished trials; they are durable (fsynced, with the curves and dispatches
-        written before them) when this returns."""
+        """Append finished trials; they are durable (fsynced, with the curves written before
+        them; see FSYNC_TRIALS) when this returns."""
         if rows:
             with self._mutex:
                 self._tables["trials"].write(trial_batch(rows, self._config_types,
                                                          self._metric_order))
-                for name in ("curves", "trials"):  # dispatches are synced every SYNC_INTERVAL
-                    self._tables[name].sync()
-                self._last_sync = time.monotonic()
+                if FSYNC_TRIALS:
+                    for name in ("curves", "trials"):  # dispatches: every SYNC_INTERVAL
+                        self._tables[name].sync()
+                else:
+                    self._maybe_sync()
                 self._maybe_publish()
 
     def add_curves(self, rows: Sequence[Mapping[str, Any]]) -> None:
