@@ -70,24 +70,26 @@ class StoreReader:
         return _last_per_trial(table).sort_by("trial_id")
 
     def curves(self, trial_id: int | None = None, *, all_attempts: bool = False) -> pa.Table:
-        """``distopt.report`` rows (``trial_id``, ``step``, ``time``, ``attempt``, metrics),
-        optionally one trial's, sorted by trial and step.
+        """``distopt.report`` rows (``trial_id``, ``step``, ``time``, metrics), optionally one
+        trial's, sorted by trial and step.
 
-        A trial run again (its worker lost, or resumed) reported once per attempt; by default
-        only the rows of each trial's last attempt are shown, ``all_attempts=True`` shows all
-        (sorted by trial, attempt, step).
+        A trial run again (its worker lost, or resumed) reported once per attempt: by default
+        only each trial's last attempt is shown; ``all_attempts=True`` shows every row with its
+        ``attempt`` column (sorted by trial, attempt, step).
         """
         table = self._read("curves")
         if table is None:
-            return pa.schema(CURVE_HEAD).empty_table()
+            table = pa.schema(CURVE_HEAD).empty_table()
         if "attempt" not in table.column_names:  # written before curves carried the attempt
             table = table.add_column(3, "attempt", pa.array([1] * table.num_rows, pa.int64()))
         if trial_id is not None:
             table = table.filter(pc.equal(table["trial_id"], trial_id))
-        if not all_attempts:
-            table = table.filter(pa.array(_last_attempt_mask(table)))
-        keys = ["trial_id", "attempt", "step"] if all_attempts else ["trial_id", "step"]
-        return table.sort_by([(key, "ascending") for key in keys])
+        if all_attempts:
+            return table.sort_by([(k, "ascending") for k in ("trial_id", "attempt", "step")])
+        # one attempt per trial, so the column says nothing more (and callers that take every
+        # other column for a metric keep working)
+        table = table.filter(pa.array(_last_attempt_mask(table))).drop_columns(["attempt"])
+        return table.sort_by([("trial_id", "ascending"), ("step", "ascending")])
 
     def dispatched(self) -> pa.Table | None:
         """Every hand-out of a trial to a worker (``trial_id``, ``attempt``, ``time``, config)."""

@@ -136,8 +136,10 @@ def test_trials_round_trip_every_column_type(written):
 def test_curves_with_different_metric_sets(written):
     reader = StoreReader(written)
     curves = reader.curves()
-    assert curves.column_names == ["trial_id", "step", "time", "attempt", "loss", "acc"]
-    assert curves["attempt"].to_pylist() == [1, 1, 1, 1]  # rows without one are attempt 1
+    assert curves.column_names == ["trial_id", "step", "time", "loss", "acc"]
+    every = reader.curves(all_attempts=True)
+    assert every.column_names == ["trial_id", "step", "time", "attempt", "loss", "acc"]
+    assert every["attempt"].to_pylist() == [1, 1, 1, 1]  # rows without one are attempt 1
     assert curves.select(["trial_id", "step", "loss", "acc"]).to_pylist() == [
         {"trial_id": 0, "step": 0, "loss": 1.0, "acc": None},
         {"trial_id": 0, "step": 1, "loss": 0.5, "acc": None},
@@ -498,3 +500,24 @@ def test_reopened_store_keeps_the_declared_objective_order(tmp_path):
     assert list(reopened.objectives) == ["zeta", "alpha"]
     assert reopened.maximize == [False, True]
     assert list(reopened.constraints) == ["omega", "beta"]
+
+
+def test_curves_show_each_trials_last_attempt_unless_asked_for_all(tmp_path, problem):
+    store = tmp_path / "attempts"
+    with StoreWriter(store, metadata_for(problem)) as writer:
+        writer.add_curves([{"trial_id": 0, "step": s, "time": T0 + s, "attempt": 1,
+                            "loss": 10.0 + s} for s in range(3)])        # its worker was lost
+        writer.add_curves([{"trial_id": 1, "step": 0, "time": T0, "loss": 5.0}])  # no attempt
+        writer.add_curves([{"trial_id": 0, "step": s, "time": T0 + 9 + s, "attempt": 2,
+                            "loss": 20.0 + s} for s in range(2)])        # and ran again
+    reader = StoreReader(store)
+    last = reader.curves()
+    assert last.select(["trial_id", "step", "loss"]).to_pylist() == [
+        {"trial_id": 0, "step": 0, "loss": 20.0}, {"trial_id": 0, "step": 1, "loss": 21.0},
+        {"trial_id": 1, "step": 0, "loss": 5.0}]
+    assert reader.curves(trial_id=0)["loss"].to_pylist() == [20.0, 21.0]
+    every = reader.curves(all_attempts=True)
+    assert every.select(["trial_id", "attempt", "step"]).to_pylist() == [
+        {"trial_id": 0, "attempt": a, "step": s} for a, n in ((1, 3), (2, 2)) for s in range(n)
+    ] + [{"trial_id": 1, "attempt": 1, "step": 0}]
+    assert reader.curves(trial_id=0, all_attempts=True).num_rows == 5
