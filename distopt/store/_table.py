@@ -101,10 +101,12 @@ class TableWriter:
         if not self._pending:
             return
         assert self._stream is not None and self._schema is not None
+        table = pa.Table.from_batches(self._pending, schema=self._schema)
+        # the journal stays open until its part is durable: if writing the part fails (a full
+        # disk), nothing changed and the next publication tries again
+        write_part(self.folder, self._index, self._index, table)
         self._stream.close()
         self._sink.close()
-        table = pa.Table.from_batches(self._pending, schema=self._schema)
-        write_part(self.folder, self._index, self._index, table)
         os.unlink(journal_path(self.folder, self._index))
         self._stream = self._sink = None
         self._pending, self._dirty = [], False

@@ -299,3 +299,32 @@ def test_parts_while_writing_one_part_once_closed(tmp_path, monkeypatch):
     assert messages == [] and table.equals(live)
     assert table["trial_id"].to_pylist() == list(range(100))
     assert table["trial_id"].num_chunks == 1
+
+
+def test_a_publication_that_fails_is_retried_and_loses_nothing(tmp_path, monkeypatch):
+    """A part that cannot be written (here: the disk full once) leaves the journal as it was;
+    the next publication writes the part."""
+    import errno
+
+    from distopt.store import _table
+
+    monkeypatch.setattr("distopt.store._writer.PUBLISH_INTERVAL", 0.0)
+    real, failures = _table.write_part, []
+
+    def full_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_table, "write_part", full_once)
+    path = tmp_path / "store"
+    writer = StoreWriter(path, _metadata())
+    with pytest.raises(OSError, match="No space"):
+        writer.add_trials([_row(0)])  # durable in the journal; its publication failed
+    assert _read_trials(path)[0]["trial_id"].to_pylist() == [0]
+    writer.add_trials([_row(1)])
+    writer.close()
+    table, messages = _read_trials(path)
+    assert messages == [] and table["trial_id"].to_pylist() == [0, 1]
+    assert failures == [1]
