@@ -19,6 +19,8 @@ import os
 import shutil
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 from _report import publish  # benchmarks/, the script's own folder, is on sys.path
 
@@ -26,17 +28,43 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def bench_distopt(trials: int, workers: int, folder: str) -> float:
+def bench_distopt(trials: int, workers: int, folder: str, store: Any = None) -> float:
+    """``store``: a ``distopt.store`` package to write with instead of this checkout's."""
     import distopt
+    import distopt._study as study_module
     from distopt.examples import instant
 
-    study = distopt.Study({"x": distopt.Float(0.0, 1.0)}, {"f1": "min", "f2": "min"},
-                          strategy="random", store=os.path.join(folder, "distopt"), seed=0)
-    start = time.perf_counter()
-    reader = study.optimize(instant, budget=trials, workers=workers)
-    elapsed = time.perf_counter() - start
-    assert reader.trials().num_rows == trials
+    saved = study_module.StoreWriter, study_module.StoreReader
+    if store is not None:
+        study_module.StoreWriter, study_module.StoreReader = store.StoreWriter, store.StoreReader
+    try:
+        study = distopt.Study({"x": distopt.Float(0.0, 1.0)}, {"f1": "min", "f2": "min"},
+                              strategy="random", store=tempfile.mkdtemp(dir=folder), seed=0)
+        start = time.perf_counter()
+        reader = study.optimize(instant, budget=trials, workers=workers)
+        elapsed = time.perf_counter() - start
+        assert reader.trials().num_rows == trials
+    finally:
+        study_module.StoreWriter, study_module.StoreReader = saved
     return trials / elapsed
+
+
+def bench_store_formats(trials: int, workers: int, folder: str, base: str,
+                        repeats: int) -> tuple[float, float]:
+    """Median trials/s of distopt writing with ``base``'s store and with this checkout's,
+    alternated on one Ray instance."""
+    import statistics
+
+    from bench_store import baseline_store
+
+    old = baseline_store(base, Path(tempfile.mkdtemp(dir=folder)))
+    rates: dict[str, list[float]] = {"base": [], "current": []}
+    for _ in range(repeats):
+        rates["base"].append(bench_distopt(trials, workers, folder, old))
+        rates["current"].append(bench_distopt(trials, workers, folder))
+        print(f"store {base[:10]}: {rates['base'][-1]:,.0f} trials/s; this checkout: "
+              f"{rates['current'][-1]:,.0f} trials/s", flush=True)
+    return statistics.median(rates["base"]), statistics.median(rates["current"])
 
 
 def _tune_trainable(config):
@@ -90,7 +118,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "bench_overhead.md"))
+    parser.add_argument("--store-baseline", metavar="REF", default=None,
+                        help="instead: distopt with REF's store against this checkout's "
+                             "(e.g. main), alternated --repeats times")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.store_baseline is not None:
+        return compare_stores(args)
 
     import ray
 
@@ -120,6 +154,27 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     publish(text, args.out)
+
+
+def compare_stores(args: argparse.Namespace) -> None:
+    import ray
+
+    ray.init(address="local", num_cpus=max(2, args.workers), include_dashboard=False,
+             log_to_driver=False)  # its own Ray, never a cluster another process started
+    folder = tempfile.mkdtemp(prefix="distopt-bench-")
+    try:
+        base, current = bench_store_formats(args.trials, args.workers, folder,
+                                            args.store_baseline, args.repeats)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        ray.shutdown()
+    out = args.out.replace("bench_overhead.md", "bench_overhead_store.md")
+    publish("\n".join([
+        f"distopt trials/s by store, instant objective, {args.workers} workers, one local Ray, "
+        f"median of {args.repeats} alternated runs of {args.trials} trials", "",
+        "| store | trials/s | this checkout / it |", "| --- | --- | --- |",
+        f"| {args.store_baseline} | {base:,.0f} | {current / base:.2f} |",
+        f"| this checkout | {current:,.0f} | 1.00 |"]), out)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 ``flock`` is released by the kernel when the holding process dies, even by SIGKILL, so a crashed
 search never leaves a stale lock behind that a user must delete by hand.
+
+Readers never take the lock (a reader holding it even for an instant would make a writer opening
+the store at that moment be refused) and never need write access: they read the holder named in
+the file and ask whether that process is alive.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from .._errors import StoreError
 
@@ -27,7 +32,7 @@ class StoreLock:
         """Take the lock or raise a StoreError naming the process that holds it."""
         handle = open(self.path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_retrying(handle)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "an unknown process"
@@ -53,14 +58,37 @@ class StoreLock:
 
     @staticmethod
     def is_held(folder: Path) -> bool:
-        """Whether a live process holds the lock of ``folder`` right now."""
-        path = folder / "LOCK"
-        if not path.exists():
+        """Whether a live process holds the lock of ``folder`` right now (read-only: the file
+        names its holder; a holder on another host is taken to be alive)."""
+        try:
+            text = (folder / "LOCK").read_text()
+        except OSError:
             return False
-        with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        if not text.strip():
             return False
+        try:
+            holder = json.loads(text)
+            host, pid = holder["host"], int(holder["pid"])
+        except (ValueError, KeyError, TypeError):
+            return True  # being written by a writer that has just taken the lock
+        if host != socket.gethostname():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _flock_retrying(handle: Any, tries: int = 20, pause: float = 0.005) -> None:
+    """``flock`` the writer's lock, retrying for ~0.1 s: a reader of an older distopt version
+    probes the lock by taking it for an instant, which must not refuse a writer."""
+    for _ in range(tries - 1):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(pause)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,13 +1,14 @@
 """The store reader: trials, curves, the feasible Pareto front and its hypervolume.
 
-It needs neither Ray nor a lock, and may run while a search writes the store: each call reads the
-segments as they are on disk at that moment.
+It needs neither Ray, nor a lock, nor write access, and may run while a search writes the store:
+each call reads the parts and journals as they are on disk at that moment, every byte checked.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from .._problem import Problem, TrialResult
 from ..trial import COMPLETE, CONFIG_PREFIX, TRIAL_HEAD_COLUMNS, TRIAL_TAIL_COLUMNS
 from ._lock import StoreLock
 from ._metadata import read_metadata
+from ._rows import read_rows
 from ._schema import (
     CURVE_HEAD,
     TRIAL_HEAD,
@@ -28,7 +30,6 @@ from ._schema import (
     configs_from_table,
     metric_columns,
 )
-from ._segments import read_table, segment_paths
 
 
 class StoreReader:
@@ -38,17 +39,19 @@ class StoreReader:
         self.path = Path(path)
         self.metadata: dict[str, Any] = read_metadata(self.path)
         self.problem = Problem.from_dict(self.metadata["problem"])
+        self._reported: set[str] = set()
 
     def __repr__(self) -> str:
         return f"StoreReader({str(self.path)!r})"
 
     def _read(self, name: str) -> pa.Table | None:
-        folder = self.path / name
-        live = None
-        if StoreLock.is_held(self.path):
-            paths = segment_paths(folder)
-            live = paths[-1] if paths else None
-        return read_table(folder, live_segment=live)
+        return read_rows(self.path / name, live=StoreLock.is_held(self.path), report=self._report)
+
+    def _report(self, message: str) -> None:
+        """Warn of damage once per reader (a store is read many times by one session)."""
+        if message not in self._reported:
+            self._reported.add(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=5)
 
     def _empty_trials(self) -> pa.Table:
         fields = TRIAL_HEAD + config_fields(self.metadata["config_types"]) + [
@@ -66,14 +69,26 @@ class StoreReader:
             return self._empty_trials()
         return _last_per_trial(table).sort_by("trial_id")
 
-    def curves(self, trial_id: int | None = None) -> pa.Table:
+    def curves(self, trial_id: int | None = None, *, all_attempts: bool = False) -> pa.Table:
         """``distopt.report`` rows (``trial_id``, ``step``, ``time``, metrics), optionally one
-        trial's."""
+        trial's, sorted by trial and step.
+
+        A trial run again (its worker lost, or resumed) reported once per attempt: by default
+        only each trial's last attempt is shown; ``all_attempts=True`` shows every row with its
+        ``attempt`` column (sorted by trial, attempt, step).
+        """
         table = self._read("curves")
         if table is None:
-            return pa.schema(CURVE_HEAD).empty_table()
+            table = pa.schema(CURVE_HEAD).empty_table()
+        if "attempt" not in table.column_names:  # written before curves carried the attempt
+            table = table.add_column(3, "attempt", pa.array([1] * table.num_rows, pa.int64()))
         if trial_id is not None:
             table = table.filter(pc.equal(table["trial_id"], trial_id))
+        if all_attempts:
+            return table.sort_by([(k, "ascending") for k in ("trial_id", "attempt", "step")])
+        # one attempt per trial, so the column says nothing more (and callers that take every
+        # other column for a metric keep working)
+        table = table.filter(pa.array(_last_attempt_mask(table))).drop_columns(["attempt"])
         return table.sort_by([("trial_id", "ascending"), ("step", "ascending")])
 
     def dispatched(self) -> pa.Table | None:
@@ -219,6 +234,17 @@ def _metric_names(table: pa.Table) -> list[str]:
     """Metric columns of a trial table: all but the fixed and the ``config/`` columns."""
     fixed = set(TRIAL_HEAD_COLUMNS) | set(TRIAL_TAIL_COLUMNS)
     return [c for c in table.column_names if c not in fixed and not c.startswith(CONFIG_PREFIX)]
+
+
+def _last_attempt_mask(table: pa.Table) -> np.ndarray:
+    """Rows of each trial's highest attempt."""
+    ids = table["trial_id"].to_numpy()
+    attempts = table["attempt"].fill_null(1).to_numpy()
+    if ids.size == 0:
+        return np.zeros(0, dtype=bool)
+    last = np.full(ids.max() + 1 - ids.min(), -1)
+    np.maximum.at(last, ids - ids.min(), attempts)
+    return attempts == last[ids - ids.min()]
 
 
 def _last_per_trial(table: pa.Table) -> pa.Table:

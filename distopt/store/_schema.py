@@ -5,7 +5,7 @@
     trial_id, status, config/<param>..., <metric>..., error, attempts,
     start_time, end_time, worker, node_id
 
-``curves``: one row per ``distopt.report`` call: ``trial_id, step, time, <metric>...``.
+``curves``: one row per ``distopt.report`` call: ``trial_id, step, time, attempt, <metric>...``.
 ``dispatched``: one row per trial handed to a worker: ``trial_id, attempt, time, config/<param>...``
 (a trial dispatched but absent from ``trials`` was in flight when the driver stopped).
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..trial import CONFIG_PREFIX, RESERVED
+from ..trial import CONFIG_PREFIX, CURVE_COLUMNS, RESERVED
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -30,7 +30,8 @@ TRIAL_TAIL = [
     ("worker", pa.string()),
     ("node_id", pa.string()),
 ]
-CURVE_HEAD = [("trial_id", pa.int64()), ("step", pa.int64()), ("time", TIMESTAMP)]
+CURVE_HEAD = [("trial_id", pa.int64()), ("step", pa.int64()), ("time", TIMESTAMP),
+              ("attempt", pa.int64())]
 DISPATCH_HEAD = [("trial_id", pa.int64()), ("attempt", pa.int64()), ("time", TIMESTAMP)]
 
 __all__ = ["CONFIG_PREFIX", "RESERVED"]  # re-exported: the store's users import them from here
@@ -83,14 +84,16 @@ def trial_batch(rows: Sequence[Mapping[str, Any]], config_types: Mapping[str, st
 
 
 def curve_batch(rows: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
-    """Record batch of report rows (flat dicts with ``trial_id``, ``step``, ``time``)."""
-    metrics = [m for m in _metric_names(rows, None) if m not in ("trial_id", "step", "time")]
+    """Record batch of report rows (flat dicts with ``trial_id``, ``step``, ``time`` and
+    ``attempt``, 1 when absent)."""
+    metrics = [m for m in _metric_names(rows, None) if m not in CURVE_COLUMNS]
     fields = CURVE_HEAD + [(m, pa.float64()) for m in metrics]
     schema = pa.schema(fields)
     arrays = [
         pa.array([r["trial_id"] for r in rows], pa.int64()),
         pa.array([r["step"] for r in rows], pa.int64()),
         pa.array([_seconds_to_us(r["time"]) for r in rows], TIMESTAMP),
+        pa.array([r.get("attempt") or 1 for r in rows], pa.int64()),
     ] + [pa.array([r.get(m) for r in rows], pa.float64()) for m in metrics]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

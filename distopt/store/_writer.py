@@ -7,8 +7,8 @@ only the driver's disk.
 from __future__ import annotations
 
 import os
+import threading
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,19 @@ from .._preflight import different_study_error
 from ._lock import StoreLock
 from ._metadata import METADATA_FILE, read_metadata, write_metadata
 from ._reader import _last_per_trial
+from ._recover import recover
+from ._rows import read_rows
 from ._schema import curve_batch, dispatch_batch, trial_batch
-from ._segments import SegmentWriter, read_table, repair_segment, segment_paths
+from ._table import PUBLISH_INTERVAL, TableWriter
 
-#: Seconds between fsyncs of the open segments (rows are flushed to the OS at every write).
+TABLES = ("curves", "dispatched", "trials")  # published in this order: a trial after its curve
+#: Seconds between fsyncs of the journals (trial rows are fsynced at once if FSYNC_TRIALS).
 SYNC_INTERVAL = 1.0
-#: Seconds between refreshes of the Parquet snapshots read by pandas and DuckDB.
-SNAPSHOT_INTERVAL = 30.0
+#: Fsync every ``add_trials`` (with the curves before it) before it returns, so that a trial
+#: counts as done only once its row would survive a power loss. False: rows survive a crash of
+#: the process at once (flushed to the OS) and a power loss within SYNC_INTERVAL, and writing
+#: costs no disk round trip per call (see benchmarks/results/bench_store.md).
+FSYNC_TRIALS = True
 
 
 class StoreWriter:
@@ -46,16 +52,18 @@ class StoreWriter:
         self._lock.acquire()
         try:
             self.metadata = self._reconcile(dict(metadata))
-            _repair_torn_segments(self.path)
+            recover(self.path, TABLES)
+            self._tables = {name: TableWriter(self.path / name) for name in TABLES}
         except BaseException:
             self._lock.release()
             raise
         self._config_types: dict[str, str] = self.metadata["config_types"]
         self._metric_order: list[str] = list(self.metadata.get("metric_order", []))
-        self._tables = {name: SegmentWriter(self.path / name) for name in
-                        ("trials", "curves", "dispatched")}
-        self._last_sync = time.monotonic()
-        self._last_snapshot = time.monotonic()
+        # Publication runs on the caller's thread when it is due, else on a timer, so that rows
+        # reach the parts within PUBLISH_INTERVAL even when no further write comes.
+        self._mutex = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._last_sync = self._last_publish = time.monotonic()
         self._closed = False
 
     def _reconcile(self, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -78,21 +86,35 @@ class StoreWriter:
         write_metadata(self.path, self.metadata)
 
     def add_trials(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Append finished trials; they are on disk (flushed) when this returns."""
+        """Append finished trials; they are durable (fsynced, with the curves written before
+        them; see FSYNC_TRIALS) when this returns."""
         if rows:
-            self._tables["trials"].write(trial_batch(rows, self._config_types, self._metric_order))
-            self._maybe_sync()
+            with self._mutex:
+                self._tables["trials"].write(trial_batch(rows, self._config_types,
+                                                         self._metric_order))
+                if FSYNC_TRIALS:
+                    for name in ("curves", "trials"):  # dispatches: every SYNC_INTERVAL
+                        self._tables[name].sync()
+                else:
+                    self._maybe_sync()
+                self._maybe_publish()
 
     def add_curves(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Append ``report`` rows (dicts with ``trial_id``, ``step``, ``time`` and metrics)."""
+        """Append ``report`` rows (dicts with ``trial_id``, ``step``, ``time``, optionally
+        ``attempt``, and metrics)."""
         if rows:
-            self._tables["curves"].write(curve_batch(rows))
-            self._maybe_sync()
+            with self._mutex:
+                self._tables["curves"].write(curve_batch(rows))
+                self._maybe_sync()
+                self._maybe_publish()
 
     def add_dispatched(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append trials handed to workers (``trial_id``, ``attempt``, ``time``, ``config``)."""
         if rows:
-            self._tables["dispatched"].write(dispatch_batch(rows, self._config_types))
+            with self._mutex:
+                self._tables["dispatched"].write(dispatch_batch(rows, self._config_types))
+                self._maybe_sync()
+                self._maybe_publish()
 
     def _maybe_sync(self) -> None:
         now = time.monotonic()
@@ -100,19 +122,37 @@ class StoreWriter:
             for table in self._tables.values():
                 table.sync()
             self._last_sync = now
-        if now - self._last_snapshot >= SNAPSHOT_INTERVAL:
-            self.snapshot()
+
+    def _maybe_publish(self) -> None:
+        wait = self._last_publish + PUBLISH_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self.publish()
+        elif self._timer is None:
+            self._timer = threading.Timer(wait, self._publish_later)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _publish_later(self) -> None:
+        with self._mutex:
+            self._timer = None
+            if not self._closed:
+                self.publish()
+
+    def publish(self) -> None:
+        """Publish every written row as Parquet parts (readable by any tool from then on)."""
+        with self._mutex:
+            for name in TABLES:
+                self._tables[name].publish()
+            self._last_publish = time.monotonic()
 
     def snapshot(self) -> None:
-        """Rewrite ``trials.parquet`` and ``curves.parquet`` from the log (atomic rename).
-
-        The IPC segments are the source of truth; the snapshots exist so that pandas, polars and
-        DuckDB open a store with one call and no distopt.
-        """
+        """Write ``trials.parquet`` and ``curves.parquet``: one file each for tools that want
+        one (atomic rename). The parts are the live data; these are written at close."""
         import pyarrow.parquet as pq
 
         for name in ("trials", "curves"):
-            table = read_table(self.path / name, live_segment=None)
+            # damage is reported by readers and set aside by the next writer, not here again
+            table = read_rows(self.path / name, report=lambda message: None)
             if table is None:
                 continue
             if name == "trials":  # the same rows the reader gives: last row per trial, in order
@@ -120,19 +160,22 @@ class StoreWriter:
             tmp = self.path / f".{name}.parquet.tmp"
             pq.write_table(table, tmp)
             os.replace(tmp, self.path / f"{name}.parquet")
-        self._last_snapshot = time.monotonic()
 
     def close(self) -> None:
-        """Finish every segment, write the snapshots and release the lock (idempotent)."""
+        """Publish every row, merge each table's parts into one, write the snapshots and release
+        the lock (idempotent)."""
         if self._closed:
             return
-        self._closed = True
-        try:
-            for table in self._tables.values():
-                table.close()
-            self.snapshot()
-        finally:
-            self._lock.release()
+        with self._mutex:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            try:
+                for name in TABLES:
+                    self._tables[name].close()
+                self.snapshot()
+            finally:
+                self._lock.release()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -141,14 +184,3 @@ class StoreWriter:
         self.close()
 
 
-def _repair_torn_segments(path: Path) -> None:
-    """Cut segments a crashed writer left torn back to their complete rows, with a warning.
-
-    Done once, by the next writer (it holds the lock), so that the store reads cleanly ever after
-    instead of warning on every open; the damaged originals are kept as ``*.arrow.torn``.
-    """
-    for name in ("trials", "curves", "dispatched"):
-        for segment in segment_paths(path / name):
-            dropped = repair_segment(segment)
-            if dropped:
-                warnings.warn(f"store {path}: {dropped}", RuntimeWarning, stacklevel=4)

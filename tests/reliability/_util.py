@@ -19,27 +19,11 @@ REPO = TESTS.parent
 
 
 def raw_rows(store: Path, table: str = "trials") -> pa.Table | None:
-    """Every row of every segment exactly as on disk (no de-duplication, no torn-tail warning)."""
-    tables = []
-    for path in sorted((Path(store) / table).glob("part-*.arrow")):
-        batches = []
-        try:
-            with pa.memory_map(str(path)) as source:
-                reader = pa.ipc.open_stream(source)
-                while True:
-                    try:
-                        batches.append(reader.read_next_batch())
-                    except StopIteration:
-                        break
-                    except (pa.ArrowInvalid, OSError):
-                        break
-                schema = reader.schema
-        except (pa.ArrowInvalid, OSError):
-            continue
-        tables.append(pa.Table.from_batches(batches, schema=schema).replace_schema_metadata(None))
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="default")
+    """Every row of every part and journal exactly as on disk (no de-duplication of trials, no
+    warning)."""
+    from distopt.store._rows import read_rows
+
+    return read_rows(Path(store) / table, live=True, report=lambda message: None)
 
 
 def raw_ids(store: Path, table: str = "trials") -> list[int]:

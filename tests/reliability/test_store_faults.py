@@ -1,5 +1,6 @@
-"""Store faults injected for real, without Ray: torn tails (truncation at every offset, and a
-writer process SIGKILLed mid-append), two writers, and a metric that first appears late."""
+"""Store faults injected for real, without Ray: torn tails (truncation at every offset of a
+journal and of an old store's segment, and a writer process SIGKILLed mid-append), two writers,
+and a metric that first appears late."""
 
 from __future__ import annotations
 
@@ -43,6 +44,30 @@ def _write_store(path: Path, n: int) -> None:
             writer.add_trials([_row(trial_id)])
 
 
+def _write_stream(path: Path, n: int) -> None:
+    """``n`` one-row trial batches as one Arrow IPC stream: an old store's segment, or the
+    journal a writer killed before publishing leaves."""
+    from distopt.store._schema import trial_batch
+
+    meta = _metadata()
+    batches = [trial_batch([_row(i)], meta["config_types"], meta["metric_order"])
+               for i in range(n)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, batches[0].schema) as out:
+        for batch in batches:
+            out.write_batch(batch)
+
+
+def _legacy_store(path: Path, n: int) -> Path:
+    """A store as distopt wrote it before Parquet parts: ``trials/part-00000.arrow``."""
+    from distopt.store._metadata import write_metadata
+
+    path.mkdir(parents=True)
+    write_metadata(path, _metadata())
+    _write_stream(path / "trials" / "part-00000.arrow", n)
+    return path
+
+
 def _batch_ends(segment: Path) -> list[int]:
     """Byte offset where the schema and each record batch of an intact segment end."""
     with pa.OSFile(str(segment)) as source:
@@ -65,23 +90,25 @@ def _read_trials(path: Path) -> tuple[pa.Table, list[str]]:
 
 @pytest.fixture(scope="module")
 def intact_store(tmp_path_factory) -> tuple[Path, bytes, list[int]]:
-    path = tmp_path_factory.mktemp("intact") / "store"
-    _write_store(path, 5)
+    path = _legacy_store(tmp_path_factory.mktemp("intact") / "store", 5)
     segment = path / "trials" / "part-00000.arrow"
     return path, segment.read_bytes(), _batch_ends(segment)
 
 
+@pytest.mark.parametrize("name", ["part-00000.arrow", ".journal-00000000.arrows"])
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_truncated_tail_at_any_offset_reads_the_complete_rows_and_warns(
-        intact_store, tmp_path_factory, data):
+        intact_store, tmp_path_factory, data, name):
+    """``name``: an old store's segment, or the journal of a writer killed mid-append (no
+    writer holds the store: a torn tail is damage, not a write in progress)."""
     source, content, ends = intact_store
     cut = data.draw(st.integers(0, len(content)), label="cut")
     path = tmp_path_factory.mktemp("cut") / "store"
     (path / "trials").mkdir(parents=True)
     (path / "study.json").write_bytes((source / "study.json").read_bytes())
-    (path / "trials" / "part-00000.arrow").write_bytes(content[:cut])
+    (path / "trials" / name).write_bytes(content[:cut])
 
     table, messages = _read_trials(path)
 
@@ -93,14 +120,14 @@ def test_a_truncated_tail_at_any_offset_reads_the_complete_rows_and_warns(
         assert messages == []
     else:
         assert len(messages) == 1, messages
-        assert "part-00000.arrow" in messages[0]
+        assert name in messages[0]
         assert (f"torn tail after {complete} complete rows dropped" in messages[0]
-                or "unreadable segment skipped" in messages[0])
+                or "unreadable segment skipped" in messages[0]
+                or "unreadable journal skipped" in messages[0])
 
 
 def test_the_next_writer_repairs_a_torn_segment_once_and_keeps_the_original(tmp_path):
-    path = tmp_path / "store"
-    _write_store(path, 5)
+    path = _legacy_store(tmp_path / "store", 5)
     segment = path / "trials" / "part-00000.arrow"
     content = segment.read_bytes()
     ends = _batch_ends(segment)
@@ -109,12 +136,19 @@ def test_the_next_writer_repairs_a_torn_segment_once_and_keeps_the_original(tmp_
 
     with pytest.warns(RuntimeWarning, match=r"torn tail after 3 complete rows dropped"):
         assert distopt.open_store(path).trials().num_rows == 3
-    with pytest.warns(RuntimeWarning, match=r"kept 3 complete rows, dropped 100 bytes"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         writer = StoreWriter(path, _metadata())
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert "kept 3 complete rows, dropped 100 bytes" in messages[0]
+    assert "migrated 1 Arrow stream segment(s), 3 rows, to part-00000000-00000000-" in messages[1]
     with writer:
         writer.add_trials([_row(3), _row(4)])
-    # The damaged bytes are kept, and the store now reads without any warning.
-    assert (path / "trials" / "part-00000.arrow.torn").read_bytes() == content[:cut]
+    # The damaged bytes are kept (outside the folders tools read), and the store now reads
+    # without any warning, from Parquet parts only.
+    assert (path / "damaged" / "trials" / "part-00000.arrow.torn").read_bytes() == content[:cut]
+    assert sorted(p.name.split("-")[0] for p in (path / "trials").iterdir()) == ["part"]
     table, messages = _read_trials(path)
     assert messages == []
     assert table["trial_id"].to_pylist() == [0, 1, 2, 3, 4]
@@ -122,11 +156,9 @@ def test_the_next_writer_repairs_a_torn_segment_once_and_keeps_the_original(tmp_
 
 
 def test_a_segment_torn_inside_its_schema_is_set_aside_and_the_rest_still_reads(tmp_path):
-    path = tmp_path / "store"
-    _write_store(path, 3)
-    with StoreWriter(path, _metadata()) as writer:  # a second session: segment part-00001
-        writer.add_trials([_row(3)])
-    second = path / "trials" / "part-00001.arrow"
+    path = _legacy_store(tmp_path / "store", 3)
+    second = path / "trials" / "part-00001.arrow"  # a second session's segment
+    _write_stream(second, 4)
     second.write_bytes(second.read_bytes()[:40])
 
     table, messages = _read_trials(path)
@@ -134,7 +166,7 @@ def test_a_segment_torn_inside_its_schema_is_set_aside_and_the_rest_still_reads(
     assert len(messages) == 1 and "unreadable segment skipped" in messages[0]
     with pytest.warns(RuntimeWarning, match="unreadable.*set aside"):
         StoreWriter(path, _metadata()).close()
-    assert (path / "trials" / "part-00001.arrow.torn").exists()
+    assert (path / "damaged" / "trials" / "part-00001.arrow.torn").exists()
     assert _read_trials(path) == (table, [])
 
 
@@ -188,7 +220,7 @@ def test_a_writer_sigkilled_mid_append_loses_at_most_the_batch_being_written(
 def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
     path = tmp_path / "store"
     _write_store(path, 2)
-    before = (path / "trials" / "part-00000.arrow").read_bytes()
+    before = {p.name: p.read_bytes() for p in (path / "trials").iterdir()}
     with StoreWriter(path, _metadata()):
         holder = json.loads((path / "LOCK").read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
@@ -197,7 +229,7 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
         with pytest.raises(distopt.StoreError, match="being written by"):
             distopt.Study(SPACE, OBJECTIVES, store=path).optimize(
                 lambda config: {"f1": 0.0, "f2": 0.0}, budget=3)
-    assert (path / "trials" / "part-00000.arrow").read_bytes() == before
+    assert {p.name: p.read_bytes() for p in (path / "trials").iterdir()} == before
     assert sorted(raw_ids(path)) == [0, 1]
     StoreWriter(path, _metadata()).close()  # released: a new writer opens it
 
@@ -244,30 +276,55 @@ def test_a_metric_that_first_appears_late_becomes_a_nullable_column(tmp_path):
         0: None, 1: None, 2: 5.0, 3: None}
 
 
-def _n_batches(segment: Path) -> int:
-    with pa.OSFile(str(segment)) as source:
-        reader = pa.ipc.open_stream(source)
-        count = 0
-        while True:
-            try:
-                reader.read_next_batch()
-            except StopIteration:
-                return count
-            count += 1
+def test_parts_while_writing_one_part_once_closed(tmp_path, monkeypatch):
+    """Each publication is a part (here one per write); every COMPACT_PARTS of them are merged
+    while the search runs, and closing merges all into one, so opening a big store stays fast."""
+    from distopt.store import _table
 
-
-def test_a_closed_segment_is_compacted_to_one_batch_for_fast_reads(tmp_path):
-    """One batch per finished trial while the search runs (each row durable at once); one
-    batch per segment once it is closed, so opening a big store stays fast."""
+    monkeypatch.setattr(_table, "PUBLISH_INTERVAL", 0.0)
+    monkeypatch.setattr(_table, "COMPACT_PARTS", 32)
+    monkeypatch.setattr("distopt.store._writer.PUBLISH_INTERVAL", 0.0)
     path = tmp_path / "store"
     writer = StoreWriter(path, _metadata())
     for trial_id in range(100):
         writer.add_trials([_row(trial_id)])
-    segment = path / "trials" / "part-00000.arrow"
-    assert _n_batches(segment) == 100
+    names = sorted(p.name[:22] for p in (path / "trials").glob("part-*.parquet"))
+    assert names == ["part-00000000-00000031", "part-00000032-00000063", "part-00000064-00000095",
+                     "part-00000096-00000096", "part-00000097-00000097", "part-00000098-00000098",
+                     "part-00000099-00000099"]
     live, _ = _read_trials(path)
     writer.close()
-    assert _n_batches(segment) == 1
+    assert [p.name[:22] for p in (path / "trials").iterdir()] == ["part-00000000-00000099"]
     table, messages = _read_trials(path)
     assert messages == [] and table.equals(live)
+    assert table["trial_id"].to_pylist() == list(range(100))
     assert table["trial_id"].num_chunks == 1
+
+
+def test_a_publication_that_fails_is_retried_and_loses_nothing(tmp_path, monkeypatch):
+    """A part that cannot be written (here: the disk full once) leaves the journal as it was;
+    the next publication writes the part."""
+    import errno
+
+    from distopt.store import _table
+
+    monkeypatch.setattr("distopt.store._writer.PUBLISH_INTERVAL", 0.0)
+    real, failures = _table.write_part, []
+
+    def full_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_table, "write_part", full_once)
+    path = tmp_path / "store"
+    writer = StoreWriter(path, _metadata())
+    with pytest.raises(OSError, match="No space"):
+        writer.add_trials([_row(0)])  # durable in the journal; its publication failed
+    assert _read_trials(path)[0]["trial_id"].to_pylist() == [0]
+    writer.add_trials([_row(1)])
+    writer.close()
+    table, messages = _read_trials(path)
+    assert messages == [] and table["trial_id"].to_pylist() == [0, 1]
+    assert failures == [1]

@@ -129,14 +129,17 @@ def test_trials_round_trip_every_column_type(written):
             assert (r["f1"], r["f2"], r["g"]) == (i * 1.5, -i, g_of(i))
         # a metric first returned by trial 4 is a new nullable column
         assert r["late"] == (i * 10.0 if i >= 4 else None)
-    # the late metric started a second, wider segment; the first was not rewritten
-    assert len(list((written / "trials").glob("part-*.arrow"))) == 2
+    # closing merged the parts (the late metric widened the schema) into one Parquet part
+    assert len(list((written / "trials").glob("part-*.parquet"))) == 1
 
 
 def test_curves_with_different_metric_sets(written):
     reader = StoreReader(written)
     curves = reader.curves()
     assert curves.column_names == ["trial_id", "step", "time", "loss", "acc"]
+    every = reader.curves(all_attempts=True)
+    assert every.column_names == ["trial_id", "step", "time", "attempt", "loss", "acc"]
+    assert every["attempt"].to_pylist() == [1, 1, 1, 1]  # rows without one are attempt 1
     assert curves.select(["trial_id", "step", "loss", "acc"]).to_pylist() == [
         {"trial_id": 0, "step": 0, "loss": 1.0, "acc": None},
         {"trial_id": 0, "step": 1, "loss": 0.5, "acc": None},
@@ -241,25 +244,42 @@ def test_pyarrow_pandas_duckdb_read_the_snapshot(written):
         sum(config(i)["n"] for i in range(6))
 
     curves = pd.read_parquet(written / "curves.parquet")
-    assert len(curves) == 4 and set(curves.columns) == {"trial_id", "step", "time", "loss", "acc"}
+    assert len(curves) == 4 and set(curves.columns) == {"trial_id", "step", "time", "attempt",
+                                                        "loss", "acc"}
 
 
-def test_segments_are_plain_arrow_ipc_streams(written):
+def test_parts_are_plain_parquet_files(written):
     rows = 0
-    for path in sorted((written / "trials").glob("part-*.arrow")):
-        with pa.OSFile(str(path)) as source:
-            rows += pa.ipc.open_stream(source).read_all().num_rows
+    for path in sorted((written / "trials").glob("part-*.parquet")):
+        rows += pq.read_table(path).num_rows
     assert rows == 6
+
+
+def legacy_store(path: Path, problem: Problem, batches: list[list[dict]],
+                 name: str = "part-00000.arrow") -> Path:
+    """A store as distopt wrote it before Parquet parts: one Arrow IPC stream segment."""
+    from distopt.store._metadata import write_metadata
+    from distopt.store._schema import trial_batch
+
+    (path / "trials").mkdir(parents=True, exist_ok=True)
+    if not (path / "study.json").exists():
+        write_metadata(path, metadata_for(problem))
+    meta = metadata_for(problem)
+    first = trial_batch(batches[0], meta["config_types"], meta["metric_order"])
+    with pa.OSFile(str(path / "trials" / name), "wb") as sink:
+        with pa.ipc.new_stream(sink, first.schema) as writer:
+            for rows in batches:
+                writer.write_batch(trial_batch(rows, meta["config_types"], meta["metric_order"]))
+    return path
 
 
 # -- damage ---------------------------------------------------------------------------------------
 
 def test_torn_tail_keeps_complete_rows_and_warns(tmp_path, problem):
-    store = tmp_path / "torn"
-    with StoreWriter(store, metadata_for(problem)) as writer:
-        for i in range(3):  # three batches of two rows in one segment
-            writer.add_trials([row(2 * i, {"f1": 1.0, "f2": 1.0, "g": 0.0}),
-                               row(2 * i + 1, {"f1": 2.0, "f2": 2.0, "g": 0.0})])
+    """An old store's segment (Arrow IPC stream) cut by a crash: its complete rows read."""
+    store = legacy_store(tmp_path / "torn", problem, [  # three batches of two rows
+        [row(2 * i, {"f1": 1.0, "f2": 1.0, "g": 0.0}),
+         row(2 * i + 1, {"f1": 2.0, "f2": 2.0, "g": 0.0})] for i in range(3)])
     [segment] = (store / "trials").glob("part-*.arrow")
     data = segment.read_bytes()
     segment.write_bytes(data[:-40])  # into the last batch, as a crash mid-write leaves it
@@ -268,7 +288,9 @@ def test_torn_tail_keeps_complete_rows_and_warns(tmp_path, problem):
     assert table["trial_id"].to_pylist() == [0, 1, 2, 3]
 
 
-def test_unreadable_segment_is_skipped_with_a_warning(written):
+def test_unreadable_segment_is_skipped_with_a_warning(tmp_path, problem):
+    written = legacy_store(tmp_path / "old", problem,
+                           [[row(i, {"f1": 1.0, "f2": 1.0, "g": 0.0}) for i in range(6)]])
     (written / "trials" / "part-00099.arrow").write_bytes(b"not an arrow stream at all")
     with pytest.warns(RuntimeWarning, match="part-00099"):
         table = StoreReader(written).trials()
@@ -478,3 +500,24 @@ def test_reopened_store_keeps_the_declared_objective_order(tmp_path):
     assert list(reopened.objectives) == ["zeta", "alpha"]
     assert reopened.maximize == [False, True]
     assert list(reopened.constraints) == ["omega", "beta"]
+
+
+def test_curves_show_each_trials_last_attempt_unless_asked_for_all(tmp_path, problem):
+    store = tmp_path / "attempts"
+    with StoreWriter(store, metadata_for(problem)) as writer:
+        writer.add_curves([{"trial_id": 0, "step": s, "time": T0 + s, "attempt": 1,
+                            "loss": 10.0 + s} for s in range(3)])        # its worker was lost
+        writer.add_curves([{"trial_id": 1, "step": 0, "time": T0, "loss": 5.0}])  # no attempt
+        writer.add_curves([{"trial_id": 0, "step": s, "time": T0 + 9 + s, "attempt": 2,
+                            "loss": 20.0 + s} for s in range(2)])        # and ran again
+    reader = StoreReader(store)
+    last = reader.curves()
+    assert last.select(["trial_id", "step", "loss"]).to_pylist() == [
+        {"trial_id": 0, "step": 0, "loss": 20.0}, {"trial_id": 0, "step": 1, "loss": 21.0},
+        {"trial_id": 1, "step": 0, "loss": 5.0}]
+    assert reader.curves(trial_id=0)["loss"].to_pylist() == [20.0, 21.0]
+    every = reader.curves(all_attempts=True)
+    assert every.select(["trial_id", "attempt", "step"]).to_pylist() == [
+        {"trial_id": 0, "attempt": a, "step": s} for a, n in ((1, 3), (2, 2)) for s in range(n)
+    ] + [{"trial_id": 1, "attempt": 1, "step": 0}]
+    assert reader.curves(trial_id=0, all_attempts=True).num_rows == 5
