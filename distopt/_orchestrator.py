@@ -29,7 +29,7 @@ from ._suggest import Suggester
 from .cohort import is_batched
 from .store import StoreWriter
 from .strategies import Strategy
-from .trial import COMPLETE, FAILED, PRUNED, RESERVED, TIMEOUT, trial_row
+from .trial import COMPLETE, CURVE_COLUMNS, FAILED, PRUNED, RESERVED, TIMEOUT, trial_row
 
 #: Seconds the loop waits for a result before checking timeouts, curves and progress.
 TICK = 0.25
@@ -296,8 +296,7 @@ class Orchestrator:
         running = {t.trial_id: call for call in self._running.values() for t in call.trials}
         for row in curves:
             trial_id = row["trial_id"]
-            metrics = {k: v for k, v in row.items()
-                       if k not in ("trial_id", "step", "time", "attempt")}
+            metrics = {k: v for k, v in row.items() if k not in CURVE_COLUMNS}
             stop = self.scheduler.on_report(trial_id, row["step"], metrics)
             if stop and trial_id in running and trial_id not in self._stop_sent:
                 self._stop_sent.add(trial_id)

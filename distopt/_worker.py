@@ -208,7 +208,7 @@ def _clip(text: str) -> str:
 
 def _tag(context: TrialContext, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
-        row["trial_id"] = context.trial_id
+        row["trial_id"], row["attempt"] = context.trial_id, context.attempt
     return rows
 
 

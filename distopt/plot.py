@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from . import pareto
 from ._plottext import axis_ticks, finite_range, fit_title
 from .store import StoreReader
-from .trial import COMPLETE, CONFIG_PREFIX
+from .trial import COMPLETE, CONFIG_PREFIX, CURVE_COLUMNS
 
 Store = StoreReader | str | os.PathLike
 
@@ -323,7 +323,7 @@ def _unit_column(param: Any, values: list[Any]) -> np.ndarray:
 def curve_metrics(store: Store) -> list[str]:
     """Metrics found in the store's ``report`` rows (objectives first)."""
     reader = _reader(store)
-    names = [c for c in reader.curves().column_names if c not in ("trial_id", "step", "time")]
+    names = [c for c in reader.curves().column_names if c not in CURVE_COLUMNS]
     first = [m for m in reader.problem.objectives if m in names]
     return first + [m for m in names if m not in first]
 

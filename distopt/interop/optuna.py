@@ -45,7 +45,7 @@ from .._problem import Problem
 from ..space import Categorical, Float, Int, Space
 from ..store import StoreReader, StoreWriter
 from ..store._schema import metric_columns
-from ..trial import COMPLETE, FAILED, PRUNED, TIMEOUT
+from ..trial import COMPLETE, CURVE_COLUMNS, FAILED, PRUNED, TIMEOUT
 
 _STATE_OF = {COMPLETE: "COMPLETE", PRUNED: "PRUNED", FAILED: "FAIL", TIMEOUT: "FAIL"}
 _STATUS_OF = {"COMPLETE": COMPLETE, "PRUNED": PRUNED, "FAIL": FAILED}
@@ -199,7 +199,7 @@ def _open_study(reader: StoreReader, storage: Any, study_name: str | None, *,
                           f"{[d.name.lower() for d in study.directions]}, not the store's "
                           f"{directions}", "give another study_name")
     curve_metrics = [c for c in reader.curves().column_names
-                     if c not in ("trial_id", "step", "time")]
+                     if c not in CURVE_COLUMNS]
     curve_metric = next((m for m in problem.objectives if m in curve_metrics),
                         curve_metrics[0] if curve_metrics else None)
     info = {"problem": problem.to_dict(), "ref_point": reader.ref_point, "store": str(reader.path),

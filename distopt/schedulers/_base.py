@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._plugin import ProblemBound
+from ..trial import CURVE_COLUMNS
 
 
 class Scheduler(ProblemBound, ABC):
@@ -45,7 +46,7 @@ class Scheduler(ProblemBound, ABC):
             if row["trial_id"] not in ended:
                 continue
             metrics = {k: v for k, v in row.items()
-                       if k not in ("trial_id", "step", "time") and v is not None}
+                       if k not in CURVE_COLUMNS and v is not None}
             self.on_report(int(row["trial_id"]), int(row["step"]), metrics)
         for trial_id, status in ended.items():
             self.on_trial_end(trial_id, status)

@@ -100,7 +100,15 @@ def test_resume_after_a_torn_tail_reruns_the_dropped_trials(ray_local, tmp_path)
     path = tmp_path / "store"
     study = distopt.Study(SPACE, OBJECTIVES, store=path, seed=0)
     study.optimize(instant, budget=8, workers=2)
+    # The trials as a store of the earlier format kept them (an Arrow IPC stream, one batch per
+    # trial), the format whose appends a crash can tear: the next writer migrates it.
+    rows = distopt.open_store(path).trials()
+    for part in (path / "trials").glob("part-*.parquet"):
+        part.unlink()
     segment = path / "trials" / "part-00000.arrow"
+    with pa.OSFile(str(segment), "wb") as sink, pa.ipc.new_stream(sink, rows.schema) as log:
+        for batch in rows.to_batches(max_chunksize=1):
+            log.write_batch(batch)
     with pa.OSFile(str(segment)) as source:  # where the last batch starts
         reader = pa.ipc.open_stream(source)
         starts = [source.tell()]
@@ -120,7 +128,7 @@ def test_resume_after_a_torn_tail_reruns_the_dropped_trials(ray_local, tmp_path)
                                                                        workers=2)
     table = assert_budget_reached(path, 8)
     assert sorted(table["trial_id"].to_pylist()) == list(range(8))
-    assert (path / "trials" / "part-00000.arrow.torn").exists()
+    assert (path / "damaged" / "trials" / "part-00000.arrow.torn").exists()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         distopt.open_store(path).trials()  # repaired: reads cleanly from now on

@@ -22,6 +22,8 @@ FORBIDDEN_MODULES = {"pickle", "cloudpickle", "dill", "marshal", "shelve", "jobl
 #: Files allowed to use pickle, and why (never for a distopt store or a study file).
 PICKLE_ALLOWED = {
     "interop/tune.py": "Ray Tune's Searcher.save/restore checkpoint, written and read by Tune",
+    "testing.py": "the contract suite checks that a strategy survives pickling, as Ray needs; "
+                  "it pickles the strategy it was given, never stored data",
 }
 FORBIDDEN_ATTRIBUTES = {("yaml", "load"), ("yaml", "unsafe_load"), ("yaml", "full_load"),
                         ("yaml", "Loader"), ("yaml", "UnsafeLoader"), ("yaml", "FullLoader"),
@@ -141,7 +143,7 @@ def test_the_store_holds_no_pickles(ray_local, tmp_path):
             assert all(_primitive(f) for f in schema), schema
             metadata = {k.decode(): v for k, v in (schema.metadata or {}).items()}
             assert not [k for k in metadata if "extension" in k.lower()], metadata
-    assert kinds == {"study.json", "LOCK", "arrow", "parquet"}
+    assert kinds == {"study.json", "LOCK", "parquet"}  # Parquet parts since issue 21
 
 
 class _Stop(Exception):
