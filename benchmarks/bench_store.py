@@ -49,7 +49,7 @@ def _metadata() -> dict:
     import distopt
 
     return distopt.Study({"x": distopt.Float(0.0, 1.0)}, {"f1": "min", "f2": "min"},
-                         store="unused")._metadata({})
+                         store="unused").metadata({})
 
 
 def run_once(writer_class, folder: Path, trials: int, batch: int) -> float:

@@ -17,9 +17,7 @@ from ._front import USER
 from ._preflight import check_store_path
 from ._problem import Problem
 from .space import Space
-from .store import StoreReader, StoreWriter
-from .store._metadata import library_versions
-from .store._schema import configs_from_table
+from .store import METADATA_FILE, StoreReader, StoreWriter, configs_from_table, library_versions
 from .strategies import Strategy, make_strategy
 
 Objective = Callable[[dict[str, Any]], Mapping[str, float]]
@@ -101,8 +99,6 @@ class Study:
         if self.study_file is not None:
             metadata["study_file"] = self.study_file
         return metadata
-
-    _metadata = metadata  # the name tests and older callers use
 
     def optimize(self, objective: Objective, budget: int, workers: int = 1, *,
                  resources_per_trial: Mapping[str, float] | None = None,
@@ -223,8 +219,6 @@ class Study:
         """The finished trials of an existing store of this study (none for a new store);
         a store of another study is refused here, before anything is written."""
         from ._preflight import different_study_error
-        from .store._metadata import METADATA_FILE
-
         if not (self.store_path / METADATA_FILE).is_file():
             return []
         reader = StoreReader(self.store_path)

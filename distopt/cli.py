@@ -93,7 +93,7 @@ def _resume(args: argparse.Namespace) -> int:
 
     from ._front import user_ref_point
     from ._studyfile import study_from_dict
-    from .store._metadata import read_metadata
+    from .store import read_metadata
 
     metadata = read_metadata(Path(args.store))
     study_path = metadata.get("study_file")

@@ -43,8 +43,7 @@ from .._checks import check_number
 from .._errors import field_error
 from .._problem import Problem
 from ..space import Categorical, Float, Int, Space
-from ..store import StoreReader, StoreWriter
-from ..store._schema import metric_columns
+from ..store import StoreReader, StoreWriter, metric_columns
 from ..trial import COMPLETE, CURVE_COLUMNS, FAILED, PRUNED, TIMEOUT
 
 _STATE_OF = {COMPLETE: "COMPLETE", PRUNED: "PRUNED", FAILED: "FAIL", TIMEOUT: "FAIL"}
@@ -321,7 +320,7 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
     distopt_study = Study(problem.space, problem.objectives,
                           {k: list(v) for k, v in problem.constraints.items()} or None,
                           store=store, ref_point=info.get("ref_point"))
-    metadata = distopt_study._metadata({"imported_from": {"storage": str(storage),
+    metadata = distopt_study.metadata({"imported_from": {"storage": str(storage),
                                                            "study_name": study_name}})
     metadata["strategy"] = {"name": "optuna", "sampler": study.sampler.__class__.__name__}
     objectives = list(problem.objectives)

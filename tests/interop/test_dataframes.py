@@ -27,7 +27,7 @@ def readme_example() -> str:
 def make_store(path: Path) -> None:
     study = distopt.Study({"x": distopt.Float(0, 1), "act": distopt.Categorical(["a", "b"])},
                           {"f1": "min", "f2": "min"})
-    writer = StoreWriter(path, study._metadata({}))
+    writer = StoreWriter(path, study.metadata({}))
     rows, curves = [], []
     for i in range(10):
         x = i / 9

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def new_writer(path) -> StoreWriter:
     study = distopt.Study({"x": distopt.Float(0.0, 1.0), "n": distopt.Int(1, 4)},
                           {"f1": "min", "f2": "min"}, {"g": ("<=", 0.8)})
-    return StoreWriter(path, study._metadata({}))
+    return StoreWriter(path, study.metadata({}))
 
 
 def write(writer: StoreWriter, ids) -> None:
@@ -79,7 +79,7 @@ def test_sync_adds_each_finished_trial_once(tmp_path):
     assert front == set(distopt.open_store(tmp_path / "store").pareto_front()["trial_id"]
                         .to_pylist())
     study = distopt.Study({"z": distopt.Float(0.0, 1.0)}, {"f1": "min", "f2": "min"})
-    StoreWriter(tmp_path / "another", study._metadata({})).close()
+    StoreWriter(tmp_path / "another", study.metadata({})).close()
     with pytest.raises(distopt.ConfigError, match="study_name: .*holds another distopt study"):
         sync_store(tmp_path / "another", url, study_name="store")
     other = optuna.create_study(storage=url, study_name="other", direction="maximize")

@@ -26,7 +26,7 @@ def store(tmp_path_factory):
     study = distopt.Study(space(), {"f1": "min", "acc": "max"}, {"g": ("<=", 0.5)},
                           ref_point={"f1": 2.0, "acc": 0.0})
     path = tmp_path_factory.mktemp("optuna") / "store"
-    writer = StoreWriter(path, study._metadata({}))
+    writer = StoreWriter(path, study.metadata({}))
     rng = np.random.default_rng(0)
     statuses = ["COMPLETE"] * 8 + ["FAILED", "TIMEOUT", "PRUNED", "PRUNED"]
     rows, curves = [], []

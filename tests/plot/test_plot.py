@@ -19,7 +19,7 @@ matplotlib = pytest.importorskip("matplotlib")
 
 
 def write_store(path, study, trials, curves=()):
-    writer = StoreWriter(path, study._metadata({}))
+    writer = StoreWriter(path, study.metadata({}))
     writer.add_curves(list(curves))
     writer.add_trials(trials)
     writer.close()

@@ -31,7 +31,7 @@ def _crashed_store(path: Path, *, dispatched: int, finished: int) -> list[dict]:
     strategy.bind(study.problem)
     configs = strategy.ask(dispatched)
     now = time.time()
-    with StoreWriter(path, study._metadata({"budget": 99})) as writer:
+    with StoreWriter(path, study.metadata({"budget": 99})) as writer:
         writer.add_dispatched([{"trial_id": t, "attempt": 1, "time": now, "config": c}
                                for t, c in enumerate(configs)])
         writer.add_trials([{"trial_id": t, "status": "COMPLETE", "config": c,

@@ -30,7 +30,7 @@ OBJECTIVES = {"f1": "min", "f2": "min"}
 
 
 def _metadata() -> dict:
-    return distopt.Study(SPACE, OBJECTIVES, store="unused")._metadata({})
+    return distopt.Study(SPACE, OBJECTIVES, store="unused").metadata({})
 
 
 def _row(trial_id: int) -> dict:
@@ -206,7 +206,7 @@ KILLED_COMPACTION = textwrap.dedent("""
     _parts.os.replace = replace
     study = distopt.Study({"x": distopt.Float(0.0, 1.0)}, {"f1": "min", "f2": "min"},
                           store=sys.argv[1])
-    writer = StoreWriter(sys.argv[1], study._metadata({}))
+    writer = StoreWriter(sys.argv[1], study.metadata({}))
     for i in range(20):
         writer.add_trials([{"trial_id": i, "status": "COMPLETE", "config": {"x": i / 20},
                             "metrics": {"f1": i / 20, "f2": 1 - i / 20}}])

@@ -29,7 +29,7 @@ OBJECTIVES = {"f1": "min", "f2": "min"}
 
 
 def _metadata() -> dict:
-    return distopt.Study(SPACE, OBJECTIVES, store="unused")._metadata({})
+    return distopt.Study(SPACE, OBJECTIVES, store="unused").metadata({})
 
 
 def _row(trial_id: int, **metrics: float) -> dict:
@@ -177,7 +177,7 @@ WRITER_SCRIPT = textwrap.dedent("""
 
     study = distopt.Study({"x": distopt.Float(0.0, 1.0)}, {"f1": "min", "f2": "min"},
                           store=sys.argv[1])
-    writer = StoreWriter(sys.argv[1], study._metadata({}))
+    writer = StoreWriter(sys.argv[1], study.metadata({}))
     trial_id = 0
     while True:  # big batches, so that SIGKILL often lands in the middle of one
         rows = [{"trial_id": trial_id + i, "status": "COMPLETE", "config": {"x": 0.5},

@@ -24,7 +24,7 @@ N = 2 * ROW_GROUP_ROWS + 276  # three row groups in the compacted part
 
 
 def _metadata() -> dict:
-    return distopt.Study(SPACE, OBJECTIVES, store="unused")._metadata({})
+    return distopt.Study(SPACE, OBJECTIVES, store="unused").metadata({})
 
 
 def _row(trial_id: int) -> dict:
