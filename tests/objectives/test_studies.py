@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import distopt
+from distopt.cohort import BatchedObjective
 from objectives import environments, mixed_symmetry, motion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,14 +89,20 @@ def test_study_file_loads_and_its_objective_accepts_its_space(path):
     # Corners and centre of the space, trained for one epoch on the small size with few samples:
     # this checks that the space only produces keys and values the objective accepts, and that the
     # objective returns the metrics the study promises, not what they are worth.
-    if dataclasses.is_dataclass(objective):
-        objective = dataclasses.replace(objective, size="small")
-        if "n_train" in {f.name for f in dataclasses.fields(objective)}:
-            objective = dataclasses.replace(objective, n_train=128)
-    for config in study.space.decode(
+    batched = objective if isinstance(objective, BatchedObjective) else None
+    task = batched.fn.__self__ if batched is not None else objective
+    if dataclasses.is_dataclass(task):
+        task = dataclasses.replace(task, size="small")
+        if "n_train" in {f.name for f in dataclasses.fields(task)}:
+            task = dataclasses.replace(task, n_train=128)
+        objective = distopt.batched(task.batch) if batched is not None else task
+    configs = [{**config, "epochs": 1} for config in study.space.decode(
         np.array([[0.0] * study.space.dim, [0.5] * study.space.dim, [1.0] * study.space.dim])
-    ):
-        metrics = objective({**config, "epochs": 1})
+    )]
+    # A cohort objective trains the three configs in one call, as a worker would.
+    results = objective.batch(configs) if batched is not None else map(objective, configs)
+    for metrics in results:
+        assert isinstance(metrics, dict), (path.name, metrics)
         assert wanted <= set(metrics), (path.name, wanted - set(metrics))
         assert all(math.isfinite(v) for v in metrics.values())
 
