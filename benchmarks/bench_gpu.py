@@ -268,6 +268,11 @@ def _verdicts(cuda: bool, size: str, epochs: int, single: dict, cohorts: dict,
         lines.append(f"- **CPU target** (cohort of 16 on one thread finishes >= 3x sooner than the "
                      f"same 16 trials in turn): {ratio:.1f}x, "
                      f"**{'met' if ratio >= 3 else 'not met'}**")
+    if not cuda:
+        lines += ["", "Not measured in this run (no GPU): the GPU rows and targets (on one H200, "
+                  "large task, 20 epochs: cohorts >= 450 trials/min; a lone trial's epoch >= 5x "
+                  "faster than 16 CPU cores) and GPU memory per trial. On a GPU machine: "
+                  "`python benchmarks/bench_gpu.py --device cuda --cpu-reference`."]
     if cuda:
         best = max(_rate(row) for row in cohorts.values()) if cohorts else 0.0
         note = "" if (size, epochs) == ("large", 20) else " (target set for large, 20 epochs)"

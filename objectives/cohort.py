@@ -179,6 +179,11 @@ class CohortTrainer:
         total = (self._weights_dev * losses).sum()
         return list(torch.autograd.grad(total, list(self.params.values())))
 
+    def freeze(self, members: Sequence[bool]) -> None:
+        """Stop updating the members flagged True (stopped by a scheduler, or diverged)."""
+        self.live = [live and not frozen for live, frozen in zip(self.live, members, strict=True)]
+        self._live_dev = torch.tensor(self.live, device=self.device)
+
     @torch.no_grad()
     def adam_step(self, grads: Sequence[Tensor]) -> None:
         """``torch.optim.Adam``'s update with a per-member learning rate and weight decay.
@@ -232,9 +237,9 @@ class CohortTrainer:
                     self.live[k] = False
             self._set_auto_strengths(epoch, means)
             if on_epoch is not None:
-                keep = on_epoch(epoch, means[:, 0], val, reporting)
-                self.live = [live and kept for live, kept in zip(self.live, keep, strict=True)]
-            self._live_dev = torch.tensor(self.live, device=self.device)
+                self.freeze([not kept for kept in on_epoch(epoch, means[:, 0], val, reporting)])
+            else:
+                self.freeze([not live for live in self.live])
             if not any(self.live):
                 break
         return failures
@@ -363,8 +368,7 @@ def _train_subcohort(data, groups, settings, build_model, members: Members,
                      indices: list[int], *, device) -> list[dict[str, float] | BaseException]:
     start = time.perf_counter()
     trainer = CohortTrainer(data, groups, settings, build_model, device=device)
-    for k, i in enumerate(indices):  # stopped before it started: never trained
-        trainer.live[k] = trainer.live[k] and members.active[i]
+    trainer.freeze([not members.active[i] for i in indices])  # stopped before it started
 
     def on_epoch(epoch: int, train: Tensor, val: Tensor, reporting: list[bool]) -> list[bool]:
         active = members.active

@@ -79,6 +79,27 @@ def test_task_runs_through_distopt(task, tmp_path, ray_local):
     assert curves.num_rows == 4 and curve_metric in curves.column_names  # 2 trials x 2 epochs
 
 
+def test_cohort_task_runs_through_distopt(tmp_path, ray_local):
+    objectives = {"test_mse": "min", "equiv_err.rotation": "min"}
+    study = distopt.Study(
+        space=_space("mixed_symmetry", epochs=2, mode="weighted", width=16, depth=1),
+        objectives=objectives, store=tmp_path / "cohort", strategy="random", seed=0,
+    )
+    objective = mixed_symmetry.make_cohort_task(
+        alphas={"rotation": 0.0, "scaling": 0.3, "permutation": 1.0}, n_train=128
+    )
+    reader = study.optimize(objective, budget=3, workers=1)
+    trials = reader.trials()
+    assert trials.column("status").to_pylist() == ["COMPLETE"] * 3, trials.column(
+        "error"
+    ).to_pylist()
+    assert all(math.isfinite(v) for v in trials.column("test_mse").to_pylist())
+    curves = reader.curves()
+    assert sorted(curves.column("trial_id").to_pylist()) == sorted(
+        trials.column("trial_id").to_pylist() * 2
+    )
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_study_file_loads_and_its_objective_accepts_its_space(path):
     loaded = load_study_file(path)
