@@ -134,6 +134,28 @@ def run_cohort(task_args: dict, configs: list[dict], device: torch.device) -> di
             "memory": memory / len(configs) if memory is not None else None, "results": results}
 
 
+def count_syncs(task_args: dict, config: dict) -> dict[str, int]:
+    """Host synchronisations (``torch.cuda.set_sync_debug_mode``) of one 2-epoch lone trial
+    and one 2-epoch cohort of 4: the step loops should have none, only one per epoch and the
+    final evaluation's."""
+    import warnings
+
+    config = {**config, "epochs": 2}
+    counts = {}
+    for label, run in (("lone trial", lambda: make_task(ALPHAS, **task_args)(config)),
+                       ("cohort of 4", lambda: make_cohort_task(ALPHAS, **task_args).batch(
+                           [{**config, "seed": s} for s in range(4)]))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                run()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts[label] = sum("synchroniz" in str(w.message) for w in caught)
+    return counts
+
+
 def _rate(row: dict[str, Any]) -> float:
     return 60.0 * row["trials"] / row["wall"]
 
@@ -209,6 +231,7 @@ def main() -> None:
             reference = run_single(task_args, configs[:1], torch.device("cpu"))
         rows.append((f"cpu reference (1 trial, {os.cpu_count()} threads)", reference))
         torch.set_num_threads(threads)
+    syncs = count_syncs(task_args, configs[0]) if cuda else None
     total = time.perf_counter() - started
 
     name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
@@ -236,6 +259,9 @@ def main() -> None:
                      f"{_fmt(row['memory'])} | {agree} |")
     lines += ["", "Epoch time: one lone trial's training epoch; for a cohort, one epoch of all "
               "its members together.", ""]
+    if syncs is not None:
+        lines += ["Host synchronisations in 2 epochs (CUDA sync debug mode): "
+                  + ", ".join(f"{k} {v}" for k, v in syncs.items()) + ".", ""]
     lines += _verdicts(cuda, size, epochs, single, cohort_rows, reference)
     out = args.out or str(ROOT / "benchmarks" / "results" / f"bench_gpu_{device.type}.md")
     publish("\n".join(lines), out)
