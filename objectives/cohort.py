@@ -108,8 +108,7 @@ class CohortTrainer:
         candidates = list(self.groups)
         plans = [plan_losses(s, candidates) for s in self.settings]
         union = [g for g in candidates if any(g in p.groups for p in plans)]
-        self.active = [self.groups[g] for g in union]
-        self.rows = [candidates.index(g) for g in union]
+        self.union, self.active = union, [self.groups[g] for g in union]
         # (K, 1 + G) float64 strengths on the host, as the lone trial keeps them; 0 where a
         # member does not compute that regulariser and, in auto mode, until its warm-up ends.
         self.weights = torch.zeros(len(self.settings), 1 + len(union), dtype=torch.float64)
@@ -125,8 +124,10 @@ class CohortTrainer:
         self.n_train = self.data.x_train.shape[0]
         self.steps = -(-self.n_train // first.batch_size)
         self.generators = [torch.Generator().manual_seed(s.seed) for s in self.settings]
-        self.streams = [SampleStream(list(self.groups.values()), first.samples, self.steps, g,
-                                     torch.device("cpu")) for g in self.generators]
+        self.member_groups = [list(plan.groups) for plan in plans]
+        self.streams = [SampleStream([self.groups[g] for g in own], first.samples, self.steps, g,
+                                     torch.device("cpu"))
+                        for own, g in zip(self.member_groups, self.generators, strict=True)]
         self.lr = torch.tensor([s.lr for s in self.settings], dtype=torch.float64, device=device)
         self.decay = torch.tensor([s.weight_decay for s in self.settings], device=device)
         self._decays = any(s.weight_decay for s in self.settings)
@@ -158,21 +159,36 @@ class CohortTrainer:
         ``(K, samples, *elem)`` tensor per computed group."""
         return vmap(self._member_losses)(self.params, self.buffers, x, y, *elements)
 
-    def epoch_batches(self):
-        """This epoch's ``(x, y, elements)`` per step, drawn from every member's generator in its
-        lone trial's order (shuffle, then every candidate's samples) and moved to the device in
-        one copy each."""
+    def draw_epoch(self) -> tuple[Tensor, list[Tensor]]:
+        """The next epoch's randomness of every member, drawn from its generator in its lone
+        trial's order (the shuffle, then its groups' samples step by step) and moved to the device
+        in one copy per tensor: ``order (K, n_train)`` and per computed group
+        ``(K, steps, samples, *elem)``. A member that does not compute a group gets another
+        member's elements there (its weight on that row is 0)."""
         orders, draws = [], []
         for generator, stream in zip(self.generators, self.streams, strict=True):
             orders.append(torch.randperm(self.n_train, generator=generator))
             draws.append(stream.draw_epoch())
-        order = torch.stack(orders).to(self.device)
-        elements = [torch.stack([d[row] for d in draws]).to(self.device) for row in self.rows]
+        elements = []
+        for group in self.union:
+            owners = [k for k, own in enumerate(self.member_groups) if group in own]
+            source = [k if k in owners else owners[0] for k in range(len(self))]
+            blocks = [draws[j][self.member_groups[j].index(group)] for j in source]
+            elements.append(torch.stack(blocks).to(self.device, non_blocking=True))
+        return torch.stack(orders).to(self.device, non_blocking=True), elements
+
+    def batches(self, drawn: tuple[Tensor, list[Tensor]]):
+        """The epoch's ``(x, y, elements)`` per step from :meth:`draw_epoch`'s randomness."""
+        order, elements = drawn
         size = self.settings[0].batch_size
         for step in range(self.steps):
             idx = order[:, step * size:(step + 1) * size]
             yield (self.data.x_train[idx], self.data.y_train[idx],
                    [e[:, step] for e in elements])
+
+    def epoch_batches(self):
+        """Draw the next epoch and iterate over its steps (see :meth:`draw_epoch`)."""
+        return self.batches(self.draw_epoch())
 
     def gradients(self, losses: Tensor) -> list[Tensor]:
         """Per-member gradients of ``sum_l w_kl L_kl``, stacked like the parameters."""
@@ -219,15 +235,19 @@ class CohortTrainer:
         members to keep training (False: stopped by a scheduler).
         """
         failures: list[str | None] = [None] * len(self)
-        for epoch in range(self.settings[0].epochs):
+        epochs = self.settings[0].epochs
+        drawn = self.draw_epoch()
+        for epoch in range(epochs):
             total = None
-            for x, y, elements in self.epoch_batches():
+            for x, y, elements in self.batches(drawn):
                 losses = self.losses(x, y, elements)
                 self.adam_step(self.gradients(losses))
                 detached = losses.detach()
                 total = detached if total is None else total + detached
             means = (total / self.steps).double()
             val = self.mse(self.data.x_val, self.data.y_val)
+            if epoch + 1 < epochs:  # on a GPU, drawn on the host while the device still works
+                drawn = self.draw_epoch()
             means, val = means.cpu(), val.cpu()  # the epoch's one synchronisation
             reporting = list(self.live)
             for k in range(len(self)):

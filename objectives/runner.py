@@ -73,13 +73,12 @@ def _mse(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 1024) -> float:
 class SampleStream:
     """The group elements of a trial's regulariser steps, drawn one epoch at a time.
 
-    At the first step of every epoch (right after that epoch's shuffle) it draws, for *every*
-    candidate group in order, ``steps * samples`` elements with the trial's generator and moves
-    them to the device in one copy; step ``s`` then takes rows ``s``. Drawing per epoch keeps
-    CPU draws and host-to-device copies out of the step loop, and drawing for every candidate
-    (also those whose strength is 0 and are not computed) makes a trial's random stream depend only
-    on its seed and shapes: a cohort member (:mod:`objectives.cohort`) that computes the union of
-    its cohort's groups draws exactly what the same config trained alone draws.
+    At the first step of every epoch (right after that epoch's shuffle) it draws the whole epoch,
+    step by step and group by group, exactly the calls a per-step draw makes (so the random stream,
+    and the trained model, are the same as drawing at each step), and moves each group's
+    ``(steps, samples, *elem)`` block to the device in one copy: no CPU draw or host-to-device copy
+    is left in the step loop. A cohort member (:mod:`objectives.cohort`) draws with its own stream
+    what the same config trained alone draws.
     """
 
     def __init__(self, groups: Sequence[Group], samples: int, steps: int,
@@ -90,12 +89,12 @@ class SampleStream:
 
     def draw_epoch(self) -> list[Tensor]:
         """Per group ``(steps, samples, *elem)`` on the device."""
-        return [
-            group.sample(self.steps * self.samples, generator=self.generator, dtype=self.dtype)
-            .to(self.device, non_blocking=True)
-            .unflatten(0, (self.steps, self.samples))
-            for group in self.groups
-        ]
+        drawn: list[list[Tensor]] = [[] for _ in self.groups]
+        for _ in range(self.steps):
+            for column, group in zip(drawn, self.groups, strict=True):
+                column.append(group.sample(self.samples, generator=self.generator,
+                                           dtype=self.dtype))
+        return [torch.stack(column).to(self.device, non_blocking=True) for column in drawn]
 
 
 def build_trial_model(
@@ -146,11 +145,10 @@ def run_regression(
     data = data.to(device)
     plan = plan_losses(settings, list(groups))
     active = [groups[name] for name in plan.groups]
-    rows = [list(groups).index(name) for name in plan.groups]
     generator = torch.Generator().manual_seed(settings.seed)
     n_train = data.x_train.shape[0]
-    stream = SampleStream(list(groups.values()), settings.samples,
-                          -(-n_train // settings.batch_size), generator, device)
+    stream = SampleStream(active, settings.samples, -(-n_train // settings.batch_size), generator,
+                          device)
     state: dict[str, list[Tensor]] = {}
     step = 0
 
@@ -158,7 +156,7 @@ def run_regression(
         nonlocal step
         if step % stream.steps == 0:  # the first batch of an epoch: its shuffle is done
             state["elements"] = stream.draw_epoch()
-        elements = [state["elements"][row][step % stream.steps] for row in rows]
+        elements = [block[step % stream.steps] for block in state["elements"]]
         step += 1
         x, y = data.x_train[idx], data.y_train[idx]
         if not active:

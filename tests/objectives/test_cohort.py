@@ -75,13 +75,13 @@ def _lone_first_step(task, settings):
     generator = torch.Generator().manual_seed(settings.seed)
     steps = -(-data.x_train.shape[0] // settings.batch_size)
     order = torch.randperm(data.x_train.shape[0], generator=generator)
-    drawn = SampleStream(list(groups.values()), settings.samples, steps, generator,
+    active = [groups[g] for g in plan.groups]
+    drawn = SampleStream(active, settings.samples, steps, generator,
                          torch.device("cpu")).draw_epoch()
     idx = order[: settings.batch_size]
     x, y = data.x_train[idx], data.y_train[idx]
-    rows = [list(groups).index(g) for g in plan.groups]
-    fx, regs = equivariance_terms(model, [groups[g] for g in plan.groups], x, settings.samples,
-                                  elements=[drawn[r][0] for r in rows])
+    fx, regs = equivariance_terms(model, active, x, settings.samples,
+                                  elements=[block[0] for block in drawn])
     losses = torch.cat([(fx - y).square().mean()[None], regs])
     weights = plan.strengths.clone().float()
     if settings.mode == "auto":
@@ -220,3 +220,13 @@ def test_a_training_error_fails_its_subcohort_only(monkeypatch):
     configs = [{**FAST, "width": 8}, {**FAST}]
     results, _ = _run(make_cohort_task(ALPHAS, n_train=64), configs)
     assert isinstance(results[0], RuntimeError) and math.isfinite(results[1]["test_mse"])
+
+
+def test_an_epoch_stream_draws_exactly_what_per_step_draws_would(task):
+    groups = list(task.groups().values())
+    blocks = SampleStream(groups, 2, 3, torch.Generator().manual_seed(5),
+                          torch.device("cpu")).draw_epoch()
+    generator = torch.Generator().manual_seed(5)
+    for step in range(3):
+        for group, block in zip(groups, blocks, strict=True):
+            assert torch.equal(block[step], group.sample(2, generator=generator))
