@@ -212,8 +212,11 @@ def main() -> None:
                              epochs, args.mode)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     started = time.perf_counter()
-    if cuda:  # CUDA context, cuBLAS handles: paid once per process, not by the first row
-        make_task(ALPHAS, **task_args)({**configs[0], "epochs": 1})
+    # One-off costs a worker process pays once, not per trial or per call: the CUDA context and
+    # cuBLAS handles, and the modules torch.func imports on its first vmap (about a CPU second).
+    warm = {**task_args, "n_train": 256}
+    make_task(ALPHAS, **warm)({**configs[0], "epochs": 1})
+    make_cohort_task(ALPHAS, **warm).batch([{**configs[0], "epochs": 1}])
 
     rows: list[tuple[str, dict[str, Any]]] = []
     single = run_single(task_args, configs[:n_single], device)
