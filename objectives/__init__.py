@@ -4,7 +4,9 @@ Groups (:mod:`.groups`), soft equivariance regularisers (:mod:`.regularisers`), 
 (:mod:`.penalties`), models with a frame-averaged hard baseline (:mod:`.models`), in-trial training
 (:mod:`.training`, :mod:`.settings`) and three tasks generated in code: :mod:`.mixed_symmetry`,
 :mod:`.motion`, :mod:`.environments`. Each task module has ``make_task(...) -> objective`` where
-``objective(config) -> dict[str, float]`` is picklable and runs inside a distopt trial.
+``objective(config) -> dict[str, float]`` is picklable and runs inside a distopt trial;
+``mixed_symmetry.make_cohort_task(...)`` is the same objective as a ``distopt.batched`` cohort
+objective, training many trials of one architecture as one batched computation (:mod:`.cohort`).
 """
 
 from .groups import (

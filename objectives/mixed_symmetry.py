@@ -30,8 +30,9 @@ group and returns
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -42,7 +43,7 @@ from .models import MLP, MODELS
 from .runner import RegressionData, run_regression, trial_device
 from .settings import LARGE_SETTINGS, SMALL_SIZE, TrainSettings, parse_settings
 
-__all__ = ["MixedSymmetryTask", "make_task"]
+__all__ = ["MixedSymmetryTask", "make_cohort_task", "make_task"]
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "points": ("rotation", "scaling", "permutation"),
@@ -247,17 +248,63 @@ class MixedSymmetryTask:
             allow_penalty=False,
             models=MODELS,
         )
-        n, d = self.dims
-        out_shape: tuple[int, ...] = () if self.variant == "points" else (3, 3)
-
-        def build(s: TrainSettings) -> MLP:
-            return MLP((n, d), out_shape, width=s.width, depth=s.depth, activation=s.activation)
-
         if hypergrad is not None:
             return run_with_hypergradients(
-                self.data(), self.groups(), settings, build, hypergrad, device=trial_device()
+                self.data(), self.groups(), settings, self.network, hypergrad,
+                device=trial_device()
             )
-        return run_regression(self.data(), self.groups(), settings, build, device=trial_device())
+        return run_regression(
+            self.data(), self.groups(), settings, self.network, device=trial_device()
+        )
+
+    def network(self, settings: TrainSettings) -> MLP:
+        """The plain network of a trial (before frame averaging or a residual pathway)."""
+        n, d = self.dims
+        out_shape: tuple[int, ...] = () if self.variant == "points" else (3, 3)
+        return MLP((n, d), out_shape, width=settings.width, depth=settings.depth,
+                   activation=settings.activation)
+
+    def batch(self, configs: Sequence[Mapping[str, Any]]) -> list[dict[str, float] | Exception]:
+        """Train the trials ``configs`` together as the members of ``distopt.cohort()`` (wrap it
+        with :func:`make_cohort_task`); one result per config, in order.
+
+        Members that share an architecture are trained as one batched computation
+        (:mod:`objectives.cohort`); ``mode: jacobian`` and ``hypergrad: true`` members run alone
+        inside the call, one after another. A bad config, a diverged or failed member is that
+        member's result (an exception) and fails it alone.
+        """
+        from distopt import cohort
+
+        from .cohort import run_regression_cohort
+        from .hypergrad import run_with_hypergradients, split_hypergrad_config
+
+        members = cohort()
+        if len(configs) != len(members):
+            raise ValueError(f"configs: got {len(configs)} for a cohort of {len(members)}")
+        settings: list[TrainSettings | BaseException] = []
+        hypergrads: dict[int, Any] = {}
+        for index, config in enumerate(configs):
+            try:
+                config, hypergrad = split_hypergrad_config(config)
+                settings.append(parse_settings(config, groups=self.candidates,
+                                               defaults=self.defaults(), allow_penalty=False,
+                                               models=MODELS))
+            except ValueError as exc:
+                settings.append(exc)
+                continue
+            if hypergrad is not None:
+                hypergrads[index] = hypergrad
+        data, groups, device = self.data(), self.groups(), trial_device()
+
+        def lone(index: int, report_to: Callable[..., None]) -> dict[str, float]:
+            run = partial(run_regression, report_to=report_to)
+            if index in hypergrads:
+                return run_with_hypergradients(data, groups, settings[index], self.network,
+                                               hypergrads[index], device=device, run=run)
+            return run(data, groups, settings[index], self.network, device=device)
+
+        return run_regression_cohort(data, groups, settings, self.network, members,
+                                     device=device, lone=lone, alone=hypergrads)
 
 
 def make_task(
@@ -291,3 +338,28 @@ def make_task(
         noise=noise,
         n_train=n_train,
     )
+
+
+def make_cohort_task(
+    alphas: Mapping[str, float] | None = None,
+    seed: int = 0,
+    *,
+    variant: str = "points",
+    size: str = "small",
+    candidates: Sequence[str] | None = None,
+    n_points: int | None = None,
+    dim: int = 3,
+    noise: float = 0.1,
+    n_train: int | None = None,
+    max_size: int | None = None,
+    memory_per_member: int | None = None,
+) -> Any:
+    """The mixed-symmetry objective as a ``distopt.batched`` cohort objective: one call trains
+    many trials together (:meth:`MixedSymmetryTask.batch`). Arguments as :func:`make_task`, plus
+    ``max_size`` and ``memory_per_member`` (bytes) of :func:`distopt.batched`. Called with one
+    config it trains a cohort of one, so it also runs where a plain objective is expected."""
+    from distopt import batched
+
+    task = make_task(alphas, seed, variant=variant, size=size, candidates=candidates,
+                     n_points=n_points, dim=dim, noise=noise, n_train=n_train)
+    return batched(max_size=max_size, memory_per_member=memory_per_member)(task.batch)

@@ -44,6 +44,7 @@ def equivariance_terms(
     *,
     relative: bool = False,
     generator: torch.Generator | None = None,
+    elements: Sequence[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Model output on ``x`` and ``R_G`` for each group, from one batched forward.
 
@@ -55,6 +56,9 @@ def equivariance_terms(
             across the batch so it is a single tensor op).
         relative: divide each term by the batch mean of ``||f(x)||^2``.
         generator: source of the group samples (CPU ``torch.Generator``).
+        elements: the group elements to use instead of drawing them, one ``(samples, *elem)``
+            tensor per group (a trial draws a whole epoch's at once, see
+            :class:`objectives.runner.SampleStream`).
 
     Returns:
         ``(f(x), R)`` with ``f(x): (B, *out)`` (reuse it for the task loss) and ``R: (K,)``,
@@ -62,10 +66,11 @@ def equivariance_terms(
     """
     if samples < 1:
         raise ValueError(f"samples: must be >= 1; got {samples}")
-    elements = [
-        group.sample(samples, generator=generator, device=x.device, dtype=x.dtype)
-        for group in groups
-    ]
+    if elements is None:
+        elements = [
+            group.sample(samples, generator=generator, device=x.device, dtype=x.dtype)
+            for group in groups
+        ]
     moved = [
         group.act_input(g[:, None], x[None]) for group, g in zip(groups, elements, strict=True)
     ]  # (m, B, N, C)
@@ -120,11 +125,12 @@ def equivariance_error(
         ``{group.name: error}``.
     """
     generator = torch.Generator().manual_seed(seed)
-    sums = torch.zeros(len(groups), dtype=torch.float64)
-    norm = 0.0
+    # Summed on the device and copied to the host once at the end.
+    sums = torch.zeros(len(groups), dtype=torch.float64, device=x.device)
+    norm = torch.zeros((), dtype=torch.float64, device=x.device)
     for part in x.split(chunk):
         fx, residual = equivariance_terms(model, groups, part, samples, generator=generator)
-        sums += residual.double().cpu() * part.shape[0]
-        norm += float(_squared_norm(fx, lead=1).double().sum())
-    norm = norm / x.shape[0] + EPS
-    return {group.name: float(sums[k]) / x.shape[0] / norm for k, group in enumerate(groups)}
+        sums += residual.double() * part.shape[0]
+        norm += _squared_norm(fx, lead=1).double().sum()
+    sums, scale = sums.cpu(), float(norm) / x.shape[0] + EPS
+    return {group.name: float(sums[k]) / x.shape[0] / scale for k, group in enumerate(groups)}

@@ -8,7 +8,7 @@ the trial's metrics: ``test_mse``, ``val_mse``, ``equiv_err.<group>`` for every 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +20,16 @@ from .regularisers import equivariance_error, equivariance_terms
 from .settings import TrainSettings
 from .training import fit, plan_losses
 
-__all__ = ["RegressionData", "build_trial_model", "report", "run_regression", "trial_device"]
+__all__ = [
+    "RegressionData",
+    "SampleStream",
+    "build_trial_model",
+    "report",
+    "run_regression",
+    "trial_device",
+]
+
+Reporter = Callable[..., None]
 
 
 def report(step: int, **metrics: float) -> None:
@@ -53,12 +62,39 @@ class RegressionData:
 
 
 def _mse(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 1024) -> float:
-    with torch.no_grad():
+    with torch.no_grad():  # summed on the device: one host synchronisation, not one per chunk
         total = sum(
-            float((model(a) - b).square().sum())
+            (model(a) - b).square().sum()
             for a, b in zip(x.split(chunk), y.split(chunk), strict=True)
         )
-    return total / y.numel()
+    return float(total) / y.numel()
+
+
+class SampleStream:
+    """The group elements of a trial's regulariser steps, drawn one epoch at a time.
+
+    At the first step of every epoch (right after that epoch's shuffle) it draws the whole epoch,
+    step by step and group by group, exactly the calls a per-step draw makes (so the random stream,
+    and the trained model, are the same as drawing at each step), and moves each group's
+    ``(steps, samples, *elem)`` block to the device in one copy: no CPU draw or host-to-device copy
+    is left in the step loop. A cohort member (:mod:`objectives.cohort`) draws with its own stream
+    what the same config trained alone draws.
+    """
+
+    def __init__(self, groups: Sequence[Group], samples: int, steps: int,
+                 generator: torch.Generator, device: torch.device,
+                 dtype: torch.dtype = torch.float32):
+        self.groups, self.samples, self.steps = list(groups), samples, steps
+        self.generator, self.device, self.dtype = generator, device, dtype
+
+    def draw_epoch(self) -> list[Tensor]:
+        """Per group ``(steps, samples, *elem)`` on the device."""
+        drawn: list[list[Tensor]] = [[] for _ in self.groups]
+        for _ in range(self.steps):
+            for column, group in zip(drawn, self.groups, strict=True):
+                column.append(group.sample(self.samples, generator=self.generator,
+                                           dtype=self.dtype))
+        return [torch.stack(column).to(self.device, non_blocking=True) for column in drawn]
 
 
 def build_trial_model(
@@ -90,11 +126,14 @@ def run_regression(
     device: torch.device,
     eval_samples: int = 16,
     on_trained: Callable[[nn.Module], None] | None = None,
+    report_to: Reporter | None = None,
 ) -> dict[str, float]:
     """Train one model on ``data`` and return the trial metrics.
 
     ``on_trained`` is called with the trained model (in eval mode, after the metrics), for
     analyses of that very model such as :func:`objectives.hypergrad.hypergradients`.
+    ``report_to(step, **metrics)`` receives the curve rows (default: ``distopt.report``; a cohort
+    running this trial alone routes them to its member).
 
     The per-step loss vector is ``[mse, R_g for active g]`` from one batched forward
     (:func:`objectives.regularisers.equivariance_terms`); the model is :func:`build_trial_model`'s
@@ -107,20 +146,33 @@ def run_regression(
     plan = plan_losses(settings, list(groups))
     active = [groups[name] for name in plan.groups]
     generator = torch.Generator().manual_seed(settings.seed)
+    n_train = data.x_train.shape[0]
+    stream = SampleStream(active, settings.samples, -(-n_train // settings.batch_size), generator,
+                          device)
+    state: dict[str, list[Tensor]] = {}
+    step = 0
 
     def terms(idx: Tensor) -> Tensor:
-        x, y = data.x_train[idx.to(device)], data.y_train[idx.to(device)]
+        nonlocal step
+        if step % stream.steps == 0:  # the first batch of an epoch: its shuffle is done
+            state["elements"] = stream.draw_epoch()
+        elements = [block[step % stream.steps] for block in state["elements"]]
+        step += 1
+        x, y = data.x_train[idx], data.y_train[idx]
         if not active:
             return (model(x) - y).square().mean()[None]
-        fx, regs = equivariance_terms(model, active, x, settings.samples, generator=generator)
+        fx, regs = equivariance_terms(model, active, x, settings.samples, elements=elements)
         return torch.cat([(fx - y).square().mean()[None], regs])
 
+    emit = report_to or report
+
     def on_epoch(epoch: int, summary: dict[str, float]) -> None:
-        report(epoch, train_mse=summary["task"], val_mse=_mse(model, data.x_val, data.y_val))
+        emit(epoch, train_mse=summary["task"], val_mse=_mse(model, data.x_val, data.y_val))
 
     start = time.perf_counter()
     model.train()
-    fit(model, terms, plan, settings, data.x_train.shape[0], generator=generator, on_epoch=on_epoch)
+    fit(model, terms, plan, settings, n_train, generator=generator, on_epoch=on_epoch,
+        device=device)
     train_seconds = time.perf_counter() - start
     model.eval()
     errors = equivariance_error(model, list(groups.values()), data.x_test, eval_samples, seed=1)

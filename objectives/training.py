@@ -123,13 +123,20 @@ def fit(
     *,
     generator: torch.Generator,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, float]:
     """Train ``model`` with Adam for ``settings.epochs`` epochs of mini-batches.
 
+    The step loop never waits for the device: the epoch's order goes to ``device`` in one copy,
+    the weights only when they change, and the loss sums stay on the device until the epoch ends
+    (one host synchronisation per epoch, for ``on_epoch`` and the auto-mode strengths).
+
     Args:
-        terms: maps mini-batch indices ``(b,)`` (CPU int64) to the loss vector ``(L,)`` of ``plan``.
+        terms: maps mini-batch indices ``(b,)`` (int64 on ``device``) to the loss vector ``(L,)``
+            of ``plan``.
         n_train: dataset size the indices range over.
         generator: CPU generator for shuffling (the task owns seeding).
+        device: where the indices go (default: CPU).
         on_epoch: called after each epoch with the epoch index and the epoch-mean of each row,
             ``{plan.names[l]: value}`` plus ``"lam.<group>"`` for the strengths in use.
 
@@ -152,17 +159,21 @@ def fit(
 
     optimizer = new_optimizer()
     summary: dict[str, float] = {}
+    on_device = None  # ``weights`` on the loss device, refreshed only when they change
     for epoch in range(settings.epochs):
         if epoch == warmup and epoch > 0:
             if plan.penalty and weights[-1] != target_penalty:
                 weights[-1] = target_penalty
                 optimizer = new_optimizer()
-        order = torch.randperm(n_train, generator=generator)
+                on_device = None
+        order = torch.randperm(n_train, generator=generator).to(device or "cpu")
         total, batches = None, 0
         for idx in order.split(settings.batch_size):
             losses = terms(idx)
+            if on_device is None:
+                on_device = weights.to(losses)
             optimizer.zero_grad(set_to_none=True)
-            backward_step(losses, weights, params, settings.mode, aggregator)
+            backward_step(losses, on_device, params, settings.mode, aggregator)
             optimizer.step()
             detached = losses.detach()
             total = detached if total is None else total + detached
@@ -173,6 +184,7 @@ def fit(
             # large strength, a clearly broken one a small strength.
             floor = torch.finfo(torch.float32).tiny
             weights[regs] = settings.auto_scale * means[0] / means[regs].clamp_min(floor)
+            on_device = None
         summary = {name: float(v) for name, v in zip(plan.names, means, strict=True)}
         summary.update({f"lam.{g}": float(weights[1 + k]) for k, g in enumerate(plan.groups)})
         if on_epoch is not None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import distopt
+from distopt.cohort import BatchedObjective
 from objectives import environments, mixed_symmetry, motion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,27 @@ def test_task_runs_through_distopt(task, tmp_path, ray_local):
     assert curves.num_rows == 4 and curve_metric in curves.column_names  # 2 trials x 2 epochs
 
 
+def test_cohort_task_runs_through_distopt(tmp_path, ray_local):
+    objectives = {"test_mse": "min", "equiv_err.rotation": "min"}
+    study = distopt.Study(
+        space=_space("mixed_symmetry", epochs=2, mode="weighted", width=16, depth=1),
+        objectives=objectives, store=tmp_path / "cohort", strategy="random", seed=0,
+    )
+    objective = mixed_symmetry.make_cohort_task(
+        alphas={"rotation": 0.0, "scaling": 0.3, "permutation": 1.0}, n_train=128
+    )
+    reader = study.optimize(objective, budget=3, workers=1)
+    trials = reader.trials()
+    assert trials.column("status").to_pylist() == ["COMPLETE"] * 3, trials.column(
+        "error"
+    ).to_pylist()
+    assert all(math.isfinite(v) for v in trials.column("test_mse").to_pylist())
+    curves = reader.curves()
+    assert sorted(curves.column("trial_id").to_pylist()) == sorted(
+        trials.column("trial_id").to_pylist() * 2
+    )
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_study_file_loads_and_its_objective_accepts_its_space(path):
     loaded = load_study_file(path)
@@ -88,14 +110,20 @@ def test_study_file_loads_and_its_objective_accepts_its_space(path):
     # Corners and centre of the space, trained for one epoch on the small size with few samples:
     # this checks that the space only produces keys and values the objective accepts, and that the
     # objective returns the metrics the study promises, not what they are worth.
-    if dataclasses.is_dataclass(objective):
-        objective = dataclasses.replace(objective, size="small")
-        if "n_train" in {f.name for f in dataclasses.fields(objective)}:
-            objective = dataclasses.replace(objective, n_train=128)
-    for config in study.space.decode(
+    batched = objective if isinstance(objective, BatchedObjective) else None
+    task = batched.fn.__self__ if batched is not None else objective
+    if dataclasses.is_dataclass(task):
+        task = dataclasses.replace(task, size="small")
+        if "n_train" in {f.name for f in dataclasses.fields(task)}:
+            task = dataclasses.replace(task, n_train=128)
+        objective = distopt.batched(task.batch) if batched is not None else task
+    configs = [{**config, "epochs": 1} for config in study.space.decode(
         np.array([[0.0] * study.space.dim, [0.5] * study.space.dim, [1.0] * study.space.dim])
-    ):
-        metrics = objective({**config, "epochs": 1})
+    )]
+    # A cohort objective trains the three configs in one call, as a worker would.
+    results = objective.batch(configs) if batched is not None else map(objective, configs)
+    for metrics in results:
+        assert isinstance(metrics, dict), (path.name, metrics)
         assert wanted <= set(metrics), (path.name, wanted - set(metrics))
         assert all(math.isfinite(v) for v in metrics.values())
 
