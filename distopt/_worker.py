@@ -29,7 +29,7 @@ from ._context import (
     running_contexts,
 )
 from .cohort import Cohort, is_batched
-from .trial import COMPLETE, FAILED, PRUNED, is_reserved, trial_row
+from .trial import COMPLETE, FAILED, PRUNED, is_device_fault, is_reserved, trial_row
 
 #: Longest error text kept per trial: the head (where it started) and the tail (the exception).
 MAX_ERROR_CHARS = 4000
@@ -188,15 +188,6 @@ class TrialWorker:
                 context.stop_requested = True
                 return True
         return False
-
-
-def is_device_fault(error: BaseException) -> bool:
-    """Whether an objective's exception leaves this process's device unusable (CUDA out of
-    memory, a sticky CUDA error): such a trial is retried in a fresh worker, like a dead one,
-    instead of being recorded FAILED at once."""
-    text = str(error)
-    return (type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
-            or "CUDA error" in text)
 
 
 def _clip(text: str) -> str:

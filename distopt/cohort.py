@@ -149,7 +149,9 @@ class Cohort:
                        local=self.local)
 
     def report_member(self, index: int, step: int | None = None, **metrics: Any) -> None:
-        """A learning-curve row for member ``index`` alone."""
+        """A learning-curve row for member ``index`` alone (nothing once it was stopped)."""
+        if self.members[index].stop_requested:
+            return
         record_row(self.members[index], step, metrics, local=self.local)
 
 

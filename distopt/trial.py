@@ -75,6 +75,15 @@ def trial_row(trial_id: int, status: Status | str, config: Mapping[str, Any],
             "worker": worker, "node_id": node_id}
 
 
+def is_device_fault(error: BaseException) -> bool:
+    """Whether an objective's exception leaves this process's device unusable (CUDA out of
+    memory, a sticky CUDA error): such a trial is retried in a fresh worker, like a dead one,
+    instead of being recorded FAILED at once."""
+    text = str(error)
+    return (type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+            or "CUDA error" in text)
+
+
 __all__ = [
     "COMPLETE",
     "CONFIG_PREFIX",
@@ -87,6 +96,7 @@ __all__ = [
     "Status",
     "TRIAL_HEAD_COLUMNS",
     "TRIAL_TAIL_COLUMNS",
+    "is_device_fault",
     "is_reserved",
     "trial_row",
 ]

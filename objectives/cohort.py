@@ -34,6 +34,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from distopt.trial import is_device_fault
+
 from .groups import Group
 from .models import count_parameters
 from .regularisers import EPS, equivariance_terms
@@ -374,7 +376,7 @@ def run_regression_cohort(
             part = _train_subcohort(data, groups, [settings[i] for i in indices], build_model,
                                     members, indices, device=device)
         except Exception as exc:
-            if _device_fault(exc):
+            if is_device_fault(exc):  # retried in a fresh worker: leave the call
                 raise
             part = [exc] * len(indices)
         for i, result in zip(indices, part, strict=True):
@@ -419,13 +421,6 @@ def _run_alone(index: int, members: Members,
     except _Stopped as exc:
         return exc  # recorded PRUNED by the worker whatever is returned
     except Exception as exc:
-        if _device_fault(exc):
+        if is_device_fault(exc):  # retried in a fresh worker: leave the call
             raise
         return exc
-
-
-def _device_fault(error: BaseException) -> bool:
-    # The worker retries these in a fresh process (distopt._worker.is_device_fault), so they must
-    # leave the call rather than fail one member.
-    text = str(error)
-    return isinstance(error, torch.OutOfMemoryError) or "CUDA error" in text

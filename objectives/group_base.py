@@ -14,13 +14,13 @@ OUTPUT_KINDS: tuple[str, ...] = ("invariant", "vector", "points", "tensor")
 __all__ = ["OUTPUT_KINDS", "Group", "OutputKind"]
 
 
-def _check_output(output: str) -> OutputKind:
+def check_output(output: str) -> OutputKind:
     if output not in OUTPUT_KINDS:
         raise ValueError(f"output: got {output!r}; expected one of {', '.join(OUTPUT_KINDS)}")
     return output  # type: ignore[return-value]
 
 
-def _blocks(x: Tensor, d: int) -> Tensor:
+def blocks(x: Tensor, d: int) -> Tensor:
     """View ``(..., C)`` as ``(..., C // d, d)``; the last axis must be a multiple of ``d``."""
     if x.shape[-1] % d:
         raise ValueError(f"last axis has {x.shape[-1]} numbers, not a multiple of dim={d}")

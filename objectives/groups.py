@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .group_base import OUTPUT_KINDS, Group, OutputKind, _blocks, _check_output
+from .group_base import OUTPUT_KINDS, Group, OutputKind, blocks, check_output
 from .matrix_groups import (
     Embedded,
     MatrixGroup,
@@ -72,7 +72,7 @@ class Translation(Group):
         if scale <= 0:
             raise ValueError(f"scale: must be > 0; got {scale}")
         self.dim, self.scale, self.name = dim, float(scale), name
-        self.output = _check_output(output)
+        self.output = check_output(output)
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
         t = self.scale * torch.randn(m, self.dim, generator=generator, dtype=torch.float64)
@@ -85,8 +85,8 @@ class Translation(Group):
         return -g
 
     def _shift(self, t: Tensor, x: Tensor) -> Tensor:
-        blocks = _blocks(x, self.dim)  # (*S', N, k, d)
-        return (blocks + t[..., None, None, :]).flatten(-2)
+        parts = blocks(x, self.dim)  # (*S', N, k, d)
+        return (parts + t[..., None, None, :]).flatten(-2)
 
     def act_input(self, g: Tensor, x: Tensor) -> Tensor:
         return self._shift(g, x)
@@ -95,7 +95,7 @@ class Translation(Group):
         return self._shift(g, y) if self.output == "points" else y
 
     def frame(self, x: Tensor) -> Tensor:
-        return _blocks(x, self.dim).mean(dim=(-3, -2))[:, None, :]
+        return blocks(x, self.dim).mean(dim=(-3, -2))[:, None, :]
 
 
 class Permutation(Group):
@@ -112,7 +112,7 @@ class Permutation(Group):
         if n < 1:
             raise ValueError(f"n: must be >= 1; got {n}")
         self.n, self.name = n, name
-        self.output = _check_output(output)
+        self.output = check_output(output)
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
         # ``dtype`` is accepted for a uniform signature; indices are always int64.

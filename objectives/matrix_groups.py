@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .group_base import Group, _blocks, _check_output
+from .group_base import Group, blocks, check_output
 
 __all__ = [
     "Embedded",
@@ -40,7 +40,7 @@ class MatrixGroup(Group):
             raise ValueError(f"dim: must be >= 1; got {dim}")
         self.dim = dim
         self.name = name
-        self.output = _check_output(output)
+        self.output = check_output(output)
 
     def compose(self, g: Tensor, h: Tensor) -> Tensor:
         return g @ h
@@ -56,9 +56,9 @@ class MatrixGroup(Group):
         # ``extra`` data axes sit between the batch axes and the (k, d) blocks (1 for N, 0 for a
         # global vector). einsum, not a broadcast ``@``: the latter runs one tiny d x d product per
         # (element, sample, point), which made the action cost as much as a small forward.
-        blocks = _blocks(x, self.dim)
+        parts = blocks(x, self.dim)
         spec = "...ij,...nkj->...nki" if extra else "...ij,...kj->...ki"
-        return torch.einsum(spec, g, blocks).flatten(-2)
+        return torch.einsum(spec, g, parts).flatten(-2)
 
     def act_input(self, g: Tensor, x: Tensor) -> Tensor:
         return self._apply_blocks(g, x, extra=1)
@@ -144,7 +144,7 @@ def _pca_frames(x: Tensor, d: int, special: bool) -> Tensor:
     (points spanning at least ``d - 1`` dimensions), true almost surely for continuous data.
     Computed in float64 since the frame is only as equivariant as the eigensolver is accurate.
     """
-    points = _blocks(x, d).flatten(-3, -2).double()  # (B, N * k, d)
+    points = blocks(x, d).flatten(-3, -2).double()  # (B, N * k, d)
     _, vectors = torch.linalg.eigh(points.mT @ points)  # (B, d, d), columns = eigenvectors
     signs = torch.tensor(list(itertools.product((1.0, -1.0), repeat=d)), dtype=torch.float64)
     if special:
@@ -309,7 +309,7 @@ class Embedded(MatrixGroup):
 
     def frame(self, x: Tensor) -> Tensor:
         u = self.basis.to(device=x.device, dtype=x.dtype)
-        in_plane = (_blocks(x, self.dim) @ u).flatten(-2)  # (B, N, k * inner.dim)
+        in_plane = (blocks(x, self.dim) @ u).flatten(-2)  # (B, N, k * inner.dim)
         return self.embed(self.inner.frame(in_plane))
 
 
