@@ -40,17 +40,19 @@ class Terminated(KeyboardInterrupt):
 
 
 class RayLost(KeyboardInterrupt):
-    """The Ray that runs the search died (its GCS or raylet); raised like Ctrl-C, then reported
-    by :func:`guard` as an :class:`InfrastructureError`."""
+    """The Ray that runs the search died (its GCS or raylet); raised like Ctrl-C (by the
+    watchdog, through the SIGTERM handler), then reported by :func:`guard` as an
+    :class:`InfrastructureError`."""
 
 
-def resume_hint(store: str | Path) -> str:
-    """The sentence every fault ends with."""
-    return f"finished trials are safe in {store}; continue with: distopt resume {store}"
+def resume_hint(store: str | Path, then: str = "") -> str:
+    """The sentence every fault ends with (``then``: what to do first, e.g. free some space)."""
+    return f"finished trials are safe in {store}; {then}continue with: distopt resume {store}"
 
 
 _guards: list[Any] = []  # active guards, innermost last (main thread only)
 _lost_cause: list[str] = []  # why Ray was lost, set by the watchdog thread before interrupting
+_terminated: list[int] = []  # SIGTERM was received
 
 
 @contextmanager
@@ -65,19 +67,28 @@ def guard(store: str | Path) -> Iterator[None]:
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     if main:
+        if not _guards:
+            _lost_cause.clear()
+            _terminated.clear()
         _guards.append(store)
         install_sigterm()
     try:
         yield
-    except RayLost as lost:
-        raise InfrastructureError(f"{lost}; {resume_hint(store)}") from None
+    except KeyboardInterrupt as stop:
+        # Ray's own code turns an exception a signal handler raised inside ray.wait/ray.get into
+        # a plain KeyboardInterrupt, so the cause is kept here rather than in the exception.
+        if _lost_cause:
+            raise InfrastructureError(f"{_lost_cause[0]}; {resume_hint(store)}") from None
+        if _terminated and not isinstance(stop, Terminated):
+            raise Terminated("terminated (SIGTERM)") from None
+        raise
     except OSError as error:
         full = disk_full(error)
         if full is None:
             raise
-        raise InfrastructureError(f"the disk is full ({full.strerror or 'no space left'}"
-                                  f"{' writing ' + str(full.filename) if full.filename else ''}); "
-                                  f"free some space, then {resume_hint(store)}") from None
+        where = f" writing {full.filename}" if full.filename else ""
+        raise InfrastructureError(f"the disk is full ({full.strerror or full}{where}); "
+                                  f"{resume_hint(store, 'free some space, then ')}") from None
     except Exception as error:
         cause = ray_failure(error)
         if cause is None:
@@ -88,8 +99,6 @@ def guard(store: str | Path) -> Iterator[None]:
         if main:
             _guards.pop()
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-            if not _guards:
-                _lost_cause.clear()
 
 
 def install_sigterm() -> None:
@@ -105,6 +114,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _lost_cause:
         raise RayLost(_lost_cause[0])
+    _terminated.append(signum)
     raise Terminated("terminated (SIGTERM)")
 
 

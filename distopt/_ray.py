@@ -54,11 +54,39 @@ def ray_session(address: str | None, *, workers: int,
     finally:
         if owned:
             with _faults.shielded():  # a second Ctrl-C must not leave half of Ray running
-                if watchdog is not None:
-                    watchdog.stop()
-                ray.shutdown()
+                lost = watchdog.stop() if watchdog is not None else None
+                if lost is None:
+                    ray.shutdown()
+                else:
+                    watchdog.reap()  # what is left of the embedded Ray: it cannot recover
+                    bounded_shutdown()
                 if watchdog is not None:
                     watchdog.reap()
+
+
+#: Seconds ``ray.shutdown()`` may take once Ray's GCS or raylet is dead.
+SHUTDOWN_GRACE = 5.0
+
+
+def bounded_shutdown(grace: float = SHUTDOWN_GRACE) -> bool:
+    """``ray.shutdown()`` for a Ray that died; False when it did not finish within ``grace``.
+
+    With the GCS gone, the driver's part of ``ray.shutdown()`` waits for it for up to a minute
+    (measured: 7 to 64 s), and the store would stay open meanwhile. It runs in a daemon thread
+    instead, and if it hangs, Ray's exit hook (which would hang the same way) is dropped.
+    """
+    import atexit
+    import threading
+
+    import ray
+
+    thread = threading.Thread(target=ray.shutdown, name="distopt-ray-shutdown", daemon=True)
+    thread.start()
+    thread.join(grace)
+    if thread.is_alive():
+        atexit.unregister(ray.shutdown)
+        return False
+    return True
 
 
 def use_cluster_token() -> bool:

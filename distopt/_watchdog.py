@@ -39,6 +39,8 @@ class Watchdog:
         self._seen: dict[int, Any] = {}
         self._psutil = psutil
         self._stopped = threading.Event()
+        #: Why Ray was found dead, or None.
+        self.cause: str | None = None
         self._thread = threading.Thread(target=self._watch, name="distopt-watchdog", daemon=True)
 
     @classmethod
@@ -72,11 +74,14 @@ class Watchdog:
         watchdog._thread.start()
         return watchdog
 
-    def stop(self) -> None:
-        """Stop watching (before ``ray.shutdown()``, whose own stopping is no fault)."""
+    def stop(self) -> str | None:
+        """Stop watching (before ``ray.shutdown()``, whose own stopping is no fault); the cause
+        when Ray was found dead."""
         self._stopped.set()
-        self._thread.join(timeout=PING_TIMEOUT + 1)
+        if self._thread.is_alive():
+            self._thread.join(timeout=PING_TIMEOUT + 1)
         self._track()
+        return self.cause
 
     def reap(self) -> list[int]:
         """Kill the embedded Ray's processes that outlived ``ray.shutdown()``; their pids."""
@@ -108,6 +113,7 @@ class Watchdog:
                              f"the head node, did not reply for "
                              f"{PING_FAILURES * (POLL + PING_TIMEOUT):.0f} s)")
             if cause is not None and not self._stopped.is_set():
+                self.cause = cause
                 _faults.ray_lost(cause)
                 return
 
