@@ -53,6 +53,7 @@ def resume_hint(store: str | Path, then: str = "") -> str:
 _guards: list[Any] = []  # active guards, innermost last (main thread only)
 _lost_cause: list[str] = []  # why Ray was lost, set by the watchdog thread before interrupting
 _terminated: list[int] = []  # SIGTERM was received
+_responded = threading.Event()  # the main thread took the RayLost interrupt
 
 
 @contextmanager
@@ -70,6 +71,7 @@ def guard(store: str | Path) -> Iterator[None]:
         if not _guards:
             _lost_cause.clear()
             _terminated.clear()
+            _responded.clear()
         _guards.append(store)
         install_sigterm()
     try:
@@ -113,6 +115,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     # Further SIGTERMs are ignored while the clean-up runs: a second one would interrupt it.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _lost_cause:
+        _responded.set()
         raise RayLost(_lost_cause[0])
     _terminated.append(signum)
     raise Terminated("terminated (SIGTERM)")
@@ -128,6 +131,30 @@ def ray_lost(cause: str) -> bool:
     _lost_cause.append(cause)
     _thread.interrupt_main(signal.SIGTERM)
     return True
+
+
+def stuck(grace: float) -> bool:
+    """From the watchdog thread, after :func:`ray_lost`: True when the main thread has not taken
+    the interrupt within ``grace`` seconds. It is then blocked inside a Ray call that waits for
+    the dead GCS (creating an actor, for one) and runs no Python code until Ray's core ends the
+    process, up to a minute later."""
+    return bool(_guards) and not _responded.wait(grace)
+
+
+def exit_now() -> None:
+    """From the watchdog thread, when the main thread is :func:`stuck`: say what happened and
+    end the process at once (status 2), as Ray's core would do a little later with status 1 and
+    no word. Every finished trial is already in the store (each row is flushed to the OS when
+    written); a store not closed is read and resumed as after a crash."""
+    import os
+    import sys
+
+    store = _guards[-1] if _guards else "the store"
+    cause = _lost_cause[0] if _lost_cause else "Ray stopped answering"
+    sys.stderr.write(f"\ndistopt: error: {cause}, while the search waited on it; "
+                     f"{resume_hint(store)}\n")
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def disk_full(error: BaseException) -> OSError | None:

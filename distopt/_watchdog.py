@@ -22,6 +22,8 @@ POLL = 0.5
 #: Seconds a joined cluster's GCS may take to answer one ping, and failed pings in a row that
 #: mean it is gone (Ray itself gives up after 60 s, or 15 s when the local raylet died).
 PING_TIMEOUT, PING_FAILURES = 2.0, 3
+#: Seconds the main thread gets to take the interrupt before the process is ended from here.
+STUCK_GRACE = 6.0
 #: Seconds each orphan gets to exit after SIGKILL.
 REAP_WAIT = 5.0
 
@@ -68,8 +70,10 @@ class Watchdog:
             client = getattr(ray._private.worker.global_worker, "gcs_client", None)
             if client is None:
                 return None
-            watchdog = cls({}, lambda: client.internal_kv_get(b"distopt-ping", None,
-                                                              timeout=PING_TIMEOUT),
+            raylet = _local_raylet(node)
+            watchdog = cls({"raylet": raylet} if raylet is not None else {},
+                           lambda: client.internal_kv_get(b"distopt-ping", None,
+                                                          timeout=PING_TIMEOUT),
                            address=address)
         watchdog._thread.start()
         return watchdog
@@ -114,13 +118,17 @@ class Watchdog:
                              f"{PING_FAILURES * (POLL + PING_TIMEOUT):.0f} s)")
             if cause is not None and not self._stopped.is_set():
                 self.cause = cause
-                _faults.ray_lost(cause)
+                if _faults.ray_lost(cause) and _faults.stuck(STUCK_GRACE):
+                    self.reap()
+                    _faults.exit_now()
                 return
 
     def _dead_daemon(self) -> str | None:
+        owner = "the embedded Ray's" if self._address is None else \
+            f"the Ray cluster's ({self._address})"
         for name, process in self._processes.items():
             if not _running(process):
-                return f"the embedded Ray's {name} (pid {process.pid}) died"
+                return f"{owner} {name} (pid {process.pid}) died"
         return None
 
     def _answers(self) -> bool:
@@ -133,7 +141,7 @@ class Watchdog:
     def _track(self) -> None:
         """Remember the raylet's descendants (agents, workers) while it still has them."""
         raylet = self._processes.get("raylet")
-        if raylet is None:
+        if raylet is None or self._address is not None:  # a cluster's raylet is not ours
             return
         try:
             children = raylet.children(recursive=True)
@@ -147,6 +155,27 @@ class Watchdog:
             self._seen.setdefault(pid, self._psutil.Process(pid))
         except self._psutil.Error:
             pass
+
+
+def _local_raylet(node: Any) -> Any:
+    """The raylet of this machine that a driver joining a cluster talks to, if it runs here.
+
+    When it dies (the head node going down, when the driver runs on it), Ray's core ends the
+    driver about 14 s later, sooner than the GCS pings would tell.
+    """
+    import psutil
+
+    socket = getattr(node, "raylet_socket_name", None) if node is not None else None
+    if not socket:
+        return None
+    for process in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if process.info["name"] == "raylet" and \
+                    f"--raylet_socket_name={socket}" in (process.info["cmdline"] or []):
+                return process
+        except psutil.Error:
+            continue
+    return None
 
 
 def _running(process: Any) -> bool:
