@@ -47,6 +47,8 @@ class RayLost(KeyboardInterrupt):
 
 def resume_hint(store: str | Path, then: str = "") -> str:
     """The sentence every fault ends with (``then``: what to do first, e.g. free some space)."""
+    if not (Path(store) / "study.json").exists():  # the fault came before the store was made
+        return f"nothing was stored in {store} yet; {then}run the study again"
     return f"finished trials are safe in {store}; {then}continue with: distopt resume {store}"
 
 

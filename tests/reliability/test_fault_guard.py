@@ -22,6 +22,14 @@ from distopt._faults import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """``runs/s`` is a store (it has a study.json) inside the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    (tmp_path / "runs" / "s" / "study.json").write_text("{}")
+
+
 def _raise_while_closing(first: OSError, second: OSError) -> None:
     try:
         raise first
@@ -113,3 +121,25 @@ def test_an_explicit_ray_auth_mode_is_respected_when_joining(monkeypatch, mode, 
     monkeypatch.setenv("RAY_AUTH_MODE", mode)
     assert use_cluster_token() is sends
     assert os.environ["RAY_AUTH_MODE"] == mode
+
+
+def test_a_fault_before_the_store_exists_says_to_run_again():
+    with pytest.raises(InfrastructureError) as caught, guard("runs/new"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(caught.value).endswith("nothing was stored in runs/new yet; free some space, then "
+                                      "run the study again")
+
+
+def test_ray_failing_itself_is_one_resumable_line():
+    from ray.exceptions import RayTaskError, RpcError
+
+    with pytest.raises(InfrastructureError) as caught, guard("runs/s"):
+        try:
+            raise RpcError("Timed out while waiting for GCS to become available.\nmore")
+        except RpcError as error:
+            raise RuntimeError("while creating an actor") from error
+    assert str(caught.value) == ("the Ray cluster failed (RpcError: Timed out while waiting for "
+                                 "GCS to become available.); finished trials are safe in runs/s; "
+                                 "continue with: distopt resume runs/s")
+    with pytest.raises(RayTaskError), guard("runs/s"):  # an objective's error is not Ray's
+        raise RayTaskError("f", "traceback", ValueError("bad"))
