@@ -54,7 +54,7 @@ def resume_hint(store: str | Path, then: str = "") -> str:
 
 _guards: list[Any] = []  # active guards, innermost last (main thread only)
 _lost_cause: list[str] = []  # why Ray was lost, set by the watchdog thread before interrupting
-_terminated: list[int] = []  # SIGTERM was received
+_terminated: list[int] = []  # SIGTERM or SIGINT was received: the search is being stopped
 _responded = threading.Event()  # the main thread took the RayLost interrupt
 
 
@@ -69,6 +69,7 @@ def guard(store: str | Path) -> Iterator[None]:
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    previous_int = signal.getsignal(signal.SIGINT) if main else None
     if main:
         if not _guards:
             _lost_cause.clear()
@@ -83,7 +84,7 @@ def guard(store: str | Path) -> Iterator[None]:
         # a plain KeyboardInterrupt, so the cause is kept here rather than in the exception.
         if _lost_cause:
             raise InfrastructureError(f"{_lost_cause[0]}; {resume_hint(store)}") from None
-        if _terminated and not isinstance(stop, Terminated):
+        if signal.SIGTERM in _terminated and not isinstance(stop, Terminated):
             raise Terminated("terminated (SIGTERM)") from None
         raise
     except OSError as error:
@@ -103,14 +104,25 @@ def guard(store: str | Path) -> Iterator[None]:
         if main:
             _guards.pop()
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            if previous_int is not None:
+                signal.signal(signal.SIGINT, previous_int)
 
 
 def install_sigterm() -> None:
-    """(Re)install distopt's SIGTERM handler while a guard is active: ``ray.init`` replaces it
-    with Ray's own (which exits 1 without closing the store), so :mod:`distopt._ray` calls this
-    again after starting or joining Ray."""
+    """(Re)install distopt's SIGTERM and SIGINT handlers while a guard is active: ``ray.init``
+    replaces the first with Ray's own (which exits 1 without closing the store), so
+    :mod:`distopt._ray` calls this again after starting or joining Ray."""
     if _guards and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    # Ctrl-C in a terminal reaches the embedded Ray too, whose GCS and raylet then die: that is
+    # the user stopping the search, not a fault, so the watchdog must not report it.
+    _terminated.append(signum)
+    raise KeyboardInterrupt
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -126,7 +138,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def ray_lost(cause: str) -> bool:
     """From the watchdog thread: Ray died (``cause``); interrupt the main thread, which raises
     :class:`RayLost` there. Returns False when no guard is active (nothing is interrupted)."""
-    if not _guards or _lost_cause:
+    if not _guards or _lost_cause or _terminated:  # already stopping: Ctrl-C or SIGTERM
         return False
     import _thread
 

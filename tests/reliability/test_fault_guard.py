@@ -143,3 +143,16 @@ def test_ray_failing_itself_is_one_resumable_line():
                                  "continue with: distopt resume runs/s")
     with pytest.raises(RayTaskError), guard("runs/s"):  # an objective's error is not Ray's
         raise RayTaskError("f", "traceback", ValueError("bad"))
+
+
+def test_ctrl_c_that_also_stops_the_embedded_ray_is_not_reported_as_a_fault():
+    """A terminal's Ctrl-C reaches Ray's GCS and raylet too; their death is then no fault."""
+    with pytest.raises(KeyboardInterrupt) as caught, guard("runs/s"):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+        finally:
+            assert ray_lost("the embedded Ray's gcs_server (pid 1) died") is False
+    assert type(caught.value) is KeyboardInterrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
