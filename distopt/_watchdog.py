@@ -22,6 +22,8 @@ POLL = 0.5
 #: Seconds a joined cluster's GCS may take to answer one ping, and failed pings in a row that
 #: mean it is gone (Ray itself gives up after 60 s, or 15 s when the local raylet died).
 PING_TIMEOUT, PING_FAILURES = 2.0, 3
+#: Seconds between finding Ray dead and reporting it (see ``_watch``).
+SIGNAL_GRACE = 1.0
 #: Seconds the main thread gets to take the interrupt before the process is ended from here.
 STUCK_GRACE = 6.0
 #: Seconds each orphan gets to exit after SIGKILL.
@@ -116,7 +118,10 @@ class Watchdog:
                     cause = (f"the Ray cluster at {self._address} stopped answering (its GCS, on "
                              f"the head node, did not reply for "
                              f"{PING_FAILURES * (POLL + PING_TIMEOUT):.0f} s)")
-            if cause is not None and not self._stopped.is_set():
+            # A signal to the whole process group (Ctrl-C, a scheduler's SIGTERM) kills Ray's
+            # daemons too, and may do so before the main thread has run its handler; so a death
+            # is reported only if the search is not being stopped a moment later.
+            if cause is not None and not self._stopped.wait(SIGNAL_GRACE):
                 self.cause = cause
                 if _faults.ray_lost(cause) and _faults.stuck(STUCK_GRACE):
                     self.reap()

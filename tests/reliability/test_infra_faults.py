@@ -113,12 +113,19 @@ def _resume_completes(store: Path, cwd: Path, before: list[int], budget: int = B
         assert final[trial_id] == rows[trial_id]
 
 
-def test_sigterm_closes_the_store_and_exits_143(tmp_path):
+@pytest.mark.parametrize("target", ["driver", "group"])
+def test_sigterm_closes_the_store_and_exits_143(tmp_path, target):
+    """``driver``: ``kill PID``; ``group``: a batch scheduler's time limit, which reaches the
+    embedded Ray's processes as well (before: exit status 1 and Ray's stack dumps)."""
     store = tmp_path / "store"
     driver = _start_and_wait(_study_file(tmp_path, store), store, tmp_path)
-    driver.send_signal(signal.SIGTERM)  # `kill PID`, a batch scheduler's time limit
+    if target == "driver":
+        driver.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(driver.pid, signal.SIGTERM)
     ids = _ended(driver, store, 143, "terminated (SIGTERM)")
-    _resume_completes(store, tmp_path, ids)
+    if target == "driver":  # the resume path is the same for both
+        _resume_completes(store, tmp_path, ids)
 
 
 def test_a_second_ctrl_c_while_stopping_leaves_no_ray_process(tmp_path):
