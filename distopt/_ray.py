@@ -21,10 +21,17 @@ def ray_session(address: str | None, *, workers: int,
     ``ray start`` left running on the machine), has at least ``workers * cpu`` logical CPUs, so
     asking for more workers than cores oversubscribes (the user's choice) rather than hanging,
     and has the dashboard off unless ``DISTOPT_DASHBOARD=1``, which binds it to 127.0.0.1 only.
+
+    While it runs, a watchdog stops the search the moment the Ray it started or joined dies (see
+    :mod:`distopt._faults`), and stopping it leaves no process of the embedded Ray behind.
     """
     import ray
 
+    from . import _faults
+    from ._watchdog import Watchdog
+
     owned = False
+    watchdog = None
     if not ray.is_initialized():
         quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
         if address is None:
@@ -32,13 +39,15 @@ def ray_session(address: str | None, *, workers: int,
             ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)
         else:
             check_reachable(address)
+            token = use_cluster_token()
             try:
                 ray.init(address=address, **quiet)
             except (ConnectionError, TimeoutError, ValueError) as error:
                 raise field_error("address", f"cannot join a Ray cluster at {address!r} ({error})",
-                                  "start one with 'ray start --head', pass its address, or "
-                                  "leave --address out for a local Ray") from None
+                                  _join_fix(token)) from None
         owned = True
+        _faults.install_sigterm()  # ray.init replaced distopt's SIGTERM handler with its own
+        watchdog = Watchdog.start(address)
     try:
         # A cluster joined by address may grow (autoscaling, nodes added by hand): a resource
         # it lacks now is waited for; an embedded or already running local Ray cannot grow.
@@ -46,7 +55,73 @@ def ray_session(address: str | None, *, workers: int,
         yield
     finally:
         if owned:
-            ray.shutdown()
+            with _faults.shielded():  # a second Ctrl-C must not leave half of Ray running
+                lost = watchdog.stop() if watchdog is not None else None
+                if lost is None:
+                    ray.shutdown()
+                else:
+                    watchdog.reap()  # what is left of the embedded Ray: it cannot recover
+                    bounded_shutdown()
+                if watchdog is not None:
+                    watchdog.reap()
+
+
+#: Seconds ``ray.shutdown()`` may take once Ray's GCS or raylet is dead.
+SHUTDOWN_GRACE = 5.0
+
+
+def bounded_shutdown(grace: float = SHUTDOWN_GRACE) -> bool:
+    """``ray.shutdown()`` for a Ray that died; False when it did not finish within ``grace``.
+
+    With the GCS gone, the driver's part of ``ray.shutdown()`` waits for it for up to a minute
+    (measured: 7 to 64 s), and the store would stay open meanwhile. It runs in a daemon thread
+    instead, and if it hangs, Ray's exit hook (which would hang the same way) is dropped.
+    """
+    import atexit
+    import threading
+
+    import ray
+
+    thread = threading.Thread(target=ray.shutdown, name="distopt-ray-shutdown", daemon=True)
+    thread.start()
+    thread.join(grace)
+    if thread.is_alive():
+        atexit.unregister(ray.shutdown)
+        return False
+    return True
+
+
+def use_cluster_token() -> bool:
+    """Send this machine's Ray token when joining a cluster, as ``ray start`` does; True if so.
+
+    ``ray start --head`` turns token authentication on when a token exists (``~/.ray/auth_token``,
+    which any embedded Ray creates, or ``RAY_AUTH_TOKEN``), but a driver joining it with
+    ``ray.init(address=...)`` sends the token only when ``RAY_AUTH_MODE=token``: so it was
+    refused ("InvalidAuthToken") by a cluster of the same machine and user. An explicit
+    ``RAY_AUTH_MODE`` is respected; a cluster without authentication ignores the token.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return os.environ["RAY_AUTH_MODE"].strip().lower() == "token"
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # a Ray without token authentication
+        return False
+    log = logging.getLogger(setup.__name__)
+    level, log.level = log.level, logging.ERROR  # Ray warns as if it started a cluster
+    try:
+        return bool(setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
+    finally:
+        log.setLevel(level)
+
+
+def _join_fix(token: bool) -> str:
+    fix = ("check that the cluster runs ('ray status' on its head node), pass its address, or "
+           "leave --address out for a local Ray")
+    if not token:
+        fix += ("; a cluster with token authentication (Ray's default for 'ray start --head') "
+                "also needs RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or "
+                "~/.ray/auth_token")
+    return fix
 
 
 #: Seconds to wait for a TCP connection to ``--address`` before giving up.

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import field_error
+from . import _yaml
+from ._errors import ConfigError, field_error
 from ._study import Study, check_run_settings
 
 _TOP_KEYS = {"objective", "space", "objectives", "constraints", "strategy", "budget", "workers",
@@ -136,7 +137,9 @@ def _load_yaml(path: Path, field_name: str) -> Any:
                                       f"({getattr(error, 'strerror', None) or error})",
                           "check the path") from None
     try:
-        return yaml.safe_load(text)
+        return _yaml.safe_load(text, field=None if field_name == "study file" else field_name)
+    except ConfigError:  # a value too large once aliases are expanded: already names its field
+        raise
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

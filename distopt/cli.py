@@ -1,7 +1,8 @@
 """The ``distopt`` command: run a study file, resume a store, show a front.
 
 Bad input ends with exit status 2 and one line naming the field and the fix; Ctrl-C closes the
-store and prints how to resume (exit status 130).
+store and prints how to resume (exit status 130; SIGTERM: 143); a full disk or a dead Ray closes
+it too and says how to resume in one line (exit status 2).
 """
 
 from __future__ import annotations
@@ -116,16 +117,20 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _optimize(study_file: Any, args: argparse.Namespace) -> int:
+    from ._faults import Terminated, guard
+
     store = study_file.study.store_path
     stored = _stored_trials(store)
     try:
-        reader = _nothing_to_run(study_file, args, stored) or study_file.optimize(
-            budget=args.budget, workers=args.workers, address=args.address,
-            progress=_progress_wanted(args))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished trials are safe in {store}; continue with\n"
+        with guard(store):  # SIGTERM, a full disk, a dead Ray: the store closed, resumable
+            reader = _nothing_to_run(study_file, args, stored) or study_file.optimize(
+                budget=args.budget, workers=args.workers, address=args.address,
+                progress=_progress_wanted(args))
+    except KeyboardInterrupt as stop:
+        cause = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\n{cause}: finished trials are safe in {store}; continue with\n"
               f"  distopt resume {store}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, Terminated) else 130
     except DistoptError:
         _print_failures(store, stored)  # what the trials did, before the error line
         raise

@@ -62,11 +62,27 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+def _yaml_number_fix(text: str) -> str:
+    """How to write ``text`` so that YAML 1.1 reads a number: its exponent needs a dot in the
+    mantissa and a sign (``1.0e+308``, ``1.0e-3``), which ``1e-3`` and ``1.0e308`` lack."""
+    if not math.isfinite(float(text)):
+        return "write a finite number"
+    mantissa, e, exponent = text.strip().lower().replace("_", "").partition("e")
+    if not e:
+        return f"write it unquoted, e.g. {float(text)!r}"
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[:1] not in "+-":
+        exponent = "+" + exponent
+    return (f"YAML 1.1 reads an exponent without a dot and a sign as text: write "
+            f"{mantissa}e{exponent}")
+
+
 def _check_bounds(kind: str, low: Any, high: Any, log: bool) -> None:
     for name, value in (("low", low), ("high", high)):
         if isinstance(value, str) and _looks_numeric(value):
             raise field_error(f"{kind}.{name}", f"must be a number; got the text {value!r}",
-                              "YAML 1.1 reads 1e-3 as text: write 1.0e-3")
+                              _yaml_number_fix(value))
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value)):
             raise field_error(f"{kind}.{name}", f"must be a finite number; got {value!r}")

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._checks import preview
 from .._errors import StoreError
 
 METADATA_FILE = "study.json"
@@ -27,10 +28,37 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise StoreError(f"{path} is not valid JSON ({error}); the trial data beside it are "
                          f"intact and readable with pyarrow") from None
+    if not isinstance(data, dict):
+        raise StoreError(f"{path} holds {type(data).__name__} JSON, not a study's metadata (a "
+                         f"mapping); restore it from a copy: the trial data beside it are intact")
     if data.get("format") != FORMAT_VERSION:
-        raise StoreError(f"{path}: store format {data.get('format')!r} is not supported by this "
-                         f"version (expects {FORMAT_VERSION})")
+        raise StoreError(f"{path}: store format {preview(data.get('format'))} is not supported "
+                         f"by this version (expects {FORMAT_VERSION})")
+    _check_shape(path, data)
     return data
+
+
+#: Entries of ``study.json`` that opening a store reads, and the JSON type each must have.
+_REQUIRED = {"problem": dict, "config_types": dict}
+_PROBLEM = {"space": dict, "objectives": dict}
+
+
+def _check_shape(path: Path, data: dict[str, Any]) -> None:
+    """A StoreError naming the first entry a reader needs that is missing or of the wrong type
+    (a hand-edited or foreign ``study.json``), instead of a KeyError deep in the reader."""
+    problem = data.get("problem")
+    wanted = [(name, data.get(name), kind) for name, kind in _REQUIRED.items()]
+    if isinstance(problem, dict):
+        wanted += [(f"problem.{name}", problem.get(name), kind) for name, kind in _PROBLEM.items()]
+    wanted.append(("metric_order", data.get("metric_order", []), list))
+    for name, value, kind in wanted:
+        if not isinstance(value, kind):
+            got = "is missing" if value is None else f"is {preview(value)}"
+            raise StoreError(f"{path}: {name} {got}, not a JSON {_JSON_NAMES[kind]}; restore "
+                             f"study.json from a copy: the trial data beside it are intact")
+
+
+_JSON_NAMES = {dict: "object", list: "array"}
 
 
 def write_metadata(folder: Path, data: dict[str, Any]) -> None:
