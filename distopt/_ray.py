@@ -25,15 +25,19 @@ def ray_session(address: str | None, *, workers: int,
     While it runs, a watchdog stops the search the moment the Ray it started or joined dies (see
     :mod:`distopt._faults`), and stopping it leaves no process of the embedded Ray behind.
     """
+    from . import _faults, _logging
+
+    _logging.quiet_ray_import()  # before the first `import ray` of a notebook kernel
     import ray
 
-    from . import _faults
     from ._watchdog import Watchdog
 
     owned = False
     watchdog = None
     if not ray.is_initialized():
-        quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
+        for name, value in _logging.ray_env().items():
+            os.environ.setdefault(name, value)
+        quiet = _logging.ray_init_options()  # Ray's own warnings only with -v
         if address is None:
             cpus = max(os.cpu_count() or 1, math.ceil(workers * resources.get("cpu", 1)))
             ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)

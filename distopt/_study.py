@@ -158,6 +158,7 @@ class Study:
         if plan.done:  # nothing to run: no Ray, nothing written
             _say(plan.nothing_to_run(), progress)
             return StoreReader(self.store_path)
+        from ._faults import guard
         from ._orchestrator import Orchestrator
         from ._progress import ProgressBar
         from ._ray import ray_session
@@ -177,8 +178,10 @@ class Study:
         bar = None
         try:
             # Ray first: a cluster that cannot be joined or cannot hold one worker is refused
-            # before anything is written.
-            with ray_session(address, workers=n_workers, resources=resources):
+            # before anything is written. The guard turns SIGTERM, a full disk or a lost Ray
+            # into one line with the resume command, after the store is closed.
+            with guard(self.store_path), ray_session(address, workers=n_workers,
+                                                     resources=resources):
                 writer = StoreWriter(self.store_path, self.metadata(run))
                 try:
                     bar = ProgressBar(budget, stored=plan.stored) if progress else None

@@ -246,6 +246,7 @@ def test_address_of_a_token_protected_cluster_works_as_ray_documents(tmp_path, t
     assert "RAY_AUTH_MODE=token" in last and "RAY_AUTH_TOKEN" in last
     assert "Traceback" not in stderr
     assert not (tmp_path / "elsewhere" / ".ray" / "auth_token").exists()
+    assert not (tmp_path / "no").exists()  # refused before a store folder was made
 
 
 def test_the_head_node_dying_ends_with_a_resumable_store(tmp_path, token_cluster):
