@@ -21,22 +21,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._budget import Budget
+from ._curves import CurveFollower
 from ._front import FrontTracker
-from ._pool import CONTROL, Slot, WorkerPool, cause
+from ._pool import Slot, WorkerPool, cause
 from ._problem import Problem, TrialResult
 from ._retries import RetryPolicy
 from ._suggest import Suggester
 from .cohort import is_batched
 from .store import StoreWriter
 from .strategies import Strategy
-from .trial import COMPLETE, CURVE_COLUMNS, FAILED, PRUNED, RESERVED, TIMEOUT, trial_row
+from .trial import COMPLETE, FAILED, PRUNED, RESERVED, TIMEOUT, trial_row
 
 #: Seconds the loop waits for a result before checking timeouts, curves and progress.
 TICK = 0.25
 #: The same while free workers wait for suggestions computed in the background.
 SHORT_TICK = 0.02
-#: Seconds between two collections of report rows from a running trial.
-DRAIN_INTERVAL = 1.0
 #: Target duration of one actor call when very short trials are batched into it.
 BATCH_SECONDS = 0.005
 #: Most trials one actor call carries (plain objectives).
@@ -101,17 +100,14 @@ class Orchestrator:
         #: Early stopping (``distopt.schedulers.Scheduler``): sees every report row, may stop
         #: a running trial; with one, running trials are drained more often.
         self.scheduler = scheduler
+        self.curves = CurveFollower(scheduler)
         self.cohort_size = cohort_size
         self.pool = WorkerPool(objective, problem.metric_names, RESERVED, workers=workers,
                                resources=resources)
         self.front = FrontTracker(problem, self.budget.total,
                                   ref_point=writer.metadata.get("ref_point"), record=writer.record)
         self.suggester: Suggester | None = None
-        self._drain_interval = DRAIN_INTERVAL if scheduler is None else min(
-            DRAIN_INTERVAL, scheduler.drain_interval)
-        self._stop_sent: set[int] = set()
         self._running: dict[Any, _Call] = {}         # run ref -> the call's trials
-        self._draining: dict[Any, Slot] = {}         # drain ref -> its worker
         self._trial_seconds: float | None = None     # moving mean of COMPLETE trial durations
         self._requeue: deque[Dispatch] = deque()
         self._enqueued: deque[dict[str, Any]] = deque(dict(c) for c in enqueued)
@@ -164,7 +160,7 @@ class Orchestrator:
                 self._collect(self._wait())
                 self._check_timeouts()
                 self.pool.check_alive(self.writer.path, busy=bool(self._running))
-                self._drain_long_trials()
+                self.curves.drain(self._running.values())
                 self._report_progress()
             self._report_progress(force=True)
         finally:
@@ -250,7 +246,7 @@ class Orchestrator:
     def _wait(self) -> list[Any]:
         import ray
 
-        refs = list(self._running) + list(self._draining) + self.pool.pending_refs()
+        refs = list(self._running) + self.curves.refs() + self.pool.pending_refs()
         if not refs:  # nothing out: the strategy thinks, or the budget is met
             time.sleep(SHORT_TICK)
             return []
@@ -269,12 +265,8 @@ class Orchestrator:
             if self.pool.owns(ref):
                 self.pool.started(ref)
                 continue
-            if ref in self._draining:
-                self._draining.pop(ref)
-                try:
-                    curves += ray.get(ref)
-                except ray.exceptions.RayError:
-                    pass  # the run call of the same actor reports the failure
+            if self.curves.owns(ref):
+                curves += self.curves.collected(ref)
                 continue
             call = self._running.pop(ref, None)
             if call is None:  # a call of an actor already handled as lost
@@ -287,23 +279,11 @@ class Orchestrator:
             for result in results:
                 curves += result.pop("curves")
                 rows.append(result)
-        if self.scheduler is not None:
-            self._schedule(curves, rows)
+        self.curves.schedule(curves, rows, self._running_trials())
         self._finish(rows, curves)
 
-    def _schedule(self, curves: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
-        """Show new report rows to the scheduler; ask the workers of trials it stops to stop."""
-        running = {t.trial_id: call for call in self._running.values() for t in call.trials}
-        for row in curves:
-            trial_id = row["trial_id"]
-            metrics = {k: v for k, v in row.items() if k not in CURVE_COLUMNS}
-            stop = self.scheduler.on_report(trial_id, row["step"], metrics)
-            if stop and trial_id in running and trial_id not in self._stop_sent:
-                self._stop_sent.add(trial_id)
-                running[trial_id].actor.stop.options(concurrency_group=CONTROL).remote(trial_id)
-        for row in rows:
-            self.scheduler.on_trial_end(row["trial_id"], row["status"])
-            self._stop_sent.discard(row["trial_id"])
+    def _running_trials(self) -> dict[int, _Call]:
+        return {t.trial_id: call for call in self._running.values() for t in call.trials}
 
     def _finish(self, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> None:
         # Curves first: when a trial row is durable, its learning curve already is.
@@ -372,22 +352,8 @@ class Orchestrator:
             rows += [self._ended_row(t, call.slot, TIMEOUT, f"stopped after trial_timeout="
                                                             f"{self.trial_timeout} s")
                      for t in call.trials]
-        if self.scheduler is not None and rows:  # it forgets a trial only when told it ended
-            self._schedule([], rows)
+        self.curves.schedule([], rows, {})  # a scheduler forgets a trial only when told it ended
         self._finish(rows, [])
-
-    def _drain_long_trials(self) -> None:
-        """Ask each busy worker for its new report rows, about once a second (more often when a
-        scheduler decides from them)."""
-        now = time.monotonic()
-        draining = {slot.index for slot in self._draining.values()}
-        for call in self._running.values():
-            first = call.trials[0]
-            if now - first.drained >= self._drain_interval and call.slot.index not in draining:
-                first.drained = now
-                draining.add(call.slot.index)
-                drain = call.actor.drain.options(concurrency_group=CONTROL)
-                self._draining[drain.remote()] = call.slot
 
     # -- progress ---------------------------------------------------------------------------------
 
