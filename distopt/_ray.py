@@ -39,7 +39,13 @@ def ray_session(address: str | None, *, workers: int,
             os.environ.setdefault(name, value)
         quiet = _logging.ray_init_options()  # Ray's own warnings only with -v
         if address is None:
-            cpus = max(os.cpu_count() or 1, math.ceil(workers * resources.get("cpu", 1)))
+            cores = os.cpu_count() or 1
+            cpus = max(cores, math.ceil(workers * resources.get("cpu", 1)))
+            if cpus > cores:  # the user's choice, but one they should know about
+                logging.getLogger("distopt").warning(
+                    "distopt: %d workers x %g CPU asked on a machine with %d cores: they share "
+                    "the cores (lower --workers for less contention)", workers,
+                    resources.get("cpu", 1), cores)
             ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)
         else:
             check_reachable(address)
