@@ -8,6 +8,7 @@ what ran, so ``distopt resume`` rebuilds it with the same options.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from .._plugin import split_spec
 from ._base import Strategy
 from ._random import RandomStrategy
 
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 #: name -> "module:class" (imported on first use) or a class, for every known strategy.
 REGISTRY: dict[str, str | type[Strategy]] = {
     "random": "distopt.strategies._random:RandomStrategy",
@@ -52,7 +54,7 @@ def registered_name(cls: type[Strategy]) -> str:
 def strategy_class(name: str) -> type[Strategy]:
     """The class registered under ``name`` (or at the import path ``module:Class``)."""
     entry = REGISTRY.get(name)
-    if entry is None and ":" not in name:
+    if entry is None and not _IMPORT_PATH.match(name):
         raise field_error("strategy", f"unknown strategy {name!r}",
                           f"choose one of {', '.join(REGISTRY)}, or register your own with "
                           f"distopt.strategies.register")
