@@ -484,14 +484,16 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(p, m, s, w, options) for w in args.workers for p in args.problems
             for m in args.methods
             for s in range(args.first_seed, args.first_seed + args.seeds)]
-    # slowest first, so that parallel jobs finish together
-    jobs.sort(key=lambda j: (not j[1].startswith(("botorch", "bayes", "optuna_gp")),))
+    # seed by seed (a run cut short still covers every problem), slowest first within a seed
+    jobs.sort(key=lambda j: (j[2], not j[1].startswith(("botorch", "bayes", "optuna_gp"))))
     runs = []
     print(f"{len(jobs)} runs, {args.jobs} at a time", flush=True)
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.jobs) as pool:
         for run in pool.imap_unordered(run_one, jobs):
             runs.append(run)
+            RESULTS.mkdir(parents=True, exist_ok=True)  # kept as they come: long runs get cut
+            (RESULTS / f"{args.name}.json").write_text(json.dumps(runs))
             print(f"  {run['problem']:12s} {run['method']:14s} seed={run['seed']} "
                   f"w={run['workers']} "
                   f"ask={sum(run['ask_seconds']):.1f}s cpu={sum(run['ask_cpu']):.1f}s "
