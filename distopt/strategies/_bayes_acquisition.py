@@ -20,6 +20,7 @@ from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
+from botorch.acquisition.multi_objective.utils import get_default_partitioning_alpha
 from botorch.acquisition.objective import LinearMCObjective
 from botorch.exceptions.warnings import OptimizationWarning
 from botorch.models.model import Model
@@ -106,10 +107,13 @@ def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
         raise ValueError("a reference point is needed with two or more objectives")
     objective = WeightedMCMultiOutputObjective(signs, outcomes=list(range(n_objectives)),
                                                num_outcomes=n_outputs)
+    # Exact box decompositions up to four objectives; beyond, their size explodes and BoTorch's
+    # approximate partitioning (its default level for that many objectives) keeps a suggestion
+    # affordable.
     return qLogNoisyExpectedHypervolumeImprovement(
         model=model, ref_point=ref_point, X_baseline=X_baseline, sampler=sampler,
         objective=objective, constraints=constraints, X_pending=X_pending,
-        prune_baseline=True, cache_root=True)
+        prune_baseline=True, cache_root=True, alpha=get_default_partitioning_alpha(n_objectives))
 
 
 def optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_restarts: int,

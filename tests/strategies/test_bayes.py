@@ -341,6 +341,21 @@ def test_three_objectives_with_constraints_and_no_reference_point(spy: list[dict
     assert len({tuple(sorted(c.items())) for c in batch}) == 3
 
 
+def test_five_objectives_use_approximate_box_decompositions(spy: list[dict]) -> None:
+    objectives = {f"f{i}": "min" for i in range(5)}
+    problem = Problem(SQUARE, objectives)
+
+    def five(c: dict[str, float]) -> dict[str, float]:
+        angles = np.linspace(0, np.pi / 2, 5)
+        return {f"f{i}": float((c["x"] - np.cos(a)) ** 2 + (c["y"] - np.sin(a)) ** 2)
+                for i, a in enumerate(angles)}
+
+    drive(make("bayes", problem), five, 6)
+    assert spy[-1]["acq"].alpha > 0
+    drive(make("bayes", Problem(SQUARE, {"f1": "min", "f2": "min"})), two_objectives, 6)
+    assert spy[-1]["acq"].alpha == 0  # exact below five objectives
+
+
 def test_the_device_option_is_validated_and_used(spy: list[dict]) -> None:
     problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
     with pytest.raises(ConfigError, match="device"):
