@@ -1,21 +1,32 @@
-"""Time to propose one point against the number of observations: ``bayes`` vs BoTorch's loop.
+"""Time to propose points against the number of observations and the batch size.
 
-DTLZ2 (d=6, two objectives, maximised as BoTorch's ``negate=True``), one torch thread. Half
-of the observations are scrambled Sobol points, half lie near the Pareto set (``x[1:]`` near
-0.5), as a study late in its run would have. For each size ``n``:
+DTLZ2 (d=6, two objectives, maximised as BoTorch's ``negate=True``), one torch thread, no
+reference point given (``bayes`` infers its own, as a user's study would). Half of the
+observations are scrambled Sobol points, half lie near the Pareto set (``x[1:]`` near 0.5), as
+a study late in its run would have. For each size ``n`` and device:
 
 - ``bayes (first)``: a strategy rebuilt from the ``n`` observations asks once (a cold GP fit,
   what a resumed study pays once);
 - ``bayes (steady)``: then one observation is told and one point asked, ``--repeats`` times
   (warm-started fits: what every suggestion of a running study costs); median, with its
   split into GP fit and acquisition, and the number of points the GP was trained on;
+- ``batch q``: after those, one ``ask(q)`` for each ``--batch`` size (a cohort of workers
+  asking at once): seconds for the whole batch and its ratio to ``q`` single asks;
 - ``botorch``: one step of the tutorial loop (fit a ModelListGP from scratch, optimise
   qLogNEHVI with 10 restarts, 512 raw samples, 128 MC samples).
 
+GPU rows (``device=cuda``) are added when torch sees CUDA.
+
+``--busy``: a real study instead (``distopt.Study(..., strategy="bayes").optimize`` of an
+objective that sleeps ``--sleep`` seconds, ``--budget`` trials, ``--workers`` workers); each
+worker's busy fraction is its summed trial time over the span from the end of the Sobol start
+to the last trial's end (the store's ``start_time``, ``end_time``, ``worker`` columns).
+
 Usage::
 
-    python benchmarks/bench_suggest.py                       # n = 25 ... 800
+    python benchmarks/bench_suggest.py                       # n = 25 ... 800, q = 1, 16, 64
     python benchmarks/bench_suggest.py --sizes 25 100 --repeats 2 --botorch-max 100
+    python benchmarks/bench_suggest.py --busy --budget 48 --workers 8
 """
 
 from __future__ import annotations
@@ -65,22 +76,22 @@ def observations(problem, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, Y
 
 
-def time_bayes(problem, n: int, repeats: int, seed: int) -> dict[str, float]:
+def time_bayes(problem, n: int, repeats: int, seed: int, batches: list[int],
+               device: str) -> dict[str, float]:
     X, Y = observations(problem, n + repeats, seed)
-    method = DistoptMethod("bayes", problem, seed, {
-        "ref_point": {f"f{i}": float(v) for i, v in enumerate(problem.ref_point)}})
+    method = DistoptMethod("bayes", problem, seed, {"device": device})
     # register the configs as if asked, then tell them
     for x, y in zip(X[:n], Y[:n], strict=True):
         key = tuple(x)
         method.configs[key] = (len(method.configs), {f"x{j}": float(v) for j, v in enumerate(x)})
-        method.tell(x, y)
+        method.tell(x, y, np.zeros(0))
     with Clock() as first:
         method.ask(1, [])
     steady, cpu, fits, acqs = [], [], [], []
     for x, y in zip(X[n:], Y[n:], strict=True):
         key = tuple(x)
         method.configs[key] = (len(method.configs), {f"x{j}": float(v) for j, v in enumerate(x)})
-        method.tell(x, y)
+        method.tell(x, y, np.zeros(0))
         with Clock() as clock:
             method.ask(1, [])
         steady.append(clock.wall)
@@ -88,58 +99,123 @@ def time_bayes(problem, n: int, repeats: int, seed: int) -> dict[str, float]:
         timing = method.strategy.last_timing
         fits.append(timing["fit"])
         acqs.append(timing["acquisition"])
-    return {"first": first.wall, "first_cpu": first.cpu, "steady": float(np.median(steady)),
-            "steady_cpu": float(np.median(cpu)), "fit": float(np.median(fits)),
-            "acq": float(np.median(acqs)), "n_train": method.strategy.last_timing["n_train"]}
+    out = {"first": first.wall, "first_cpu": first.cpu, "steady": float(np.median(steady)),
+           "steady_cpu": float(np.median(cpu)), "fit": float(np.median(fits)),
+           "acq": float(np.median(acqs)), "n_train": method.strategy.last_timing["n_train"]}
+    for q in batches:
+        with Clock() as clock:
+            points = method.ask(q, [])
+        assert len({tuple(p) for p in points}) == q
+        out[f"batch{q}"] = clock.cpu
+    return out
 
 
 def time_botorch(problem, n: int, seed: int) -> Clock:
     import torch
 
     X, Y = observations(problem, n, seed)
-    loop = BoTorchTutorial(problem, seed)
+    loop = BoTorchTutorial(problem, seed, problem.ref_point.numpy())
     loop.handed_out = loop.n_init  # past its Sobol start
     for x, y in zip(X, Y, strict=True):
-        loop.tell(x, y)
+        loop.tell(x, y, np.zeros(0))
     torch.manual_seed(seed)
     with Clock() as clock:
         loop.ask(1, [])
     return clock
 
 
+def busy(budget: int, workers: int, sleep: float, seed: int) -> str:
+    """Busy fraction of each worker after the Sobol start, from the store's trials table."""
+    import tempfile
+
+    import distopt
+
+    def objective(config: dict[str, float]) -> dict[str, float]:
+        time.sleep(sleep)
+        x, y = config["x"], config["y"]
+        return {"f1": x * x + y * y, "f2": (x - 1) ** 2 + (y - 1) ** 2}
+
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0},
+             "y": {"type": "float", "low": 0.0, "high": 1.0}}
+    with tempfile.TemporaryDirectory() as folder:
+        study = distopt.Study(space, {"f1": "min", "f2": "min"}, strategy="bayes", seed=seed,
+                              store=os.path.join(folder, "study"))
+        trials = study.optimize(objective, budget=budget, workers=workers).trials().to_pandas()
+    trials = trials.sort_values("trial_id")
+    n_initial = 2 * (len(space) + 1)
+    begin = trials["end_time"].iloc[:n_initial].max()  # the model's first suggestion
+    end = trials["end_time"].max()
+    span = (end - begin).total_seconds()
+    lines = [f"| worker | trials | busy fraction after the Sobol start ({span:.1f} s) |",
+             "| --- | --- | --- |"]
+    fractions = []
+    for worker, rows in trials.groupby("worker"):
+        start = rows["start_time"].clip(lower=begin)
+        stop = rows["end_time"].clip(lower=begin)
+        fraction = float((stop - start).dt.total_seconds().sum() / span) if span > 0 else 0.0
+        fractions.append(fraction)
+        lines.append(f"| {worker} | {len(rows)} | {fraction:.2f} |")
+    lines.append(f"| mean | {len(trials)} | {np.mean(fractions):.2f} |")
+    return (f"budget {budget}, {workers} workers, objective sleeps {sleep} s, seed {seed}\n\n"
+            + "\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--batch", type=int, nargs="+", default=[16, 64],
+                        help="batch sizes q of one ask(q) after the steady asks")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--botorch-max", type=int, default=400,
                         help="largest n for the (slow) tutorial loop")
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="default: cpu, and cuda when torch sees it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="bench_suggest")
+    parser.add_argument("--busy", action="store_true", help="busy fractions of a real study")
+    parser.add_argument("--budget", type=int, default=48)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--sleep", type=float, default=1.0)
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    problem = make_problem("DTLZ2_d6_M2")
-    lines = ["| observations | bayes steady: wall (fit / acq) | cpu | GP points | "
-             "bayes first (cold fit): wall / cpu | BoTorch tutorial: wall / cpu | "
-             "ratio steady / tutorial (cpu) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    print("\n".join(lines), flush=True)
-    for n in args.sizes:
-        bayes = time_bayes(problem, n, args.repeats, args.seed)
-        tutorial = time_botorch(problem, n, args.seed) if n <= args.botorch_max else None
-        ratio = f"{bayes['steady_cpu'] / tutorial.cpu:.2f}" if tutorial else "-"
-        tutorial_text = f"{tutorial.wall:.2f} s / {tutorial.cpu:.2f} s" if tutorial else "-"
-        line = (f"| {n} | {bayes['steady']:.2f} s ({bayes['fit']:.2f} / {bayes['acq']:.2f}) | "
-                f"{bayes['steady_cpu']:.2f} s | {int(bayes['n_train'])} | "
-                f"{bayes['first']:.2f} s / {bayes['first_cpu']:.2f} s | {tutorial_text} | "
-                f"{ratio} |")
-        lines.append(line)
-        print(line, flush=True)
-    header = (f"# {args.name}\n\nDTLZ2 (d=6, 2 objectives), one torch thread, "
-              f"{os.cpu_count()} CPUs; median of {args.repeats} steady-state suggestions.\n\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.busy:
+        text = busy(args.budget, args.workers, args.sleep, args.seed)
+        print(text)
+        (RESULTS / f"{args.name}_busy.md").write_text(f"# {args.name} --busy\n\n{text}\n")
+        return
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    problem = make_problem("DTLZ2_d6_M2")
+    batch_cols = "".join(f" batch q={q}: cpu (/ {q} single) |" for q in args.batch)
+    lines = ["| device | observations | bayes steady: wall (fit / acq) | cpu | GP points | "
+             "bayes first (cold fit): wall / cpu |" + batch_cols +
+             " BoTorch tutorial: wall / cpu | ratio steady / tutorial (cpu) |",
+             "| --- " * (8 + len(args.batch)) + "|"]
+    print("\n".join(lines), flush=True)
+    for device in devices:
+        for n in args.sizes:
+            bayes = time_bayes(problem, n, args.repeats, args.seed, args.batch, device)
+            tutorial = (time_botorch(problem, n, args.seed)
+                        if n <= args.botorch_max and device == "cpu" else None)
+            ratio = f"{bayes['steady_cpu'] / tutorial.cpu:.2f}" if tutorial else "-"
+            tutorial_text = f"{tutorial.wall:.2f} s / {tutorial.cpu:.2f} s" if tutorial else "-"
+            single = bayes["steady_cpu"]
+            batches = "".join(f" {bayes[f'batch{q}']:.2f} s "
+                              f"({bayes[f'batch{q}'] / (q * single):.2f}) |" for q in args.batch)
+            line = (f"| {device} | {n} | {bayes['steady']:.2f} s ({bayes['fit']:.2f} / "
+                    f"{bayes['acq']:.2f}) | {bayes['steady_cpu']:.2f} s | "
+                    f"{int(bayes['n_train'])} | "
+                    f"{bayes['first']:.2f} s / {bayes['first_cpu']:.2f} s |{batches} "
+                    f"{tutorial_text} | {ratio} |")
+            lines.append(line)
+            print(line, flush=True)
+    header = (f"# {args.name}\n\nDTLZ2 (d=6, 2 objectives), one torch thread, "
+              f"{os.cpu_count()} CPUs; median of {args.repeats} steady-state suggestions; "
+              f"batch: one ask(q), its CPU seconds and, in brackets, that over q steady "
+              f"asks' CPU.\n\n")
     (RESULTS / f"{args.name}.md").write_text(header + "\n".join(lines) + "\n")
 
 

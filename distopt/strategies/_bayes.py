@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_int, option_field
+from .._checks import check_choice, check_int, option_field
 from .._errors import field_error
 from .._problem import Problem, TrialResult
 from ..pareto import hypervolume, reference_point
@@ -25,12 +25,13 @@ from ._sobol import SobolStart
 #: away from regions that crash without inventing metric values for them.
 MAX_FAILED_AS_PENDING = 8
 #: Observed points the acquisition's incumbent front is drawn from (the best by constrained
-#: Pareto rank): at 400 observations near a front, the full baseline made qLogNEHVI's
-#: optimisation ~3x the GP fit (benchmarks/bench_suggest.py).
+#: Pareto rank): qLogNEHVI's cost grows with the baseline, and past a few hundred observations
+#: near a front the full baseline made its optimisation cost several GP fits
+#: (benchmarks/bench_suggest.py).
 MAX_BASELINE = 96
 #: Expected hypervolume improvement, relative to the volume the observations span, below which
 #: the acquisition counts as flat (see :func:`loosened_reference_point`); an acquisition that can
-#: rank candidates is far above it (1e-4 to 1e-1 on the benchmarks; 1e-22 where it was flat).
+#: rank candidates is many orders of magnitude above it.
 FLAT_IMPROVEMENT = 1e-12
 
 
@@ -51,8 +52,9 @@ class BayesStrategy(Strategy):
             units and direction (e.g. ``{"loss": 1.0, "accuracy": 0.5}``); every objective must
             be given (while no observation dominates it and the acquisition is flat there, it
             measures improvement from a loosened point: :func:`loosened_reference_point`). When
-            omitted, it is inferred at each suggestion from the feasible points (nadir of the
-            front, 10% of its range worse) and exposed as :attr:`ref_point`.
+            omitted, it is inferred at each suggestion from the feasible observations (their
+            nadir, 10% of their range worse: see :meth:`_reference_point`) and exposed as
+            :attr:`ref_point`.
             ``Study(ref_point=...)`` passes the study's when this is omitted.
         num_restarts: L-BFGS-B starts of the acquisition optimisation.
         raw_samples: points scored to choose those starts.
@@ -62,6 +64,8 @@ class BayesStrategy(Strategy):
             well under a second past several hundred trials.
         warm_start: start each GP fit from the previous hyperparameters with a short L-BFGS-B
             run (a cold fit from the priors otherwise).
+        device: where the GP and the acquisition run: ``"auto"`` (the driver's first CUDA
+            device when torch sees one, else the CPU), ``"cpu"`` or ``"cuda"``.
 
     Attributes:
         ref_point: metric -> value of the reference point in use (given or last inferred);
@@ -79,7 +83,7 @@ class BayesStrategy(Strategy):
     def __init__(self, *, seed: int | None = 0, n_initial: int | None = None,
                  ref_point: Mapping[str, float] | None = None, num_restarts: int = 4,
                  raw_samples: int = 128, mc_samples: int = 64, max_observations: int = 256,
-                 warm_start: bool = True):
+                 warm_start: bool = True, device: str = "auto"):
         super().__init__(seed=seed)
         check_int(option_field("strategy", "n_initial"), n_initial, 1, allow_none=True)
         for name, value, low in (("num_restarts", num_restarts, 1), ("raw_samples", raw_samples, 1),
@@ -96,6 +100,8 @@ class BayesStrategy(Strategy):
         self.num_restarts, self.raw_samples = num_restarts, raw_samples
         self.mc_samples, self.max_observations = mc_samples, max_observations
         self.warm_start = bool(warm_start)
+        self.device = check_choice(option_field("strategy", "device"), device,
+                                   ("auto", "cpu", "cuda"))
         self.last_timing: dict[str, float] = {}
         self.acquisition_ref_point: dict[str, float] | None = None
 
@@ -105,13 +111,18 @@ class BayesStrategy(Strategy):
             self.user_ref_point = self.ref_point = dict(ref_point)
 
     def _setup(self, problem: Problem) -> None:
-        from ._bayes_model import InputDomain  # torch/botorch load when a search starts
+        from ._bayes_model import InputDomain, resolve_device  # torch loads when a search starts
 
         if self.user_ref_point is not None:
             _check_ref_point(problem, self.user_ref_point)
+        try:
+            self._device = resolve_device(self.device)
+        except ValueError as error:
+            raise field_error(option_field("strategy", "device"), f"is 'cuda' but {error}",
+                              "use 'auto' or 'cpu'") from None
         self._entropy = self.seed if self.seed is not None else derive_seed(
             int(np.random.SeedSequence().entropy % 2**31))
-        self._domain = InputDomain.of(problem)
+        self._domain = InputDomain.of(problem, self._device)
         self._history = History(problem)
         self._sobol = SobolStart(problem.space.dim, self._entropy)
         self._n_initial = self.n_initial or 2 * (problem.space.dim + 1)
@@ -152,17 +163,19 @@ class BayesStrategy(Strategy):
         ref = self._reference_point(objectives, violation)
         train = training_subset(objectives, violation, problem.maximize, self.max_observations,
                                 seed)
-        X = to_tensor(history.points[history.complete][train])
-        Y = to_tensor(history.values[train])
+        X = to_tensor(history.points[history.complete][train], self._device)
+        Y = to_tensor(history.values[train], self._device)
         # The acquisition integrates the incumbent front over posterior samples of its points;
         # its cost grows with how many of them may be on the front, so past MAX_BASELINE it
         # sees only the best by constrained rank (the GP still learns from all of ``train``).
         best = constrained_order(objectives[train], violation[train], problem.maximize)
         X_baseline = X[np.sort(best[:MAX_BASELINE])]
         failed = history.points[~history.complete][-MAX_FAILED_AS_PENDING:]
-        X_pending = to_tensor(np.concatenate([running, failed])) if len(running) + len(
-            failed) else None
-        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+        X_pending = to_tensor(np.concatenate([running, failed]), self._device) if len(
+            running) + len(failed) else None
+        # seeded, without touching the caller's random state (the GPU's too when used)
+        cuda = [self._device] if self._device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             start = time.perf_counter()
             model, state, warm = fit_model(self._domain, X, Y,
@@ -179,8 +192,8 @@ class BayesStrategy(Strategy):
                                         self.mc_samples, seed)
                 candidates = optimize(acq, self._domain, q, num_restarts=self.num_restarts,
                                       raw_samples=self.raw_samples)
-            chosen = self._deduplicate(snap(problem, candidates.numpy()), avoid, acq, X_pending,
-                                       seed)
+            chosen = self._deduplicate(snap(problem, candidates.cpu().numpy()), avoid, acq,
+                                       X_pending, seed)
         self.last_timing = {"fit": fitted - start, "acquisition": time.perf_counter() - fitted,
                             "n_train": float(len(X)), "warm": float(warm)}
         return chosen
@@ -205,8 +218,8 @@ class BayesStrategy(Strategy):
                 pool = SobolStart(self.problem.space.dim, seed).take(
                     0, self.raw_samples, avoid, self.problem)
                 pending = [X_pending] if X_pending is not None else []
-                pending += [to_tensor(np.array(chosen))] if chosen else []
-                point = pool[best_of_pool(acq, to_tensor(pool),
+                pending += [to_tensor(np.array(chosen), self._device)] if chosen else []
+                point = pool[best_of_pool(acq, to_tensor(pool, self._device),
                                           torch.cat(pending) if pending else None)]
                 key = point_keys(point[None])[0]
             avoid.add(key)
@@ -222,11 +235,18 @@ class BayesStrategy(Strategy):
         if len(problem.objectives) == 1:
             return None
         if self.user_ref_point is None:
-            raw = reference_point(_feasible(objectives, violation), maximize=problem.maximize)
+            # The box all feasible observations span, not the front's nadir (BoTorch's
+            # ``infer_reference_point`` rule): as points gather near the front, the front's
+            # nadir closes in on it, and with three or more objectives its box leaves out the
+            # extremes, so the acquisition stops extending the front outwards. The observed
+            # box only grows, is on each objective's own scale (an objective 1e4 times larger
+            # gives the same suggestions), and is what the study records as its own point.
+            raw = reference_point(_feasible(objectives, violation), maximize=problem.maximize,
+                                  front_only=False)
             self.ref_point = _by_objective(problem, raw)
         raw = _as_array(problem, self.ref_point)
         self.acquisition_ref_point = dict(self.ref_point)
-        return objective_signs(problem) * to_tensor(raw)
+        return objective_signs(problem, self._device) * to_tensor(raw, self._device)
 
     def _loosened(self, objectives: np.ndarray, violation: np.ndarray, acq: Any,
                   candidates: Any) -> Any:
@@ -252,7 +272,7 @@ class BayesStrategy(Strategy):
         if log_value >= math.log(volume * FLAT_IMPROVEMENT):
             return None
         self.acquisition_ref_point = _by_objective(problem, loose)
-        return objective_signs(problem) * to_tensor(loose)
+        return objective_signs(problem, self._device) * to_tensor(loose, self._device)
 
 
 def loosened_reference_point(given: np.ndarray, points: np.ndarray,
@@ -263,11 +283,11 @@ def loosened_reference_point(given: np.ndarray, points: np.ndarray,
 
     Why: while no observation is inside the given point's box, every candidate's hypervolume
     improvement is all or nothing, and far from the box qLogNEHVI's estimate underflows to the
-    same value everywhere (about ``exp(-42)`` on BraninCurrin, with one run in fifteen proposing
-    one point over and over for 60 evaluations, never entering the box). Measured from the
-    loosened point, approaching the box counts as improvement. The strategy switches only when
-    the acquisition at its best candidates is below ``FLAT_IMPROVEMENT`` times the volume the
-    observations span: elsewhere the box is reached without help, and sooner.
+    same value everywhere, so a run may propose one point over and over without ever entering
+    the box. Measured from the loosened point, approaching the box counts as improvement. The
+    strategy switches only when the acquisition at its best candidates is below
+    ``FLAT_IMPROVEMENT`` times the volume the observations span: elsewhere the box is reached
+    without help, and sooner.
     """
     if hypervolume(points, given, maximize=maximize) > 0:
         return given

@@ -35,11 +35,10 @@ from ..space import Categorical, Int
 
 DTYPE = torch.double
 
-#: L-BFGS-B iterations of a warm-started fit (two starts at once) and of a cold fit. Past about
-#: 150 iterations a cold fit gains under 1% of marginal likelihood per point, and BoTorch's own
-#: default (scipy's 15000) makes the first fit of a resumed study take seconds. 100 warm
-#: iterations instead of 40 cost ~30% more CPU per suggestion and their gain on DTLZ2 (d=6)
-#: did not survive a second run of 5 seeds (benchmarks/bench_quality.py): kept at 40.
+#: L-BFGS-B iterations of a warm-started fit (two starts at once) and of a cold fit. A cold fit
+#: gains little past 150 iterations, and BoTorch's own default (scipy's 15000) makes the first
+#: fit of a resumed study take seconds; more warm iterations cost CPU on every suggestion
+#: without a gain that held on the quality benchmark (benchmarks/results/).
 WARM_MAXITER = 40
 COLD_MAXITER = 150
 #: Fits after which the explorer chain of :func:`fit_model` starts again from the priors.
@@ -62,7 +61,7 @@ class InputDomain:
     cat_dims: dict[int, list[float]]
 
     @classmethod
-    def of(cls, problem: Problem) -> InputDomain:
+    def of(cls, problem: Problem, device: torch.device | str = "cpu") -> InputDomain:
         space = problem.space
         lower, upper = np.zeros(space.dim), np.ones(space.dim)
         discrete: dict[int, list[float]] = {}
@@ -78,7 +77,7 @@ class InputDomain:
             else:
                 continue
             lower[j], upper[j] = codes[0], codes[-1]
-        bounds = torch.tensor(np.stack([lower, upper]), dtype=DTYPE)
+        bounds = torch.tensor(np.stack([lower, upper]), dtype=DTYPE, device=device)
         return cls(bounds=bounds, discrete_dims=discrete, cat_dims=categorical)
 
     @property
@@ -117,12 +116,8 @@ def matern_kernel(batch_shape: torch.Size, ard_num_dims: int,
     al. 2024) on a Matern-5/2 kernel instead of its default RBF.
 
     The RBF's infinitely smooth sample paths extrapolate trends far beyond the data, which sends
-    the acquisition to the corners of the box (on DTLZ2, whose front needs the middle of the
-    box, runs spent 20+ evaluations there). Matern-5/2 is the usual choice in BO for that
-    reason (Snoek et al. 2012). On the quality benchmark (median log10 HV gap at 40
-    evaluations, 5 seeds, one / four workers) it moved DTLZ2 from -0.83 / -0.45 to
-    -0.86 / -0.69, BraninCurrin from 0.22 / 0.31 to 0.25 / 0.25 and ZDT2 from -1.51 / -1.42 to
-    -1.43 / -1.33: the last two within the seed-to-seed noise of such medians (about 0.1).
+    the acquisition to the corners of the box, where a front in the middle of the box (DTLZ2)
+    is not. Matern-5/2 is the usual choice in BO for that reason (Snoek et al. 2012).
     """
     return get_covar_module_with_dim_scaled_prior(
         ard_num_dims=ard_num_dims, batch_shape=batch_shape, use_rbf_kernel=False,
@@ -270,8 +265,18 @@ def constrained_order(objectives: np.ndarray, violation: np.ndarray,
     return np.lexsort((violation, rank, ~feasible))
 
 
-def to_tensor(array: np.ndarray) -> Tensor:
-    return torch.as_tensor(np.asarray(array, dtype=float), dtype=DTYPE)
+def to_tensor(array: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
+    return torch.as_tensor(np.asarray(array, dtype=float), dtype=DTYPE, device=device)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: the first CUDA device when torch sees one, else the CPU; ``"cuda"`` only
+    when one is there (the caller reports the error)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("torch sees no CUDA device")
+    return torch.device(device)
 
 
 def is_valid_training_set(Y: np.ndarray) -> bool:

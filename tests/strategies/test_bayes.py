@@ -66,7 +66,9 @@ def test_two_objectives_use_qlognehvi_with_the_inferred_reference_point(spy: lis
     assert isinstance(spy[-1]["acq"], qLogNoisyExpectedHypervolumeImprovement)
     # recorded in the metric's own direction, from the points told before that last ask
     values = problem.objective_values([r.metrics for r in results[:-1]])
-    expected = reference_point(values, maximize=[False, True])
+    # the box every observation spans, 10% out: not the front's nadir, which closes in on the
+    # front as points gather there
+    expected = reference_point(values, maximize=[False, True], front_only=False)
     assert strategy.ref_point == pytest.approx({"f1": expected[0], "f2": expected[1]})
     front = values[is_non_dominated(values, maximize=[False, True])]
     assert strategy.ref_point["f1"] > front[:, 0].max()
@@ -265,6 +267,111 @@ def test_the_acquisition_baseline_is_the_best_observations_past_its_limit(
     assert front <= baseline if len(front) <= 6 else baseline <= front
     # the training set keeps every observation
     assert spy[-1]["model"].train_inputs[0].shape[-2] == len(told)
+
+
+def test_a_batch_is_one_joint_sequential_greedy_ask_of_distinct_points(
+        spy: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"}, {"r": ["<=", 0.2]})
+    strategy = make("bayes", problem)
+    drive(strategy, two_objectives, 7)
+    calls: list[int] = []
+    optimize = _bayes_acquisition.optimize
+
+    def recording(acq, domain, q, **kwargs):
+        calls.append(q)
+        return optimize(acq, domain, q, **kwargs)
+
+    monkeypatch.setattr(_bayes_acquisition, "optimize", recording)
+    twin = pickle.loads(pickle.dumps(strategy))
+    n_models = len(spy)
+    batch = strategy.ask(6)
+    assert calls == [6] and len(spy) == n_models + 1  # one model, one acquisition, q = 6
+    points = problem.space.encode(batch)
+    assert ((points >= 0) & (points <= 1)).all()
+    for config in batch:
+        problem.space.validate(config)
+    distances = np.abs(points[:, None] - points[None]).max(-1) + np.eye(6)
+    assert distances.min() > 0.01
+    # six independent argmaxes of the same acquisition would be one point six times
+    alone = [pickle.loads(pickle.dumps(twin)).ask(1)[0] for _ in range(2)]
+    assert alone[0] == alone[1]
+
+
+def test_suggestions_do_not_depend_on_an_objectives_scale() -> None:
+    rng = np.random.default_rng(3)
+    configs = [{"x": float(a), "y": float(b)} for a, b in rng.random((9, 2))]
+
+    def told(scale: float):
+        problem = Problem(SQUARE, {"f1": "min", "f2": "max"})
+        strategy = make("bayes", problem, n_initial=2)
+        for i, config in enumerate(configs):
+            metrics = two_objectives(config)
+            metrics["f2"] *= scale
+            strategy.tell([TrialResult(i, config, "COMPLETE", metrics)])
+        return problem, strategy
+
+    problem, plain = told(1.0)
+    _, scaled = told(1e4)
+    first, second = plain.ask(2), scaled.ask(2)
+    assert scaled.ref_point["f2"] == pytest.approx(1e4 * plain.ref_point["f2"])
+    assert scaled.ref_point["f1"] == pytest.approx(plain.ref_point["f1"])
+    gap = np.abs(problem.space.encode(first) - problem.space.encode(second)).max()
+    assert gap < 0.05, (first, second)
+
+
+def test_three_objectives_with_constraints_and_no_reference_point(spy: list[dict]) -> None:
+    from botorch.acquisition.multi_objective.logei import (
+        qLogNoisyExpectedHypervolumeImprovement,
+    )
+
+    def three(c: dict[str, float]) -> dict[str, float]:
+        metrics = two_objectives(c)
+        return {**metrics, "f3": 1e3 * (c["x"] - 0.5) ** 2}
+
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min", "f3": "max"}, {"r": ["<=", 0.2]})
+    strategy = make("bayes", problem)
+    results = drive(strategy, three, 9)
+    assert isinstance(spy[-1]["acq"], qLogNoisyExpectedHypervolumeImprovement)
+    assert set(strategy.ref_point) == {"f1", "f2", "f3"}
+    metrics = [r.metrics for r in results[:-1]]
+    values = problem.objective_values(metrics)[problem.feasible(metrics)]
+    expected = reference_point(values, maximize=[False, False, True], front_only=False)
+    assert list(strategy.ref_point.values()) == pytest.approx(expected.tolist())
+    batch = strategy.ask(3)
+    assert len({tuple(sorted(c.items())) for c in batch}) == 3
+
+
+def test_five_objectives_use_approximate_box_decompositions(spy: list[dict]) -> None:
+    objectives = {f"f{i}": "min" for i in range(5)}
+    problem = Problem(SQUARE, objectives)
+
+    def five(c: dict[str, float]) -> dict[str, float]:
+        angles = np.linspace(0, np.pi / 2, 5)
+        return {f"f{i}": float((c["x"] - np.cos(a)) ** 2 + (c["y"] - np.sin(a)) ** 2)
+                for i, a in enumerate(angles)}
+
+    drive(make("bayes", problem), five, 6)
+    assert spy[-1]["acq"].alpha > 0
+    drive(make("bayes", Problem(SQUARE, {"f1": "min", "f2": "min"})), two_objectives, 6)
+    assert spy[-1]["acq"].alpha == 0  # exact below five objectives
+
+
+def test_the_device_option_is_validated_and_used(spy: list[dict]) -> None:
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
+    with pytest.raises(ConfigError, match="device"):
+        make("bayes", problem, device="gpu")
+    for device in ("cpu", "auto"):
+        strategy = make("bayes", problem, device=device)
+        drive(strategy, two_objectives, 6)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert spy[-1]["X_baseline"].device.type == expected  # "auto" picks CUDA when there is one
+    assert len(spy) == 2 and spy[0]["X_baseline"].device.type == "cpu"
+    if torch.cuda.is_available():
+        drive(make("bayes", problem, device="cuda"), two_objectives, 6)
+        assert spy[-1]["model"].train_inputs[0].device.type == "cuda"
+    else:  # asking for a GPU that is not there fails when the strategy is bound
+        with pytest.raises(ConfigError, match="device"):
+            make("bayes", problem, device="cuda")
 
 
 def test_options_are_validated() -> None:
