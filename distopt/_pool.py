@@ -180,7 +180,7 @@ class WorkerPool:
         try:
             slot.info = ray.get(ref)
         except ray.exceptions.RayError as error:
-            if not slot.replaced:  # a first start that fails is the objective, not the cluster
+            if getattr(error, "actor_init_failed", False):  # the objective, not the cluster
                 raise DistoptError(
                     f"workers could not load the objective: {cause(error)}; the objective's "
                     f"module must be importable on every Ray node (install it there or use a "
@@ -189,7 +189,9 @@ class WorkerPool:
             if slot.failures >= MAX_START_FAILURES:
                 raise DistoptError(f"{slot.name} could not be restarted {slot.failures} times: "
                                    f"{cause(error)}") from None
-            self.replace(slot)  # e.g. its node went away while it started: once more
+            # e.g. its node went away, or Ray cancelled its placement (a node marked dead under
+            # load): once more
+            self.replace(slot)
             return
         slot.up, slot.failures = True, 0
         self._down_since = None
