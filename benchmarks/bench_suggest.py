@@ -125,10 +125,12 @@ def time_botorch(problem, n: int, seed: int) -> Clock:
 
 
 def busy(budget: int, workers: int, sleep: float, seed: int) -> str:
-    """Busy fraction of each worker after the Sobol start, from the store's trials table."""
+    """Busy fraction of each worker after the Sobol start, from the store's trials table; the
+    same study with suggestions in the background (the default) and inline, in one run."""
     import tempfile
 
     import distopt
+    from distopt.strategies import make_strategy
 
     def objective(config: dict[str, float]) -> dict[str, float]:
         time.sleep(sleep)
@@ -137,27 +139,35 @@ def busy(budget: int, workers: int, sleep: float, seed: int) -> str:
 
     space = {"x": {"type": "float", "low": 0.0, "high": 1.0},
              "y": {"type": "float", "low": 0.0, "high": 1.0}}
-    with tempfile.TemporaryDirectory() as folder:
-        study = distopt.Study(space, {"f1": "min", "f2": "min"}, strategy="bayes", seed=seed,
-                              store=os.path.join(folder, "study"))
-        trials = study.optimize(objective, budget=budget, workers=workers).trials().to_pandas()
-    trials = trials.sort_values("trial_id")
-    n_initial = 2 * (len(space) + 1)
-    begin = trials["end_time"].iloc[:n_initial].max()  # the model's first suggestion
-    end = trials["end_time"].max()
-    span = (end - begin).total_seconds()
-    lines = [f"| worker | trials | busy fraction after the Sobol start ({span:.1f} s) |",
-             "| --- | --- | --- |"]
-    fractions = []
-    for worker, rows in trials.groupby("worker"):
-        start = rows["start_time"].clip(lower=begin)
-        stop = rows["end_time"].clip(lower=begin)
-        fraction = float((stop - start).dt.total_seconds().sum() / span) if span > 0 else 0.0
-        fractions.append(fraction)
-        lines.append(f"| {worker} | {len(rows)} | {fraction:.2f} |")
-    lines.append(f"| mean | {len(trials)} | {np.mean(fractions):.2f} |")
+    lines = ["| suggestions | worker | trials | busy fraction after the Sobol start | span (s) |",
+             "| --- | --- | --- | --- | --- |"]
+    means = {}
+    for background in (True, False):
+        strategy = make_strategy("bayes", seed=seed)
+        strategy.background_ask = background
+        mode = "background" if background else "inline"
+        with tempfile.TemporaryDirectory() as folder:
+            study = distopt.Study(space, {"f1": "min", "f2": "min"}, strategy=strategy,
+                                  seed=seed, store=os.path.join(folder, "study"))
+            trials = study.optimize(objective, budget=budget,
+                                    workers=workers).trials().to_pandas()
+        trials = trials.sort_values("trial_id")
+        n_initial = 2 * (len(space) + 1)
+        begin = trials["end_time"].iloc[:n_initial].max()  # the model's first suggestion
+        span = (trials["end_time"].max() - begin).total_seconds()
+        fractions = []
+        for worker, rows in trials.groupby("worker"):
+            start = rows["start_time"].clip(lower=begin)
+            stop = rows["end_time"].clip(lower=begin)
+            fraction = float((stop - start).dt.total_seconds().sum() / span) if span > 0 else 0.
+            fractions.append(fraction)
+            lines.append(f"| {mode} | {worker} | {len(rows)} | {fraction:.2f} | {span:.1f} |")
+        means[mode] = float(np.mean(fractions))
+        lines.append(f"| {mode} | mean | {len(trials)} | {means[mode]:.2f} | {span:.1f} |")
+    verdict = "met" if means["background"] >= 0.9 else "not met"
     return (f"budget {budget}, {workers} workers, objective sleeps {sleep} s, seed {seed}\n\n"
-            + "\n".join(lines))
+            + "\n".join(lines) + f"\n\nmean busy fraction: background {means['background']:.2f}"
+            f" vs inline {means['inline']:.2f} (target >= 0.90: {verdict})")
 
 
 def main(argv: list[str] | None = None) -> None:

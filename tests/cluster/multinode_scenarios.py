@@ -167,41 +167,40 @@ def trials_of_cli(reader):
 def joining(cluster, nodes, root):
     """3 workers asking a ``joiner`` slot, which no node has at the start (as on an autoscaling
     cluster): node C (1 slot) arrives after 2 s, node D (2 slots) once 3 trials are done. The
-    search starts on C alone and takes D's workers when they come up."""
-    from unittest import mock
-
+    search starts on C alone and takes D's workers when they come up. The search runs in a
+    thread: Ray starts a node's processes from the main thread only."""
     path = f"{root}/joining"
-    added = {}
+    added, result = {}, {}
 
-    def add_node(**options):
-        # Ray's Node sets a SIGTERM handler, which Python allows in the main thread only; the
-        # main thread is busy searching, and this process is ended by the test anyway.
-        with mock.patch("ray._private.utils.set_sigterm_handler", lambda handler: None):
-            return cluster.add_node(**options).node_id
+    def search():
+        try:
+            result["reader"] = study(path, 2.0, OneAtATime(seed=1)).optimize(
+                sleepy, budget=14, workers=3, resources_per_trial={"cpu": 0.5, "joiner": 1},
+                address=cluster.address)
+        except BaseException as error:  # reported by the test
+            result["error"] = repr(error)
 
-    def grow():
-        time.sleep(2.0)
-        added["C_at"] = time.time()
-        added["C"] = add_node(num_cpus=1, resources={"joiner": 1})
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            time.sleep(0.2)
-            try:
-                if distopt.open_store(path).trials().num_rows >= 3:
-                    break
-            except Exception:
-                continue
-        added["D_at"] = time.time()
-        added["D"] = add_node(num_cpus=2, resources={"joiner": 2})
-
-    grower = threading.Thread(target=grow, daemon=True)
-    grower.start()
+    searcher = threading.Thread(target=search, daemon=True)
     began = time.time()
-    reader = study(path, 2.0, OneAtATime(seed=1)).optimize(
-        sleepy, budget=14, workers=3, resources_per_trial={"cpu": 0.5, "joiner": 1},
-        address=cluster.address)
-    grower.join(timeout=5)
-    return {"trials": trials(reader), "began": began, **added}
+    searcher.start()
+    time.sleep(2.0)
+    added["C_at"] = time.time()
+    added["C"] = cluster.add_node(num_cpus=1, resources={"joiner": 1}).node_id
+    deadline = time.time() + 90
+    while time.time() < deadline and searcher.is_alive():
+        time.sleep(0.2)
+        try:
+            if distopt.open_store(path).trials().num_rows >= 3:
+                break
+        except Exception:
+            continue
+    added["D_at"] = time.time()
+    added["D"] = cluster.add_node(num_cpus=2, resources={"joiner": 2}).node_id
+    searcher.join(timeout=240)
+    if "reader" not in result:
+        return {"error": result.get("error", "the search did not end"), "trials": [],
+                "began": began, **added}
+    return {"trials": trials(result["reader"]), "began": began, **added}
 
 
 SCENARIOS = {"spread": spread, "gpu": gpu, "cli": cli, "node_loss": node_loss,

@@ -106,6 +106,7 @@ def test_losing_every_worker_with_no_room_to_replace_them_stops_with_a_clear_err
 
 def test_workers_join_as_nodes_arrive_and_the_search_never_waits_for_all(cluster_run):
     run = cluster_run["joining"]
+    assert "error" not in run, run.get("error")
     trials = run["trials"]
     assert sorted(t["trial_id"] for t in trials) == list(range(14))     # budget met, ids unique
     assert {t["status"] for t in trials} == {"COMPLETE"}, [t["error"] for t in trials]
