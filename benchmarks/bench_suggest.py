@@ -141,7 +141,7 @@ def busy(budget: int, workers: int, sleep: float, seed: int) -> str:
              "y": {"type": "float", "low": 0.0, "high": 1.0}}
     lines = ["| suggestions | worker | trials | busy fraction after the Sobol start | span (s) |",
              "| --- | --- | --- | --- | --- |"]
-    means = {}
+    means, interim = {}, {}
     for background in (True, False):
         strategy = make_strategy("bayes", seed=seed)
         strategy.background_ask = background
@@ -149,8 +149,9 @@ def busy(budget: int, workers: int, sleep: float, seed: int) -> str:
         with tempfile.TemporaryDirectory() as folder:
             study = distopt.Study(space, {"f1": "min", "f2": "min"}, strategy=strategy,
                                   seed=seed, store=os.path.join(folder, "study"))
-            trials = study.optimize(objective, budget=budget,
-                                    workers=workers).trials().to_pandas()
+            reader = study.optimize(objective, budget=budget, workers=workers)
+            trials = reader.trials().to_pandas()
+            interim[mode] = len(reader.metadata.get("interim_trials", []))
         trials = trials.sort_values("trial_id")
         n_initial = 2 * (len(space) + 1)
         begin = trials["end_time"].iloc[:n_initial].max()  # the model's first suggestion
@@ -167,7 +168,8 @@ def busy(budget: int, workers: int, sleep: float, seed: int) -> str:
     verdict = "met" if means["background"] >= 0.9 else "not met"
     return (f"budget {budget}, {workers} workers, objective sleeps {sleep} s, seed {seed}\n\n"
             + "\n".join(lines) + f"\n\nmean busy fraction: background {means['background']:.2f}"
-            f" vs inline {means['inline']:.2f} (target >= 0.90: {verdict})")
+            f" vs inline {means['inline']:.2f} (target >= 0.90: {verdict}); interim (Sobol) "
+            f"points while the model thought: {interim['background']} of {budget} trials")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -113,6 +113,8 @@ class Orchestrator:
         self._enqueued: deque[dict[str, Any]] = deque(dict(c) for c in enqueued)
         self.retries = RetryPolicy(max_retries)
         self._next_id = 0
+        #: Trials given an interim point while the strategy was thinking (recorded in the store).
+        self.interim: list[int] = []
         self._short_since: float | None = None       # free workers waiting for suggestions
         self.n_failed = 0
         self._progress_at = 0.0
@@ -165,6 +167,9 @@ class Orchestrator:
             self._report_progress(force=True)
         finally:
             self.suggester.close()
+            if self.interim:
+                self.writer.record(interim_trials=sorted(
+                    set(self.writer.metadata.get("interim_trials", [])) | set(self.interim)))
             self.stop_workers()
 
     @property
@@ -210,10 +215,11 @@ class Orchestrator:
             pending += [b[1] for b in batch]
             now = time.monotonic()
             waited = 0.0 if self._short_since is None else now - self._short_since
-            configs = self.suggester.take(count - len(batch), pending,
-                                          idle=not self._running and not batch, waited=waited,
-                                          trial_seconds=self._trial_seconds)
+            configs, n_interim = self.suggester.take(
+                count - len(batch), pending, idle=not self._running and not batch,
+                waited=waited, trial_seconds=self._trial_seconds)
             batch += [(self._new_id(), config, 1) for config in configs]
+            self.interim += [t for t, _, _ in batch[len(batch) - n_interim:]] if n_interim else []
             self._short_since = (self._short_since or now) if len(batch) < count else None
         chunks = list(self._chunks(batch, per_call))
         # Lost trials go out in smaller calls, so there may be more calls than free workers.
@@ -229,6 +235,9 @@ class Orchestrator:
             ref = slot.actor.run.remote(chunk)
             self._running[ref] = _Call(slot, slot.actor, [_Running(t, c, a, started, started)
                                                           for t, c, a in chunk])
+        # The workers that free up next find suggestions ready (background strategies).
+        self.suggester.prefetch(len(self.pool.slots), [t.config for c in self._running.values()
+                                                       for t in c.trials])
 
     def _new_id(self) -> int:
         self._next_id += 1

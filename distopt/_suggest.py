@@ -12,6 +12,7 @@ one-worker search behaves exactly as a synchronous one.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from .strategies import RandomStrategy, Strategy
 MIN_PATIENCE = 0.05
 #: Fraction of the mean trial duration a free worker waits for the strategy.
 PATIENCE_FRACTION = 0.1
+#: The interpreter's thread switch interval (seconds) while a strategy thinks in the background.
+SWITCH_INTERVAL = 0.0005
 
 
 class Suggester:
@@ -52,7 +55,12 @@ class Suggester:
         self._error: BaseException | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._switch = sys.getswitchinterval()
         if background:
+            # The strategy's Python (GPyTorch, SciPy's optimiser callbacks) holds the GIL for
+            # long stretches; a short switch interval hands it back to the dispatching loop
+            # sooner, so a free worker is not kept waiting by the model it is not waiting for.
+            sys.setswitchinterval(SWITCH_INTERVAL)
             self._thread = threading.Thread(target=self._serve, name="distopt-suggest",
                                             daemon=True)
             self._thread.start()
@@ -70,8 +78,17 @@ class Suggester:
             self._tells.extend(results)
             self._cond.notify_all()
 
+    def prefetch(self, n: int, pending: Sequence[dict[str, Any]]) -> None:
+        """Keep ``n`` suggestions ready ahead of the workers that will free up, so that a free
+        worker rarely waits (background mode; the strategy is asked only when it is idle)."""
+        if not self.background:
+            return
+        with self._cond:
+            if not self._busy and not self._demand and len(self._ready) < n:
+                self._want(n - len(self._ready), list(pending) + list(self._ready))
+
     def take(self, n: int, pending: Sequence[dict[str, Any]], *, idle: bool,
-             waited: float, trial_seconds: float | None) -> list[dict[str, Any]]:
+             waited: float, trial_seconds: float | None) -> tuple[list[dict[str, Any]], int]:
         """Up to ``n`` configurations for free workers.
 
         Args:
@@ -79,9 +96,12 @@ class Suggester:
             idle: nothing is running: wait for the strategy rather than guess.
             waited: seconds free workers have already waited for suggestions.
             trial_seconds: mean duration of a trial, if measured.
+
+        Returns:
+            The configurations, the strategy's first, and how many at the end are interim.
         """
         if not self.background:
-            return self.strategy.ask(n, list(pending))
+            return self.strategy.ask(n, list(pending)), 0
         with self._cond:
             self._raise()
             out = self._pop(n)
@@ -93,11 +113,11 @@ class Suggester:
                         self._cond.wait()
                     self._raise()
                     out = self._pop(n)
+            extra: list[dict[str, Any]] = []
             if len(out) < n and not idle and waited >= self.patience(trial_seconds):
                 extra = self._interim.ask(n - len(out), list(pending) + out + list(self._ready))
                 self.n_interim += len(extra)
-                out += extra
-        return out
+        return out + extra, len(extra)
 
     @staticmethod
     def patience(trial_seconds: float | None) -> float:
@@ -119,6 +139,7 @@ class Suggester:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=60)
+            sys.setswitchinterval(self._switch)
 
     def _pop(self, n: int) -> list[dict[str, Any]]:
         return [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
@@ -156,7 +177,8 @@ class Suggester:
                 continue
             with self._cond:
                 if fresh is not None:
-                    # The new batch saw more results than whatever is still buffered.
-                    self._ready = deque(fresh)
+                    # The new batch saw more results than whatever is still buffered: it goes
+                    # first; the oldest buffered ones beyond a worker's worth are dropped.
+                    self._ready = deque((fresh + list(self._ready))[:max(len(fresh), 64)])
                 self._busy = False
                 self._cond.notify_all()
