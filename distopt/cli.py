@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -347,6 +348,21 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def console() -> None:
+    """The ``distopt`` console script and ``python -m distopt``: exit with :func:`main`'s status.
+
+    A failed run has closed its store and printed its cause; after an infrastructure fault a dead
+    Ray's own exit handlers would still end the process with their status (1) while the
+    interpreter shuts down, so a failed run ends at once with its own status instead.
+    """
+    code = main()
+    if code != 0:  # the store is closed and the cause printed: nothing left to clean up
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distopt`` console script."""
     args = _parser().parse_args(argv)
@@ -370,4 +386,4 @@ def _set_verbosity(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -176,16 +176,18 @@ def read_part(part: Part) -> PartRead:
     except (ValueError, KeyError, TypeError, OSError, pa.ArrowException):
         return PartRead(None, "its footer is damaged: no row of it can be trusted")
     bad = [i for i, (a, b) in enumerate(ranges) if zlib.crc32(data[a:b]) != crcs[i]]
+    # One thread: Arrow's I/O threads would hold the last reference to ``data`` (a Python
+    # buffer) and release it without the GIL during interpreter exit, which aborts the process.
     file = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
     if not bad:
-        return PartRead(_plain(file.read()))
+        return PartRead(_plain(file.read(use_threads=False)))
     kept, lost, start = [], [], 0
     for i in range(meta.num_row_groups):
         rows = meta.row_group(i).num_rows
         if i in bad:
             lost.append(f"{start}-{start + rows - 1}")
         else:
-            kept.append(_plain(file.read_row_group(i)))
+            kept.append(_plain(file.read_row_group(i, use_threads=False)))
         start += rows
     table = pa.concat_tables(kept) if kept else None
     return PartRead(table, f"rows {', '.join(lost)} of {meta.num_rows} damaged "

@@ -136,7 +136,12 @@ class StoreWriter:
         with self._mutex:
             self._timer = None
             if not self._closed:
-                self.publish()
+                try:
+                    self.publish()
+                except OSError:
+                    # A full disk, say: the rows stay durable in their journal and the next
+                    # publication (the search's own thread, which reports the fault) retries.
+                    pass
 
     def publish(self) -> None:
         """Publish every written row as Parquet parts (readable by any tool from then on)."""

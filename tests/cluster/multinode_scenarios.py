@@ -147,10 +147,7 @@ def cli(cluster, nodes, root):
                    "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}, "epochs": 2},
                    "objectives": {"f1": "min", "f2": "min"}, "budget": 6, "workers": 2,
                    "resources_per_trial": {"cpu": 0.5, "trainer": 1}}, handle)  # JSON is YAML
-    # A ray.cluster_utils cluster runs without token authentication, and actors of a driver
-    # that sends this machine's token are not scheduled there; a real `ray start --head`
-    # cluster needs the token (tests/reliability/test_infra_faults.py covers that route).
-    env = {**os.environ, "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
     proc = subprocess.run([sys.executable, "-m", "distopt", "run", study_file, "--address", "auto",
                            "--store", f"{root}/cli", "--no-progress"],
                           capture_output=True, text=True, timeout=180, env=env)
