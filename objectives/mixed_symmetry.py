@@ -344,22 +344,16 @@ def make_cohort_task(
     alphas: Mapping[str, float] | None = None,
     seed: int = 0,
     *,
-    variant: str = "points",
-    size: str = "small",
-    candidates: Sequence[str] | None = None,
-    n_points: int | None = None,
-    dim: int = 3,
-    noise: float = 0.1,
-    n_train: int | None = None,
     max_size: int | None = None,
     memory_per_member: int | None = None,
+    **options: Any,
 ) -> Any:
     """The mixed-symmetry objective as a ``distopt.batched`` cohort objective: one call trains
-    many trials together (:meth:`MixedSymmetryTask.batch`). Arguments as :func:`make_task`, plus
-    ``max_size`` and ``memory_per_member`` (bytes) of :func:`distopt.batched`. Called with one
-    config it trains a cohort of one, so it also runs where a plain objective is expected."""
+    many trials together (:meth:`MixedSymmetryTask.batch`). ``options`` are :func:`make_task`'s
+    (``variant``, ``size``, ...); ``max_size`` and ``memory_per_member`` (bytes) are
+    :func:`distopt.batched`'s. Called with one config it trains a cohort of one, so it also
+    runs where a plain objective is expected."""
     from distopt import batched
 
-    task = make_task(alphas, seed, variant=variant, size=size, candidates=candidates,
-                     n_points=n_points, dim=dim, noise=noise, n_train=n_train)
+    task = make_task(alphas, seed, **options)
     return batched(max_size=max_size, memory_per_member=memory_per_member)(task.batch)
