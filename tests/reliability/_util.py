@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,21 @@ def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.1) -> No
             return
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def sleepy_study_file(folder: Path, store: Path, budget: int = 200,
+                      sleep: float = 0.2) -> Path:
+    """A study file of ``reliability.faulty:sleepy`` trials (random, 2 workers) into ``store``."""
+    study = folder / "study.yaml"
+    study.write_text(textwrap.dedent(f"""
+        objective: "reliability.faulty:sleepy"
+        space:
+          x: {{type: float, low: 0.0, high: 1.0}}
+          sleep: {sleep}
+        objectives: {{f1: min, f2: min}}
+        strategy: random
+        budget: {budget}
+        workers: 2
+        store: {store}
+    """))
+    return study

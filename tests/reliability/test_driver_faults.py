@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from ._util import (
     raw_ids,
     raw_rows,
     session_processes,
+    sleepy_study_file,
     start_cli,
     wait_for,
 )
@@ -38,19 +38,7 @@ pytestmark = pytest.mark.slow
 
 def _study_file(tmp_path: Path, budget: int, sleep: float = 0.2) -> tuple[Path, Path]:
     store = tmp_path / "store"
-    study = tmp_path / "study.yaml"
-    study.write_text(textwrap.dedent(f"""
-        objective: "reliability.faulty:sleepy"
-        space:
-          x: {{type: float, low: 0.0, high: 1.0}}
-          sleep: {sleep}
-        objectives: {{f1: min, f2: min}}
-        strategy: random
-        budget: {budget}
-        workers: 2
-        store: {store}
-    """))
-    return study, store
+    return sleepy_study_file(tmp_path, store, budget, sleep), store
 
 
 def _finish(process, timeout: float = 240) -> tuple[str, str]:

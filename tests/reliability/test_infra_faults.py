@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +33,7 @@ from ._util import (
     raw_ids,
     raw_rows,
     session_processes,
+    sleepy_study_file,
     start_cli,
     subprocess_env,
     wait_for,
@@ -45,19 +45,7 @@ BUDGET = 12
 
 
 def _study_file(folder: Path, store: Path, budget: int = 200, sleep: float = 0.2) -> Path:
-    study = folder / "study.yaml"
-    study.write_text(textwrap.dedent(f"""
-        objective: "reliability.faulty:sleepy"
-        space:
-          x: {{type: float, low: 0.0, high: 1.0}}
-          sleep: {sleep}
-        objectives: {{f1: min, f2: min}}
-        strategy: random
-        budget: {budget}
-        workers: 2
-        store: {store}
-    """))
-    return study
+    return sleepy_study_file(folder, store, budget, sleep)
 
 
 def _start_and_wait(study: Path, store: Path, cwd: Path, rows: int = 4) -> subprocess.Popen:
