@@ -3,7 +3,6 @@ bad input ends with exit status 2 and exactly one 'distopt: error:' line naming 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_util import run_main
 
 from distopt import Float, Study, open_store
 from distopt.cli import main
@@ -46,13 +46,6 @@ def write_study(folder: Path, store: Path, budget: int = BUDGET, **replace: str)
     path = folder / "study.yaml"
     path.write_text(text)
     return path
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def parse_table(text: str) -> tuple[list[str], list[list[str]], str]:

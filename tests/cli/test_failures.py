@@ -3,12 +3,12 @@ exit status 2 naming the cause when no trial completed, ``show --failed``, ``plo
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 from pathlib import Path
 
 import pytest
+from cli_util import run_main
 
 from distopt import DistoptError, Float, Problem, open_store
 from distopt._summary import RunReport, error_cause, no_trial_completed_error, report_of
@@ -38,13 +38,6 @@ def write_store(path: Path, rows: list[dict], **extra: object) -> Path:
     with StoreWriter(path, metadata) as writer:
         writer.add_trials(rows)
     return path
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 # -- RunReport ------------------------------------------------------------------------------------
