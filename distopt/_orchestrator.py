@@ -237,7 +237,7 @@ class Orchestrator:
                                                           for t, c, a in chunk])
         # The workers that free up next find suggestions ready (background strategies).
         self.suggester.prefetch(len(self.pool.slots), [t.config for c in self._running.values()
-                                                       for t in c.trials])
+                                                       for t in c.trials], self._trial_seconds)
 
     def _new_id(self) -> int:
         self._next_id += 1

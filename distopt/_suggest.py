@@ -3,7 +3,10 @@
 A model-based strategy (``bayes``) can take seconds to fit and optimise; with cheap trials the
 workers would sit idle while it thinks. In background mode one thread owns the strategy (every
 ``ask`` and ``tell`` runs there, so strategies need no locks) and keeps a buffer of suggestions;
-the loop that collects results and dispatches trials only takes from that buffer. When the buffer
+the loop that collects results and dispatches trials only takes from that buffer. The buffer is
+kept as deep as the workers will drain while the strategy computes its next batch (a worker's
+worth when a suggestion is quicker than a trial, up to ``MAX_DEPTH`` workers' worth when it is
+slower): a model-based point computed a little earlier beats a random one. When the buffer
 is empty and other trials are still running, a free worker waits at most ``patience`` seconds
 (a tenth of a trial), then gets an *interim* suggestion: a scrambled Sobol point that avoids every
 pending configuration. When nothing at all is running, the loop waits for the strategy, so a
@@ -12,8 +15,10 @@ one-worker search behaves exactly as a synchronous one.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +30,8 @@ from .strategies import RandomStrategy, Strategy
 MIN_PATIENCE = 0.05
 #: Fraction of the mean trial duration a free worker waits for the strategy.
 PATIENCE_FRACTION = 0.1
+#: Most workers' worth of suggestions kept ready (see :meth:`Suggester.prefetch`).
+MAX_DEPTH = 4
 #: The interpreter's thread switch interval (seconds) while a strategy thinks in the background.
 SWITCH_INTERVAL = 0.0005
 
@@ -52,6 +59,7 @@ class Suggester:
         self._demand = 0
         self._pending: list[dict[str, Any]] = []
         self._busy = False
+        self._ask_seconds: float | None = None  # wall time of the strategy's last ask
         self._error: BaseException | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -78,12 +86,19 @@ class Suggester:
             self._tells.extend(results)
             self._cond.notify_all()
 
-    def prefetch(self, n: int, pending: Sequence[dict[str, Any]]) -> None:
-        """Keep ``n`` suggestions ready ahead of the workers that will free up, so that a free
-        worker rarely waits (background mode; the strategy is asked only when it is idle)."""
+    def prefetch(self, n: int, pending: Sequence[dict[str, Any]],
+                 trial_seconds: float | None = None) -> None:
+        """Keep suggestions ready ahead of the ``n`` workers that will free up, so that a free
+        worker rarely waits (background mode; the strategy is asked only when it is idle).
+
+        ``n`` when a suggestion takes less than a trial; else as many as ``n`` workers finish
+        while the strategy computes a batch, ``n * ask_seconds / trial_seconds`` (at most
+        ``MAX_DEPTH * n``).
+        """
         if not self.background:
             return
         with self._cond:
+            n = self.depth(n, trial_seconds)
             if not self._busy and not self._demand and len(self._ready) < n:
                 self._want(n - len(self._ready), list(pending) + list(self._ready))
 
@@ -125,6 +140,12 @@ class Suggester:
         if trial_seconds is None:
             return MIN_PATIENCE
         return max(MIN_PATIENCE, PATIENCE_FRACTION * trial_seconds)
+
+    def depth(self, n: int, trial_seconds: float | None) -> int:
+        """How many suggestions to keep ready for ``n`` workers (see :meth:`prefetch`)."""
+        if not trial_seconds or self._ask_seconds is None:
+            return n
+        return math.ceil(n * min(MAX_DEPTH, max(1.0, self._ask_seconds / trial_seconds)))
 
     @property
     def thinking(self) -> bool:
@@ -169,7 +190,10 @@ class Suggester:
             try:
                 if tells:
                     self.strategy.tell(tells)
+                start = time.monotonic()
                 fresh = self.strategy.ask(demand, pending) if demand else None
+                if demand:
+                    self._ask_seconds = time.monotonic() - start
             except BaseException as error:  # raised in the loop's thread by the next take
                 with self._cond:
                     self._error, self._busy = error, False
