@@ -249,7 +249,8 @@ class CohortTrainer:
         mean, square = self.moments
         mean.lerp_(grad, 1 - beta1)
         square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        update = step_size * (mean / (square.sqrt() / correction2).add_(ADAM_EPS))
+        update = mean / square.sqrt().div_(correction2).add_(ADAM_EPS)
+        update.mul_(step_size)  # in place: step_size * (mean / denominator), as before
         if not self._all_live:
             update = torch.where(self._live_dev[:, None], update, 0.0)
         flat.sub_(update)

@@ -78,16 +78,18 @@ class MLP(nn.Module):
 
         ``params`` are the copies' parameters stacked on a leading ``M`` axis, keyed as
         ``named_parameters()`` (what ``torch.func.stack_module_state`` returns). Each linear layer
-        is one ``baddbmm``: on a CPU, ``vmap`` of ``functional_call`` dispatches several batching
+        is one ``bmm``: on a CPU, ``vmap`` of ``functional_call`` dispatches several batching
         rules per small layer, which cost as much as the arithmetic of a trial's layers.
         """
         h = x.flatten(-len(self.in_shape)) if self.in_shape else x[..., None]
         for name, layer in self.net.named_children():
             if isinstance(layer, nn.Linear):
-                weight = params[f"net.{name}.weight"].mT  # (M, in, out)
+                h = torch.bmm(h, params[f"net.{name}.weight"].mT)  # (M, B, out)
                 bias = params.get(f"net.{name}.bias")
-                h = torch.bmm(h, weight) if bias is None else torch.baddbmm(bias[:, None], h,
-                                                                              weight)
+                if bias is not None:
+                    # In place (bmm's backward does not need its output): about 6% less time
+                    # than baddbmm, which first copies the bias into the whole output.
+                    h = h.add_(bias[:, None])
             else:  # an activation: elementwise, any shape
                 h = layer(h)
         return h.reshape(*h.shape[:-1], *self.out_shape)
