@@ -190,17 +190,20 @@ class CohortTrainer:
         trial's order (the shuffle, then its groups' samples step by step) and moved to the device
         in one copy per tensor: ``order (K, n_train)`` and per computed group
         ``(K, steps, samples, *elem)``. A member that does not compute a group gets another
-        member's elements there (its weight on that row is 0)."""
+        member's elements there (its weight on that row is 0). Each member's numbers are drawn
+        with its own generator, and each group's numbers of all members become elements in one
+        ``from_draws`` call (the transform, not the generator, is most of a draw's cost)."""
         orders, draws = [], []
         for generator, stream in zip(self.generators, self.streams, strict=True):
             orders.append(torch.randperm(self.n_train, generator=generator))
-            draws.append(stream.draw_epoch())
+            draws.append(stream.draw_epoch_numbers())
         elements = []
         for group in self.union:
             owners = [k for k, own in enumerate(self.member_groups) if group in own]
             source = [k if k in owners else owners[0] for k in range(len(self))]
-            blocks = [draws[j][self.member_groups[j].index(group)] for j in source]
-            elements.append(torch.stack(blocks).to(self.device, non_blocking=True))
+            numbers = torch.stack([draws[j][self.member_groups[j].index(group)] for j in source])
+            elements.append(self.groups[group].from_draws(numbers).to(self.device,
+                                                                      non_blocking=True))
         return torch.stack(orders).to(self.device, non_blocking=True), elements
 
     def batches(self, drawn: tuple[Tensor, list[Tensor]]):
