@@ -4,10 +4,13 @@ A trial of the regression tasks is a small MLP: on a GPU its time goes to kernel
 Python step loop, not to arithmetic. Trials whose configs differ only in what does not change
 shapes or the loop (strengths ``lam.*``, ``lr``, ``weight_decay``, ``auto_scale``, ``warmup``,
 ``mode`` weighted or auto, ``seed``) share every launch here: the K members' parameters are stacked
-with ``torch.func.stack_module_state`` (leading axis K) and one ``vmap`` of ``functional_call``
-computes every member's loss vector ``(K, L)`` on its own mini-batch, group samples and weights.
-Since the members are independent, the gradient of ``sum_k w_k . L_k`` with respect to member
-``k``'s parameters is exactly that member's own gradient.
+with ``torch.func.stack_module_state`` (leading axis K, all held in one ``(K, P)`` tensor for
+Adam) and one batched forward computes every member's loss vector ``(K, L)`` on its own
+mini-batch, group samples and weights (:func:`objectives.regularisers.equivariance_terms` with a
+member axis): one ``bmm`` per layer for a plain MLP (:meth:`objectives.models.MLP.forward_stacked`),
+a ``vmap`` of ``functional_call`` for other models. Since the members are independent, the
+gradient of ``sum_k w_k . L_k`` with respect to member ``k``'s parameters is exactly that member's
+own gradient.
 
 Each member is the same trial as the config trained alone
 (:func:`objectives.runner.run_regression`): the same initial weights (``torch.manual_seed(seed)``
