@@ -124,7 +124,7 @@ class CohortTrainer:
             offset += size
         self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
         self.base = copy.deepcopy(models[0]).to("meta")  # the structure; weights come stacked
-        # A plain MLP runs as one baddbmm per layer (MLP.forward_stacked); other models (frame
+        # A plain MLP runs as one bmm per layer (MLP.forward_stacked); other models (frame
         # averaging, residual pathways) as a vmap of functional_call.
         self._stacked = type(self.base) is MLP and not self.buffers
         candidates = list(self.groups)
@@ -319,7 +319,7 @@ class CohortTrainer:
         """Slices of members whose activations of ``rows`` inputs fit :data:`EVAL_FLOATS`."""
         floats = EVAL_FLOATS.get(self.device.type, EVAL_FLOATS["cuda"])
         size = max(1, floats // max(1, rows * max(self.settings[0].width, 1)))
-        return [slice(lo, lo + size) for lo in range(0, len(self), size)]
+        return [slice(lo, min(lo + size, len(self))) for lo in range(0, len(self), size)]
 
     @torch.no_grad()
     def mse(self, x: Tensor, y: Tensor, chunk: int = 1024) -> Tensor:
@@ -327,7 +327,7 @@ class CohortTrainer:
         parts = []
         for members in self._member_chunks(chunk):
             model = self.model(members)
-            size = len(range(len(self))[members])
+            size = members.stop - members.start
             parts.append(sum((model(a.expand(size, *a.shape)) - b).square().flatten(1).sum(-1)
                              for a, b in zip(x.split(chunk), y.split(chunk), strict=True)))
         return torch.cat(parts) / y.numel()
@@ -346,7 +346,7 @@ class CohortTrainer:
             elements = [g.sample(samples, generator=generator, device=x.device, dtype=x.dtype)[None]
                         for g in groups]  # shared by every member
             for members in chunks:
-                size = len(range(len(self))[members])
+                size = members.stop - members.start
                 fx, residual = equivariance_terms(self.model(members), groups,
                                                   part.expand(size, *part.shape), samples,
                                                   elements=elements)

@@ -246,3 +246,21 @@ def test_an_epoch_stream_draws_exactly_what_per_step_draws_would(task):
     for step in range(3):
         for group, block in zip(groups, blocks, strict=True):
             assert torch.equal(block[step], group.sample(2, generator=generator))
+
+
+def test_evaluation_in_member_chunks_gives_the_same_metrics(task, monkeypatch):
+    import objectives.cohort as cohort_module
+
+    settings = [_settings(task, {**FAST, "seed": s}) for s in range(3)]
+    trainer = CohortTrainer(task.data(), task.groups(), settings, task.network,
+                            device=torch.device("cpu"))
+    whole = (trainer.mse(trainer.data.x_test, trainer.data.y_test),
+             trainer.equivariance_errors(trainer.data.x_test))
+    # The mse in chunks of two members then one, the equivariance errors one member at a time.
+    monkeypatch.setitem(cohort_module.EVAL_FLOATS, "cpu", 2 * 1024 * 16)
+    assert [s.stop - s.start for s in trainer._member_chunks(1024)] == [2, 1]
+    assert [s.stop - s.start for s in trainer._member_chunks(256 * 49)] == [1, 1, 1]
+    chunked = (trainer.mse(trainer.data.x_test, trainer.data.y_test),
+               trainer.equivariance_errors(trainer.data.x_test))
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=0)
