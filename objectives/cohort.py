@@ -4,10 +4,13 @@ A trial of the regression tasks is a small MLP: on a GPU its time goes to kernel
 Python step loop, not to arithmetic. Trials whose configs differ only in what does not change
 shapes or the loop (strengths ``lam.*``, ``lr``, ``weight_decay``, ``auto_scale``, ``warmup``,
 ``mode`` weighted or auto, ``seed``) share every launch here: the K members' parameters are stacked
-with ``torch.func.stack_module_state`` (leading axis K) and one ``vmap`` of ``functional_call``
-computes every member's loss vector ``(K, L)`` on its own mini-batch, group samples and weights.
-Since the members are independent, the gradient of ``sum_k w_k . L_k`` with respect to member
-``k``'s parameters is exactly that member's own gradient.
+with ``torch.func.stack_module_state`` (leading axis K, all held in one ``(K, P)`` tensor for
+Adam) and one batched forward computes every member's loss vector ``(K, L)`` on its own
+mini-batch, group samples and weights (:func:`objectives.regularisers.equivariance_terms` with a
+member axis): one ``bmm`` per layer for a plain MLP (:meth:`objectives.models.MLP.forward_stacked`),
+a ``vmap`` of ``functional_call`` for other models. Since the members are independent, the
+gradient of ``sum_k w_k . L_k`` with respect to member ``k``'s parameters is exactly that member's
+own gradient.
 
 Each member is the same trial as the config trained alone
 (:func:`objectives.runner.run_regression`): the same initial weights (``torch.manual_seed(seed)``
@@ -37,7 +40,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from distopt.trial import is_device_fault
 
 from .groups import Group
-from .models import count_parameters
+from .models import MLP, count_parameters
 from .regularisers import EPS, equivariance_terms
 from .runner import RegressionData, SampleStream, build_trial_model, finite_metrics
 from .settings import TrainSettings
@@ -48,7 +51,9 @@ __all__ = ["CohortTrainer", "Members", "architecture", "run_regression_cohort", 
 #: Adam's constants, as ``torch.optim.Adam``'s defaults (which the lone trial uses).
 BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 #: Most floats one activation of a batched evaluation may hold; members are evaluated in chunks.
-EVAL_FLOATS = 1 << 26
+#: On a CPU a smaller chunk that stays in the cache is about 3x faster than one that does not (the
+#: activation, elementwise ops and matrix products all stream through memory otherwise).
+EVAL_FLOATS = {"cuda": 1 << 26, "cpu": 1 << 20}
 
 
 class Members(Protocol):
@@ -104,9 +109,24 @@ class CohortTrainer:
             models.append(build_trial_model(self.groups, s, build_model))
         self.params_m = count_parameters(models[0]) / 1e6
         params, self.buffers = stack_module_state(models)
-        self.params = {k: v.detach().to(device).requires_grad_() for k, v in params.items()}
+        # One (K, P) tensor holds every parameter, and each entry of ``params`` is a leaf viewing
+        # its block: Adam updates the cohort in a handful of ops on ``flat`` instead of a Python
+        # loop of ops per parameter tensor.
+        k = len(self.settings)
+        self.flat = torch.cat([v.detach().reshape(k, -1) for v in params.values()], dim=1).to(
+            device)
+        self.params: dict[str, Tensor] = {}
+        offset = 0
+        for name, value in params.items():
+            size = value[0].numel()
+            block = self.flat[:, offset:offset + size].view(value.shape)
+            self.params[name] = block.detach().requires_grad_()  # shares ``flat``'s storage
+            offset += size
         self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
         self.base = copy.deepcopy(models[0]).to("meta")  # the structure; weights come stacked
+        # A plain MLP runs as one bmm per layer (MLP.forward_stacked); other models (frame
+        # averaging, residual pathways) as a vmap of functional_call.
+        self._stacked = type(self.base) is MLP and not self.buffers
         candidates = list(self.groups)
         plans = [plan_losses(s, candidates) for s in self.settings]
         union = [g for g in candidates if any(g in p.groups for p in plans)]
@@ -133,50 +153,60 @@ class CohortTrainer:
         self.lr = torch.tensor([s.lr for s in self.settings], dtype=torch.float64, device=device)
         self.decay = torch.tensor([s.weight_decay for s in self.settings], device=device)
         self._decays = any(s.weight_decay for s in self.settings)
-        self.moments = {k: (torch.zeros_like(v), torch.zeros_like(v))
-                        for k, v in self.params.items()}
+        self.moments = (torch.zeros_like(self.flat), torch.zeros_like(self.flat))
         self.adam_steps = 0
         self.live = [True] * len(self.settings)  # False: stopped or diverged (frozen)
         self._live_dev = torch.ones(len(self.settings), dtype=torch.bool, device=device)
+        self._all_live = True
         self._weights_dev = self.weights.to(device=device, dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.settings)
 
-    # -- one member's computation, vmapped over the cohort -----------------------------------
+    # -- the members' computation, batched over the cohort --------------------------------------
 
-    def _forward(self, params: dict[str, Tensor], buffers: dict[str, Tensor]) -> Callable:
-        return lambda inputs: functional_call(self.base, (params, buffers), (inputs,))
+    def model(self, members: slice = slice(None)) -> Callable[[Tensor], Tensor]:
+        """The members' networks as one function ``(M, n, *in) -> (M, n, *out)``."""
+        every = members == slice(None)  # the leaves themselves: no slicing in the backward pass
+        params = self.params if every else {k: v[members] for k, v in self.params.items()}
+        if self._stacked:
+            return lambda inputs: self.base.forward_stacked(params, inputs)
+        buffers = self.buffers if every else {k: v[members] for k, v in self.buffers.items()}
 
-    def _member_losses(self, params, buffers, x, y, *elements) -> Tensor:
-        model = self._forward(params, buffers)
-        if not self.active:
-            return (model(x) - y).square().mean()[None]
-        fx, regs = equivariance_terms(model, self.active, x, self.settings[0].samples,
-                                      elements=list(elements))
-        return torch.cat([(fx - y).square().mean()[None], regs])
+        def member(p: dict[str, Tensor], b: dict[str, Tensor], inputs: Tensor) -> Tensor:
+            return functional_call(self.base, (p, b), (inputs,))
+
+        return lambda inputs: vmap(member)(params, buffers, inputs)
 
     def losses(self, x: Tensor, y: Tensor, elements: Sequence[Tensor]) -> Tensor:
         """``(K, 1 + G)`` loss vectors: ``x: (K, b, N, C)``, ``y: (K, b, *out)``, one
         ``(K, samples, *elem)`` tensor per computed group."""
-        return vmap(self._member_losses)(self.params, self.buffers, x, y, *elements)
+        model = self.model()
+        if not self.active:
+            return (model(x) - y).square().flatten(1).mean(-1)[:, None]
+        fx, regs = equivariance_terms(model, self.active, x, self.settings[0].samples,
+                                      elements=list(elements))
+        return torch.cat([(fx - y).square().flatten(1).mean(-1)[:, None], regs], dim=1)
 
     def draw_epoch(self) -> tuple[Tensor, list[Tensor]]:
         """The next epoch's randomness of every member, drawn from its generator in its lone
         trial's order (the shuffle, then its groups' samples step by step) and moved to the device
         in one copy per tensor: ``order (K, n_train)`` and per computed group
         ``(K, steps, samples, *elem)``. A member that does not compute a group gets another
-        member's elements there (its weight on that row is 0)."""
+        member's elements there (its weight on that row is 0). Each member's numbers are drawn
+        with its own generator, and each group's numbers of all members become elements in one
+        ``from_draws`` call (the transform, not the generator, is most of a draw's cost)."""
         orders, draws = [], []
         for generator, stream in zip(self.generators, self.streams, strict=True):
             orders.append(torch.randperm(self.n_train, generator=generator))
-            draws.append(stream.draw_epoch())
+            draws.append(stream.draw_epoch_numbers())
         elements = []
         for group in self.union:
             owners = [k for k, own in enumerate(self.member_groups) if group in own]
             source = [k if k in owners else owners[0] for k in range(len(self))]
-            blocks = [draws[j][self.member_groups[j].index(group)] for j in source]
-            elements.append(torch.stack(blocks).to(self.device, non_blocking=True))
+            numbers = torch.stack([draws[j][self.member_groups[j].index(group)] for j in source])
+            elements.append(self.groups[group].from_draws(numbers).to(self.device,
+                                                                      non_blocking=True))
         return torch.stack(orders).to(self.device, non_blocking=True), elements
 
     def batches(self, drawn: tuple[Tensor, list[Tensor]]):
@@ -201,6 +231,7 @@ class CohortTrainer:
         """Stop updating the members flagged True (stopped by a scheduler, or diverged)."""
         self.live = [live and not frozen for live, frozen in zip(self.live, members, strict=True)]
         self._live_dev = torch.tensor(self.live, device=self.device)
+        self._all_live = all(self.live)
 
     @torch.no_grad()
     def adam_step(self, grads: Sequence[Tensor]) -> None:
@@ -208,23 +239,27 @@ class CohortTrainer:
 
         Written out because one ``torch.optim.Adam`` over the stacked tensors has one ``lr``, and
         Adam's update does not scale with the gradient, so no gradient scaling can stand in for a
-        per-member ``lr``. A frozen member's parameters are left as they are (``where``, so NaN
-        moments of a diverged member cannot leak into its weights).
+        per-member ``lr``. It runs on the one ``(K, P)`` tensor of all parameters (``grads`` are
+        concatenated like it). A frozen member's parameters are left as they are (``where``, so
+        NaN moments of a diverged member cannot leak into its weights).
         """
         self.adam_steps += 1
         beta1, beta2 = BETAS
         correction1 = 1 - beta1 ** self.adam_steps
         correction2 = (1 - beta2 ** self.adam_steps) ** 0.5
-        step_size = (self.lr / correction1).float()
-        for (name, param), grad in zip(self.params.items(), grads, strict=True):
-            shape = (-1,) + (1,) * (param.ndim - 1)
-            if self._decays:
-                grad = grad + self.decay.view(shape) * param
-            mean, square = self.moments[name]
-            mean.lerp_(grad, 1 - beta1)
-            square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            update = step_size.view(shape) * (mean / (square.sqrt() / correction2).add_(ADAM_EPS))
-            param.sub_(torch.where(self._live_dev.view(shape), update, 0.0))
+        step_size = (self.lr / correction1).float()[:, None]
+        flat = self.flat
+        grad = torch.cat([g.reshape(len(flat), -1) for g in grads], dim=1)
+        if self._decays:
+            grad = grad + self.decay[:, None] * flat
+        mean, square = self.moments
+        mean.lerp_(grad, 1 - beta1)
+        square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update = mean / square.sqrt().div_(correction2).add_(ADAM_EPS)
+        update.mul_(step_size)  # in place: step_size * (mean / denominator), as before
+        if not self._all_live:
+            update = torch.where(self._live_dev[:, None], update, 0.0)
+        flat.sub_(update)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -280,19 +315,22 @@ class CohortTrainer:
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def _member_chunk(self, rows: int) -> int:
-        return max(1, EVAL_FLOATS // max(1, rows * max(self.settings[0].width, 1)))
+    def _member_chunks(self, rows: int) -> list[slice]:
+        """Slices of members whose activations of ``rows`` inputs fit :data:`EVAL_FLOATS`."""
+        floats = EVAL_FLOATS.get(self.device.type, EVAL_FLOATS["cuda"])
+        size = max(1, floats // max(1, rows * max(self.settings[0].width, 1)))
+        return [slice(lo, min(lo + size, len(self))) for lo in range(0, len(self), size)]
 
     @torch.no_grad()
     def mse(self, x: Tensor, y: Tensor, chunk: int = 1024) -> Tensor:
         """``(K,)`` mean squared errors on ``(x, y)`` (on the device, no synchronisation)."""
-        def member(params, buffers, a, b):
-            return (self._forward(params, buffers)(a) - b).square().sum()
-
-        batched = vmap(member, in_dims=(0, 0, None, None), chunk_size=self._member_chunk(chunk))
-        total = sum(batched(self.params, self.buffers, a, b)
-                    for a, b in zip(x.split(chunk), y.split(chunk), strict=True))
-        return total / y.numel()
+        parts = []
+        for members in self._member_chunks(chunk):
+            model = self.model(members)
+            size = members.stop - members.start
+            parts.append(sum((model(a.expand(size, *a.shape)) - b).square().flatten(1).sum(-1)
+                             for a, b in zip(x.split(chunk), y.split(chunk), strict=True)))
+        return torch.cat(parts) / y.numel()
 
     @torch.no_grad()
     def equivariance_errors(self, x: Tensor, samples: int = 16, *, seed: int = 1,
@@ -301,22 +339,19 @@ class CohortTrainer:
         samples as :func:`objectives.regularisers.equivariance_error` draws for a lone trial."""
         groups = list(self.groups.values())
         generator = torch.Generator().manual_seed(seed)
-
-        def member(params, buffers, part, *elements):
-            return equivariance_terms(self._forward(params, buffers), groups, part, samples,
-                                      elements=list(elements))
-
-        rows = chunk * (1 + len(groups) * samples)
-        batched = vmap(member, in_dims=(0, 0, None, *[None] * len(groups)),
-                       chunk_size=self._member_chunk(rows))
         sums = torch.zeros(len(self), len(groups), dtype=torch.float64, device=self.device)
         norm = torch.zeros(len(self), dtype=torch.float64, device=self.device)
+        chunks = self._member_chunks(chunk * (1 + len(groups) * samples))
         for part in x.split(chunk):
-            elements = [g.sample(samples, generator=generator, device=x.device, dtype=x.dtype)
-                        for g in groups]
-            fx, residual = batched(self.params, self.buffers, part, *elements)
-            sums += residual.double() * part.shape[0]
-            norm += fx.double().square().flatten(1).sum(-1)
+            elements = [g.sample(samples, generator=generator, device=x.device, dtype=x.dtype)[None]
+                        for g in groups]  # shared by every member
+            for members in chunks:
+                size = members.stop - members.start
+                fx, residual = equivariance_terms(self.model(members), groups,
+                                                  part.expand(size, *part.shape), samples,
+                                                  elements=elements)
+                sums[members] += residual.double() * part.shape[0]
+                norm[members] += fx.double().square().flatten(1).sum(-1)
         return sums / x.shape[0] / (norm / x.shape[0] + EPS)[:, None]
 
     def metrics(self, train_seconds: float) -> list[dict[str, float] | BaseException]:

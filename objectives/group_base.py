@@ -51,6 +51,28 @@ class Group(ABC):
     ) -> Tensor:
         """Draw ``m`` elements; returns ``(m, *elem)``."""
 
+    def draw(self, m: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """The random numbers behind ``sample(m)``: the same generator calls, before the
+        transform into elements, so that many draws (a trial's epoch, a cohort's members) are
+        transformed by one :meth:`from_draws` call instead of one ``sample`` call each.
+
+        The default draws the elements themselves in float64 (exact: every group computes its
+        elements in float64 and casts them last); groups whose transform costs override both.
+        """
+        return self.sample(m, generator=generator, dtype=torch.float64)
+
+    def from_draws(
+        self,
+        draws: Tensor,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Elements ``(*S, m, *elem)`` from :meth:`draw` outputs stacked on leading axes ``S``:
+        ``from_draws(draw(m))`` equals ``sample(m)`` with the same generator state, element for
+        element."""
+        return draws.to(device=device, dtype=dtype if draws.is_floating_point() else None)
+
     @abstractmethod
     def compose(self, g: Tensor, h: Tensor) -> Tensor:
         """The product ``g h`` (apply ``h`` first), so ``act(compose(g, h), x) == act(g, act(h,

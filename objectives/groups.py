@@ -116,7 +116,13 @@ class Permutation(Group):
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
         # ``dtype`` is accepted for a uniform signature; indices are always int64.
-        return torch.rand(m, self.n, generator=generator).argsort(dim=-1).to(device)
+        return self.from_draws(self.draw(m, generator=generator), device=device)
+
+    def draw(self, m, *, generator=None) -> Tensor:
+        return torch.rand(m, self.n, generator=generator)
+
+    def from_draws(self, draws, *, device=None, dtype=torch.float32) -> Tensor:
+        return draws.argsort(dim=-1).to(device)
 
     def compose(self, g: Tensor, h: Tensor) -> Tensor:
         g, h = torch.broadcast_tensors(g, h)

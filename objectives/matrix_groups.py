@@ -109,20 +109,34 @@ def _haar_special(m: int, d: int, generator: torch.Generator | None) -> Tensor:
     QR of a Gaussian with the sign fix of Mezzadri, "How to generate random matrices from the
     classical compact groups", 2007, and one column flipped where the determinant is -1.
     """
+    return _haar_special_from(_haar_special_draw(m, d, generator), d)
+
+
+def _haar_special_draw(m: int, d: int, generator: torch.Generator | None) -> Tensor:
+    """The random numbers of :func:`_haar_special`: ``(m,)`` angles' uniforms for d = 2, ``(m, 4)``
+    quaternions for d = 3, ``(m, d, d)`` Gaussians otherwise (float64)."""
     if d == 2:
-        angle = 2 * math.pi * torch.rand(m, generator=generator, dtype=torch.float64)
+        return torch.rand(m, generator=generator, dtype=torch.float64)
+    if d == 3:
+        return torch.randn(m, 4, generator=generator, dtype=torch.float64)
+    return torch.randn(m, d, d, generator=generator, dtype=torch.float64)
+
+
+def _haar_special_from(draws: Tensor, d: int) -> Tensor:
+    """:func:`_haar_special`'s rotations ``(*S, d, d)`` from its draws ``(*S, ...)``."""
+    if d == 2:
+        angle = 2 * math.pi * draws
         cos, sin = angle.cos(), angle.sin()
         return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
     if d == 3:
-        q = torch.randn(m, 4, generator=generator, dtype=torch.float64)
+        q = draws.reshape(-1, 4)
         # R(q) is a quadratic form in q divided by |q|^2, so no normalisation step is needed.
         r = torch.einsum("ijab,ma,mb->mij", _QUATERNION_FORMS, q, q)
-        return r / q.square().sum(-1)[:, None, None]
-    gauss = torch.randn(m, d, d, generator=generator, dtype=torch.float64)
-    q, r = torch.linalg.qr(gauss)
+        return (r / q.square().sum(-1)[:, None, None]).reshape(*draws.shape[:-1], 3, 3)
+    q, r = torch.linalg.qr(draws)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
     flip = torch.linalg.det(q).sign()
-    return torch.cat([q[..., :1] * flip[:, None, None], q[..., 1:]], dim=-1)
+    return torch.cat([q[..., :1] * flip[..., None, None], q[..., 1:]], dim=-1)
 
 
 def _haar_orthogonal(m: int, d: int, generator: torch.Generator | None) -> Tensor:
@@ -164,7 +178,13 @@ class Rotation(MatrixGroup):
         super().__init__(dim, name, output)
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        return _haar_special(m, self.dim, generator).to(device=device, dtype=dtype)
+        return self.from_draws(self.draw(m, generator=generator), device=device, dtype=dtype)
+
+    def draw(self, m, *, generator=None) -> Tensor:
+        return _haar_special_draw(m, self.dim, generator)
+
+    def from_draws(self, draws, *, device=None, dtype=torch.float32) -> Tensor:
+        return _haar_special_from(draws, self.dim).to(device=device, dtype=dtype)
 
     def inverse(self, g: Tensor) -> Tensor:
         return g.mT
@@ -255,10 +275,15 @@ class Scaling(MatrixGroup):
         self.low, self.high = float(low), float(high)
 
     def sample(self, m, *, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        u = torch.rand(m, generator=generator, dtype=torch.float64)
-        s = torch.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        return self.from_draws(self.draw(m, generator=generator), device=device, dtype=dtype)
+
+    def draw(self, m, *, generator=None) -> Tensor:
+        return torch.rand(m, generator=generator, dtype=torch.float64)
+
+    def from_draws(self, draws, *, device=None, dtype=torch.float32) -> Tensor:
+        s = torch.exp(math.log(self.low) + draws * (math.log(self.high) - math.log(self.low)))
         eye = torch.eye(self.dim, dtype=torch.float64)
-        return (s[:, None, None] * eye).to(device=device, dtype=dtype)
+        return (s[..., None, None] * eye).to(device=device, dtype=dtype)
 
     def inverse(self, g: Tensor) -> Tensor:
         return g.diagonal(dim1=-2, dim2=-1).reciprocal().diag_embed()

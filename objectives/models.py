@@ -3,7 +3,7 @@ and the residual-pathway soft model that adds a free pathway to it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +72,27 @@ class MLP(nn.Module):
         """``(B, *in_shape) -> (B, *out_shape)``."""
         y = self.net(x.flatten(-len(self.in_shape)) if self.in_shape else x[..., None])
         return y.reshape(*y.shape[:-1], *self.out_shape)
+
+    def forward_stacked(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """``M`` copies of this network at once: ``x: (M, B, *in_shape) -> (M, B, *out_shape)``.
+
+        ``params`` are the copies' parameters stacked on a leading ``M`` axis, keyed as
+        ``named_parameters()`` (what ``torch.func.stack_module_state`` returns). Each linear layer
+        is one ``bmm``: on a CPU, ``vmap`` of ``functional_call`` dispatches several batching
+        rules per small layer, which cost as much as the arithmetic of a trial's layers.
+        """
+        h = x.flatten(-len(self.in_shape)) if self.in_shape else x[..., None]
+        for name, layer in self.net.named_children():
+            if isinstance(layer, nn.Linear):
+                h = torch.bmm(h, params[f"net.{name}.weight"].mT)  # (M, B, out)
+                bias = params.get(f"net.{name}.bias")
+                if bias is not None:
+                    # In place (bmm's backward does not need its output): about 6% less time
+                    # than baddbmm, which first copies the bias into the whole output.
+                    h = h.add_(bias[:, None])
+            else:  # an activation: elementwise, any shape
+                h = layer(h)
+        return h.reshape(*h.shape[:-1], *self.out_shape)
 
 
 class FrameAveraged(nn.Module):

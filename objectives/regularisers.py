@@ -49,41 +49,49 @@ def equivariance_terms(
     r"""Model output on ``x`` and ``R_G`` for each group, from one batched forward.
 
     Args:
-        model: maps ``(n, N, C)`` to ``(n, *out)``.
+        model: maps ``(*S, n, N, C)`` to ``(*S, n, *out)``.
         groups: the ``K`` candidate groups.
-        x: inputs ``(B, N, C)``.
+        x: inputs ``(*S, B, N, C)``: usually ``(B, N, C)``; a cohort of independent models
+            (:mod:`objectives.cohort`) adds its member axis ``S = (members,)``.
         samples: ``m``, group elements drawn per group (one Monte-Carlo draw of ``E_g``, shared
             across the batch so it is a single tensor op).
         relative: divide each term by the batch mean of ``||f(x)||^2``.
         generator: source of the group samples (CPU ``torch.Generator``).
-        elements: the group elements to use instead of drawing them, one ``(samples, *elem)``
-            tensor per group (a trial draws a whole epoch's at once, see
-            :class:`objectives.runner.SampleStream`).
+        elements: the group elements to use instead of drawing them, one ``(*S, samples, *elem)``
+            tensor per group (the ``S`` axes may be 1 to share elements; a trial draws a whole
+            epoch's at once, see :class:`objectives.runner.SampleStream`).
 
     Returns:
-        ``(f(x), R)`` with ``f(x): (B, *out)`` (reuse it for the task loss) and ``R: (K,)``,
-        differentiable with respect to the model parameters.
+        ``(f(x), R)`` with ``f(x): (*S, B, *out)`` (reuse it for the task loss) and
+        ``R: (*S, K)``, differentiable with respect to the model parameters.
     """
     if samples < 1:
         raise ValueError(f"samples: must be >= 1; got {samples}")
+    lead = x.ndim - 3  # the S axes
     if elements is None:
         elements = [
             group.sample(samples, generator=generator, device=x.device, dtype=x.dtype)
             for group in groups
         ]
+        elements = [g.reshape((1,) * lead + g.shape) for g in elements]
     moved = [
-        group.act_input(g[:, None], x[None]) for group, g in zip(groups, elements, strict=True)
-    ]  # (m, B, N, C)
-    inputs = torch.cat([x[None], *moved], dim=0)  # (1 + K m, B, N, C)
-    out = model(inputs.flatten(0, 1)).unflatten(0, inputs.shape[:2])
-    fx, f_moved = out[0], out[1:].unflatten(0, (len(groups), samples))  # (B, *out), (K, m, B, *out)
+        group.act_input(g.unsqueeze(lead + 1), x.unsqueeze(lead))
+        for group, g in zip(groups, elements, strict=True)
+    ]  # (*S, m, B, N, C)
+    inputs = torch.cat([x.unsqueeze(lead), *moved], dim=lead)  # (*S, 1 + K m, B, N, C)
+    out = model(inputs.flatten(lead, lead + 1)).unflatten(lead, inputs.shape[lead:lead + 2])
+    fx = out.select(lead, 0)  # (*S, B, *out)
+    f_moved = out.narrow(lead, 1, len(groups) * samples).unflatten(lead, (len(groups), samples))
     terms = [
-        _squared_norm(f_moved[k] - group.act_output(g[:, None], fx[None]), lead=2).mean()
+        _squared_norm(
+            f_moved.select(lead, k) - group.act_output(g.unsqueeze(lead + 1), fx.unsqueeze(lead)),
+            lead=lead + 2,
+        ).flatten(lead).mean(-1)  # over the m samples and B inputs
         for k, (group, g) in enumerate(zip(groups, elements, strict=True))
     ]
-    residual = torch.stack(terms) if terms else fx.new_zeros(0)
+    residual = torch.stack(terms, dim=-1) if terms else fx.new_zeros((*x.shape[:lead], 0))
     if relative:
-        residual = residual / (_squared_norm(fx, lead=1).mean() + EPS)
+        residual = residual / (_squared_norm(fx, lead=lead + 1).mean(-1) + EPS)[..., None]
     return fx, residual
 
 

@@ -75,7 +75,8 @@ class SampleStream:
 
     At the first step of every epoch (right after that epoch's shuffle) it draws the whole epoch,
     step by step and group by group, exactly the calls a per-step draw makes (so the random stream,
-    and the trained model, are the same as drawing at each step), and moves each group's
+    and the trained model, are the same as drawing at each step), turns each group's draws into
+    elements in one :meth:`~objectives.group_base.Group.from_draws` call and moves its
     ``(steps, samples, *elem)`` block to the device in one copy: no CPU draw or host-to-device copy
     is left in the step loop. A cohort member (:mod:`objectives.cohort`) draws with its own stream
     what the same config trained alone draws.
@@ -89,12 +90,18 @@ class SampleStream:
 
     def draw_epoch(self) -> list[Tensor]:
         """Per group ``(steps, samples, *elem)`` on the device."""
+        return [group.from_draws(draws, dtype=self.dtype).to(self.device, non_blocking=True)
+                for group, draws in zip(self.groups, self.draw_epoch_numbers(), strict=True)]
+
+    def draw_epoch_numbers(self) -> list[Tensor]:
+        """The epoch's random numbers before they become elements: per group the stacked
+        :meth:`~objectives.group_base.Group.draw` outputs ``(steps, samples, ...)``, on the
+        host."""
         drawn: list[list[Tensor]] = [[] for _ in self.groups]
         for _ in range(self.steps):
             for column, group in zip(drawn, self.groups, strict=True):
-                column.append(group.sample(self.samples, generator=self.generator,
-                                           dtype=self.dtype))
-        return [torch.stack(column).to(self.device, non_blocking=True) for column in drawn]
+                column.append(group.draw(self.samples, generator=self.generator))
+        return [torch.stack(column) for column in drawn]
 
 
 def build_trial_model(

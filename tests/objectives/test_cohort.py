@@ -12,7 +12,7 @@ from distopt._worker import TrialWorker
 from distopt.cohort import Cohort
 from objectives.cohort import CohortTrainer, architecture, runs_alone
 from objectives.mixed_symmetry import make_cohort_task, make_task
-from objectives.models import MODELS
+from objectives.models import MLP, MODELS
 from objectives.regularisers import equivariance_terms
 from objectives.runner import SampleStream, build_trial_model
 from objectives.settings import parse_settings
@@ -27,6 +27,14 @@ CONFIGS = [
     {**FAST, "seed": 1, "lam.rotation": 2.0, "lr": 1e-2, "weight_decay": 1e-3},
     {**FAST, "seed": 2, "mode": "auto", "warmup": 1, "auto_scale": 0.5},
 ]
+#: Models that are not a plain MLP (frame averaging, a residual pathway) run as a vmap of
+#: functional_call instead of MLP.forward_stacked: the same checks hold for them.
+OTHER_MODELS = [
+    {**FAST, "seed": 0, "hard": "permutation", "lam.rotation": 0.5, "lam.scaling": 0.1},
+    {**FAST, "seed": 1, "hard": "permutation", "lam.rotation": 2.0, "lr": 1e-2,
+     "weight_decay": 1e-3},
+]
+RESIDUAL = [{**c, "model": "residual"} for c in OTHER_MODELS]
 METRICS = ("test_mse", "val_mse", "equiv_err.rotation", "equiv_err.scaling",
            "equiv_err.permutation", "params_m")
 
@@ -90,12 +98,19 @@ def _lone_first_step(task, settings):
     return plan, losses.detach(), dict(zip(dict(model.named_parameters()), grads, strict=True))
 
 
-def test_first_step_losses_and_gradients_equal_the_lone_trials(task):
-    settings = [_settings(task, c) for c in CONFIGS]
+@pytest.mark.parametrize("configs", [CONFIGS, OTHER_MODELS, RESIDUAL],
+                         ids=["mlp", "hard", "residual"])
+def test_first_step_losses_and_gradients_equal_the_lone_trials(task, configs, monkeypatch):
+    stacked = []
+    original = MLP.forward_stacked
+    monkeypatch.setattr(MLP, "forward_stacked",
+                        lambda self, *args: stacked.append(1) or original(self, *args))
+    settings = [_settings(task, c) for c in configs]
     trainer = CohortTrainer(task.data(), task.groups(), settings, task.network,
                             device=torch.device("cpu"))
     x, y, elements = next(trainer.epoch_batches())
     losses = trainer.losses(x, y, elements)
+    assert bool(stacked) == (configs is CONFIGS)  # plain MLPs run hand-batched, others vmapped
     grads = dict(zip(trainer.params, trainer.gradients(losses), strict=True))
     for k, s in enumerate(settings):
         plan, lone_losses, lone_grads = _lone_first_step(task, s)
@@ -106,9 +121,10 @@ def test_first_step_losses_and_gradients_equal_the_lone_trials(task):
             torch.testing.assert_close(grads[name][k], grad, rtol=1e-4, atol=1e-6)
 
 
-def test_trained_members_match_their_lone_trials(task):
-    results, _ = _run(make_cohort_task(ALPHAS, n_train=64), CONFIGS)
-    for config, result in zip(CONFIGS, results, strict=True):
+@pytest.mark.parametrize("configs", [CONFIGS, OTHER_MODELS], ids=["mlp", "hard"])
+def test_trained_members_match_their_lone_trials(task, configs):
+    results, _ = _run(make_cohort_task(ALPHAS, n_train=64), configs)
+    for config, result in zip(configs, results, strict=True):
         lone = task(config)
         for metric in METRICS:
             assert result[metric] == pytest.approx(lone[metric], rel=1e-4), (config, metric)
@@ -230,3 +246,21 @@ def test_an_epoch_stream_draws_exactly_what_per_step_draws_would(task):
     for step in range(3):
         for group, block in zip(groups, blocks, strict=True):
             assert torch.equal(block[step], group.sample(2, generator=generator))
+
+
+def test_evaluation_in_member_chunks_gives_the_same_metrics(task, monkeypatch):
+    import objectives.cohort as cohort_module
+
+    settings = [_settings(task, {**FAST, "seed": s}) for s in range(3)]
+    trainer = CohortTrainer(task.data(), task.groups(), settings, task.network,
+                            device=torch.device("cpu"))
+    whole = (trainer.mse(trainer.data.x_test, trainer.data.y_test),
+             trainer.equivariance_errors(trainer.data.x_test))
+    # The mse in chunks of two members then one, the equivariance errors one member at a time.
+    monkeypatch.setitem(cohort_module.EVAL_FLOATS, "cpu", 2 * 1024 * 16)
+    assert [s.stop - s.start for s in trainer._member_chunks(1024)] == [2, 1]
+    assert [s.stop - s.start for s in trainer._member_chunks(256 * 49)] == [1, 1, 1]
+    chunked = (trainer.mse(trainer.data.x_test, trainer.data.y_test),
+               trainer.equivariance_errors(trainer.data.x_test))
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=0)

@@ -162,3 +162,17 @@ def test_haar_samplers_in_every_dimension(dim):
         assert float(g.mean(0).abs().max()) < 0.06
     assert torch.allclose(torch.linalg.det(r), torch.ones(3000, dtype=DT), atol=1e-12)
     assert 0.45 < float((torch.linalg.det(o) < 0).double().mean()) < 0.55
+
+
+@pytest.mark.parametrize("name", [*GROUPS, "so4"])
+def test_draws_transformed_together_are_the_samples_drawn_one_by_one(name):
+    """A trial's epoch and a cohort's members draw their numbers call by call and transform them
+    in one ``from_draws``: the elements must be exactly ``sample``'s."""
+    group = Rotation(4) if name == "so4" else GROUPS[name]()
+    one_by_one = torch.Generator().manual_seed(11)
+    samples = torch.stack([torch.stack([group.sample(2, generator=one_by_one) for _ in range(3)])
+                           for _ in range(4)])  # (members, steps, samples, *elem)
+    drawing = torch.Generator().manual_seed(11)
+    draws = torch.stack([torch.stack([group.draw(2, generator=drawing) for _ in range(3)])
+                         for _ in range(4)])
+    assert torch.equal(group.from_draws(draws), samples)

@@ -28,6 +28,19 @@ def test_mlp_shapes_and_parameter_count():
         MLP((4, 3), (), activation="swish")
 
 
+@pytest.mark.parametrize(("out_shape", "depth"), [((3, 3), 2), ((), 0)])
+def test_forward_stacked_is_each_copys_forward(out_shape, depth):
+    from torch.func import stack_module_state
+
+    copies = [MLP((4, 3), out_shape, width=16, depth=depth) for _ in range(3)]
+    params, _ = stack_module_state(copies)
+    x = torch.randn(3, 7, 4, 3)
+    stacked = copies[0].forward_stacked(params, x)
+    assert stacked.shape == (3, 7, *out_shape)
+    for k, model in enumerate(copies):
+        torch.testing.assert_close(stacked[k], model(x[k]), rtol=1e-5, atol=1e-6)
+
+
 CASES = {
     "so3-invariant": (Rotation(3), (), (4, 3)),
     "o3-tensor": (Orthogonal(3, output="tensor"), (3, 3), (5, 3)),

@@ -82,6 +82,30 @@ def test_all_groups_and_samples_share_one_batched_forward():
     assert calls == [(1 + 2 * 5) * 10]
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own elements", "shared elements"])
+def test_leading_member_axes_give_each_members_terms(shared):
+    """A stack of models on a leading axis (a cohort) gets what each model gets alone."""
+    torch.manual_seed(3)
+    models = [MLP((4, 3), (3,), width=8, depth=1) for _ in range(2)]
+    groups = [Rotation(3, output="vector"), Permutation(4), Scaling(3, output="vector")]
+    x = torch.randn(2, 10, 4, 3)
+    generator = torch.Generator().manual_seed(0)
+    draws = [[g.sample(5, generator=generator) for _ in models] for g in groups]
+    elements = [torch.stack([d[0]] * 2 if shared else d) for d in draws]  # (2, 5, *elem)
+
+    def stacked(inputs):
+        return torch.stack([m(part) for m, part in zip(models, inputs, strict=True)])
+
+    fx, terms = equivariance_terms(stacked, groups, x, samples=5, relative=True,
+                                   elements=[e[:1] if shared else e for e in elements])
+    assert fx.shape == (2, 10, 3) and terms.shape == (2, 3)
+    for k, model in enumerate(models):
+        alone_fx, alone = equivariance_terms(model, groups, x[k], samples=5, relative=True,
+                                             elements=[e[k] for e in elements])
+        torch.testing.assert_close(fx[k], alone_fx)
+        torch.testing.assert_close(terms[k], alone)
+
+
 def test_relative_form_is_scale_free_and_matches_absolute():
     torch.manual_seed(2)
     mlp, group, x = MLP((4, 3), (), width=16, depth=1), Rotation(3), torch.randn(32, 4, 3)
