@@ -215,8 +215,13 @@ class Orchestrator:
             pending += [b[1] for b in batch]
             now = time.monotonic()
             waited = 0.0 if self._short_since is None else now - self._short_since
+            # With nothing running, the first trials and a lone worker wait for the strategy (a
+            # one-worker search stays synchronous); several idle workers get interim points after
+            # the same patience as when some still run, or all would wait out each model fit.
+            idle = not self._running and not batch and (
+                len(free) < 2 or self._trial_seconds is None)
             configs, n_interim = self.suggester.take(
-                count - len(batch), pending, idle=not self._running and not batch,
+                count - len(batch), pending, idle=idle,
                 waited=waited, trial_seconds=self._trial_seconds)
             batch += [(self._new_id(), config, 1) for config in configs]
             self.interim += [t for t, _, _ in batch[len(batch) - n_interim:]] if n_interim else []

@@ -7,10 +7,10 @@ the loop that collects results and dispatches trials only takes from that buffer
 kept as deep as the workers will drain while the strategy computes its next batch (a worker's
 worth when a suggestion is quicker than a trial, up to ``MAX_DEPTH`` workers' worth when it is
 slower): a model-based point computed a little earlier beats a random one. When the buffer
-is empty and other trials are still running, a free worker waits at most ``patience`` seconds
-(a tenth of a trial), then gets an *interim* suggestion: a scrambled Sobol point that avoids every
-pending configuration. When nothing at all is running, the loop waits for the strategy, so a
-one-worker search behaves exactly as a synchronous one.
+is empty, a free worker waits at most ``patience`` seconds (a twentieth of a trial), then gets an
+*interim* suggestion: a scrambled Sobol point that avoids every pending configuration. With
+``idle`` (the caller's say: nothing runs and waiting is better than guessing, e.g. one worker) the
+loop waits for the strategy, so a one-worker search behaves exactly as a synchronous one.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .strategies import RandomStrategy, Strategy
 #: Shortest wait for the strategy before a free worker gets an interim suggestion.
 MIN_PATIENCE = 0.05
 #: Fraction of the mean trial duration a free worker waits for the strategy.
-PATIENCE_FRACTION = 0.1
+PATIENCE_FRACTION = 0.05
 #: Most workers' worth of suggestions kept ready (see :meth:`Suggester.prefetch`).
 MAX_DEPTH = 4
 #: The interpreter's thread switch interval (seconds) while a strategy thinks in the background.
@@ -108,7 +108,7 @@ class Suggester:
 
         Args:
             pending: configurations running or queued (the strategy avoids them).
-            idle: nothing is running: wait for the strategy rather than guess.
+            idle: wait for the strategy rather than guess (nothing runs).
             waited: seconds free workers have already waited for suggestions.
             trial_seconds: mean duration of a trial, if measured.
 
