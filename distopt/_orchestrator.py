@@ -116,6 +116,7 @@ class Orchestrator:
         #: Trials given an interim point while the strategy was thinking (recorded in the store).
         self.interim: list[int] = []
         self._short_since: float | None = None       # free workers waiting for suggestions
+        self._resumed: list[TrialResult] = []        # trials of the store this run resumes
         self.n_failed = 0
         self._progress_at = 0.0
 
@@ -140,6 +141,7 @@ class Orchestrator:
         (each as its next attempt: the run lost with the driver counts)."""
         results = list(results)
         self.strategy.tell(results)
+        self._resumed = results
         self.budget.finished = max(self.budget.finished, len(results))
         self.n_failed = sum(r.status not in (COMPLETE, PRUNED) for r in results)
         for result in results:
@@ -155,7 +157,8 @@ class Orchestrator:
             self.start_workers()
         self.suggester = Suggester(
             self.strategy, self.problem, seed=getattr(self.strategy, "seed", 0),
-            background=self.strategy.background_ask and len(self.pool.slots) > 1)
+            background=self.strategy.background_ask and len(self.pool.slots) > 1,
+            history=self._resumed)
         try:
             while not self.budget.done:
                 self._fill()

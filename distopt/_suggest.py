@@ -44,15 +44,19 @@ class Suggester:
         problem: for interim suggestions.
         background: run the strategy in a thread (else every call runs inline).
         seed: seed of the interim Sobol sequence.
+        history: trials finished before (a resumed study's), which interim points skip.
     """
 
     def __init__(self, strategy: Strategy, problem: Problem, *, background: bool,
-                 seed: int | None = 0):
+                 seed: int | None = 0, history: Sequence[TrialResult] = ()):
         self.strategy = strategy
         self.background = background
         self.n_interim = 0
         self._interim = RandomStrategy(seed=None if seed is None else seed + 7919)
         self._interim.bind(problem)
+        # Told every trial (a resumed study's too), the interim sequence goes on past the points
+        # it handed out before instead of repeating them.
+        self._interim.tell(list(history))
         self._cond = threading.Condition()
         self._ready: deque[dict[str, Any]] = deque()
         self._tells: list[TrialResult] = []
@@ -79,6 +83,7 @@ class Suggester:
         """Hand finished trials to the strategy (at once, or on its thread)."""
         if not results:
             return
+        self._interim.tell(list(results))
         if not self.background:
             self.strategy.tell(results)
             return

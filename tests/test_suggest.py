@@ -52,3 +52,26 @@ def test_a_strategy_slower_than_a_trial_keeps_several_workers_worth_ready():
         assert sizes[-1] == 2
     finally:
         suggester.close()
+
+
+def test_interim_points_of_a_resumed_study_do_not_repeat_the_stored_ones():
+    from loop_objectives import SlowAsk
+
+    from distopt._problem import TrialResult
+    from distopt.strategies import RandomStrategy
+    from distopt.trial import COMPLETE
+
+    problem = Problem(Space({"x": Float(0.0, 1.0), "y": Float(0.0, 1.0)}), {"f": "min"})
+    first = RandomStrategy(seed=7919)  # the interim sequence of a study seeded 0
+    first.bind(problem)
+    stored = [TrialResult(i, c, COMPLETE, {"f": 0.0}) for i, c in enumerate(first.ask(8))]
+    strategy = SlowAsk(seed=0, delay=1.0)
+    strategy.bind(problem)
+    suggester = Suggester(strategy, problem, background=True, seed=0, history=stored)
+    try:  # the strategy thinks for a second: the free workers get interim points at once
+        configs, interim = suggester.take(4, [], idle=False, waited=1.0, trial_seconds=0.1)
+    finally:
+        suggester.close()
+    assert interim == 4
+    keys = problem.space.config_keys([r.config for r in stored])
+    assert not set(problem.space.config_keys(configs)) & set(keys)
