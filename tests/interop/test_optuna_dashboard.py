@@ -162,9 +162,13 @@ def test_follow_and_the_dashboard_show_a_growing_search(tmp_path):
 def run_cli(*args: str, pythonpath: str | None = None) -> subprocess.Popen:
     """``python -m distopt ARGS`` with this checkout (and ``pythonpath`` first) importable."""
     paths = [p for p in (pythonpath, str(ROOT), os.environ.get("PYTHONPATH")) if p]
+    # Ctrl-C must reach it as it does from a terminal, even when the suite itself was started
+    # in the background by a shell without job control, which starts it with SIGINT ignored
+    # (a disposition children inherit, and Python then keeps).
     return subprocess.Popen([sys.executable, "-m", "distopt", *args], text=True,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_distopt_dashboard_command(tmp_path):
