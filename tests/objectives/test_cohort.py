@@ -38,13 +38,7 @@ RESIDUAL = [{**c, "model": "residual"} for c in OTHER_MODELS]
 METRICS = ("test_mse", "val_mse", "equiv_err.rotation", "equiv_err.scaling",
            "equiv_err.permutation", "params_m")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,7 @@ LAMS = {"lam.rotation": 0.3, "lam.scaling": 0.3, "lam.permutation": 0.3}
 COVERED = ["test_mse", "val_mse", "equiv_err.rotation", "equiv_err.scaling",
            "equiv_err.permutation"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: a second thread only adds contention on a shared machine.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
