@@ -55,8 +55,9 @@ class Suggester:
         self._interim = RandomStrategy(seed=None if seed is None else seed + 7919)
         self._interim.bind(problem)
         # Told every trial (a resumed study's too), the interim sequence goes on past the points
-        # it handed out before instead of repeating them.
-        self._interim.tell(list(history))
+        # it handed out before instead of repeating them. Only background mode hands them out.
+        if background:
+            self._interim.tell(list(history))
         self._cond = threading.Condition()
         self._ready: deque[dict[str, Any]] = deque()
         self._tells: list[TrialResult] = []
@@ -83,10 +84,10 @@ class Suggester:
         """Hand finished trials to the strategy (at once, or on its thread)."""
         if not results:
             return
-        self._interim.tell(list(results))
         if not self.background:
             self.strategy.tell(results)
             return
+        self._interim.tell(list(results))
         with self._cond:
             self._tells.extend(results)
             self._cond.notify_all()
