@@ -62,6 +62,12 @@ def check_choice(field: str, value: Any, choices: Iterable[Any]) -> Any:
 
 #: Longest rendering of a user's value inside a message: a study file's value may be huge.
 PREVIEW_CHARS = 80
+#: Longest single value (characters) a study file or a space constant may hold: a constant is
+#: copied into every trial's row, so large data belongs in a file the objective loads.
+MAX_SCALAR_CHARS = 10_000
+#: The fix for a value over a size limit.
+LARGE_DATA_FIX = ("put large data in a file and pass its path instead (e.g. objective.with: "
+                  "{data: path/to/data.npz}), and load it inside the objective")
 
 
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:

@@ -16,17 +16,13 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ._checks import LARGE_DATA_FIX, MAX_SCALAR_CHARS
 from ._errors import field_error
 
-#: Longest scalar (characters) a study file may hold.
-MAX_SCALAR_CHARS = 10_000
 #: Most values (scalars, lists and mappings, with aliases expanded) under one field.
 MAX_VALUES = 100_000
 #: Most characters of scalars, with aliases expanded, under one field.
 MAX_CHARS = 1_000_000
-
-_LARGE_DATA = ("put large data in a file and pass its path instead (e.g. objective.with: "
-               "{data: path/to/data.npz}), and load it inside the objective")
 
 
 def safe_load(text: str, *, field: str | None = None) -> Any:
@@ -69,7 +65,7 @@ def _measure(node: Node, path: str, sizes: dict[int, tuple[int, int]],
         if chars > MAX_SCALAR_CHARS:
             raise field_error(where, f"holds {chars:,} characters, over the "
                                      f"{MAX_SCALAR_CHARS:,} a study file may hold in one value",
-                              _LARGE_DATA)
+                              LARGE_DATA_FIX)
         sizes[key] = (1, chars)
         return sizes[key]
     open_nodes.add(key)
@@ -90,7 +86,7 @@ def _measure(node: Node, path: str, sizes: dict[int, tuple[int, int]],
     if values > MAX_VALUES or chars > MAX_CHARS:
         raise field_error(where, f"expands to {values:,} values and {chars:,} characters "
                                  f"(limits {MAX_VALUES:,} and {MAX_CHARS:,}; nested YAML aliases "
-                                 f"multiply)", _LARGE_DATA)
+                                 f"multiply)", LARGE_DATA_FIX)
     sizes[key] = (values, chars)
     return sizes[key]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import LARGE_DATA_FIX, MAX_SCALAR_CHARS
 from .._errors import ConfigError, field_error
 from ._params import Categorical, Float, Int, Param, arrow_type_of
 
@@ -33,9 +34,13 @@ def param_from_spec(name: str, spec: Any) -> Param | Any:
     """A Param from its declarative spec (the YAML form), or the constant itself for a scalar."""
     if isinstance(spec, Param):
         return spec
+    field = f"space.{name}"
+    if isinstance(spec, str) and len(spec) > MAX_SCALAR_CHARS:
+        raise field_error(field, f"is a constant of {len(spec):,} characters, over the "
+                                 f"{MAX_SCALAR_CHARS:,} copied into every trial's row",
+                          LARGE_DATA_FIX)
     if isinstance(spec, (str, int, float, bool)):
         return spec
-    field = f"space.{name}"
     if not isinstance(spec, Mapping):
         raise field_error(field, f"must be a mapping like {{type: float, low: 0, high: 1}} or a "
                                  f"constant; got {spec!r}")

@@ -42,6 +42,18 @@ def test_spec_builds_params_and_constants(space):
     assert space.constants == {"epochs": 3, "dataset": "qm9", "augment": False, "dropout": 0.1}
 
 
+def test_a_huge_constant_is_refused_with_the_field_and_the_fix(tmp_path):
+    """A constant is copied into every row of the store: 10 MB of it would be 10 MB a trial."""
+    Space({"x": Float(0, 1), "note": "n" * 10_000})  # at the limit: kept
+    with pytest.raises(distopt.ConfigError) as info:
+        distopt.Study({"x": Float(0, 1), "blob": "b" * 10_000_000}, {"loss": "min"},
+                      store=tmp_path / "runs")
+    message = str(info.value)
+    assert message.startswith("space.blob: is a constant of 10,000,000 characters")
+    assert "pass its path instead" in message and "\n" not in message
+    assert not (tmp_path / "runs").exists()
+
+
 def test_params_instances_are_accepted_as_is():
     param = Float(0, 1)
     assert param_from_spec("x", param) is param
