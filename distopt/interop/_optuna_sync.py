@@ -15,9 +15,12 @@ every second:
   one has not reported yet read NaN (Optuna cannot delete intermediate values).
 * a trial dispatched with no row while no search holds the lock (it was in flight when its search
   crashed or was stopped): WAITING, with ``distopt.interrupted`` True and the curve it reported.
-  A resumed search runs it again as its next attempt, which turns it RUNNING, then finished. It
-  is never shown RUNNING with no search live, and never FAIL: Optuna refuses to touch a finished
+  A resumed search runs it again as its next attempt, which turns it RUNNING (from when the
+  resumed search takes the lock, a moment before it hands the trial out), then finished. It is
+  never shown RUNNING with no search live, and never FAIL: Optuna refuses to touch a finished
   trial again, so the resumed run's result could then only be a second trial.
+
+The study is taken to be written by one sync at a time (one ``distopt dashboard`` per study).
 """
 
 from __future__ import annotations
@@ -237,7 +240,10 @@ def _finish_in_place(storage: Any, trial: Any, fields: _Finished,
 
     if curve is not None:
         _set_curve(storage, trial, *curve)
-    for key, value in fields.user_attrs.items():
+    attrs = fields.user_attrs
+    if trial.user_attrs.get(INTERRUPTED):  # it ran again, as a finished row says
+        attrs = {**attrs, INTERRUPTED: False}
+    for key, value in attrs.items():
         if trial.user_attrs.get(key) != value:
             storage.set_trial_user_attr(trial._trial_id, key, value)
     for key, value in fields.system_attrs.items():

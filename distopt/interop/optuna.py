@@ -18,9 +18,14 @@ What maps to what:
 * objectives -> ``directions`` and ``metric_names``; their values -> ``values`` of COMPLETE trials.
 * constraints -> the ``constraints`` system attribute, one slack per constraint in the study's
   order (``<= 0`` is feasible, as Optuna's constrained samplers and ``best_trials`` expect).
-* statuses: COMPLETE -> COMPLETE, PRUNED -> PRUNED, FAILED and TIMEOUT -> FAIL.
+* statuses: COMPLETE -> COMPLETE, PRUNED -> PRUNED, FAILED and TIMEOUT -> FAIL; with
+  :func:`sync_store`, a trial running in a live search -> RUNNING, one left in flight by a search
+  that stopped -> WAITING (until a resumed search runs it again).
 * every metric, the distopt trial id, status, error and attempts -> trial user attributes; the
-  learning curve of the first objective (else the first reported metric) -> intermediate values.
+  learning curve of the first objective (else the first reported metric) -> intermediate values
+  (the last attempt's, growing while the trial runs).
+
+:mod:`distopt.interop._optuna_sync` says how a sync keeps up with a search.
 
 A study exported by distopt carries its exact problem (``user_attrs["distopt"]``), so importing it
 gives back the same space, objectives, constraints, statuses and metrics. A study made by Optuna
@@ -121,7 +126,7 @@ def follow(store: StoreReader | str | os.PathLike, storage: Any, interval: float
            stop: threading.Event | Callable[[], bool] | None = None, *,
            study_name: str | None = None) -> int:
     """Call :func:`sync_store` every ``interval`` seconds until ``stop`` is set (an Event, or a
-    callable returning True); sync once more, then return the number of trials added.
+    callable returning True); sync once more, then return the number of trials created.
 
     Without ``stop`` it runs until interrupted (Ctrl-C), as ``distopt dashboard`` does.
     """
