@@ -18,9 +18,14 @@ What maps to what:
 * objectives -> ``directions`` and ``metric_names``; their values -> ``values`` of COMPLETE trials.
 * constraints -> the ``constraints`` system attribute, one slack per constraint in the study's
   order (``<= 0`` is feasible, as Optuna's constrained samplers and ``best_trials`` expect).
-* statuses: COMPLETE -> COMPLETE, PRUNED -> PRUNED, FAILED and TIMEOUT -> FAIL.
+* statuses: COMPLETE -> COMPLETE, PRUNED -> PRUNED, FAILED and TIMEOUT -> FAIL; with
+  :func:`sync_store`, a trial running in a live search -> RUNNING, one left in flight by a search
+  that stopped -> WAITING (until a resumed search runs it again).
 * every metric, the distopt trial id, status, error and attempts -> trial user attributes; the
-  learning curve of the first objective (else the first reported metric) -> intermediate values.
+  learning curve of the first objective (else the first reported metric) -> intermediate values
+  (the last attempt's, growing while the trial runs).
+
+:mod:`distopt.interop._optuna_sync` says how a sync keeps up with a search.
 
 A study exported by distopt carries its exact problem (``user_attrs["distopt"]``), so importing it
 gives back the same space, objectives, constraints, statuses and metrics. A study made by Optuna
@@ -31,7 +36,6 @@ gets a space from its distributions, objectives named by ``metric_names`` (else 
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import threading
 import time
@@ -43,31 +47,23 @@ from .._checks import check_number
 from .._errors import field_error
 from .._problem import Problem
 from ..space import Categorical, Float, Int, Space
-from ..store import StoreReader, StoreWriter, metric_columns
-from ..trial import COMPLETE, CURVE_COLUMNS, FAILED, PRUNED, TIMEOUT
+from ..store import StoreReader, StoreWriter
+from ..trial import COMPLETE, CURVE_COLUMNS, FAILED, PRUNED
+from ._optuna_sync import (
+    ATTEMPT,
+    ATTEMPTS,
+    ERROR,
+    INTERRUPTED,
+    METRICS,
+    STATUS,
+    TRIAL_ID,
+    Snapshot,
+    _finite,
+    read_store,
+    sync_trials,
+)
 
-_STATE_OF = {COMPLETE: "COMPLETE", PRUNED: "PRUNED", FAILED: "FAIL", TIMEOUT: "FAIL"}
 _STATUS_OF = {"COMPLETE": COMPLETE, "PRUNED": PRUNED, "FAIL": FAILED}
-#: Trial user attributes written by :func:`export_store`.
-TRIAL_ID, STATUS, METRICS, ERROR, ATTEMPTS = ("distopt.trial_id", "distopt.status",
-                                              "distopt.metrics", "distopt.error",
-                                              "distopt.attempts")
-
-
-def _distribution(param: Any):
-    import optuna.distributions as od
-
-    if isinstance(param, Categorical):
-        return od.CategoricalDistribution(param.choices)
-    if isinstance(param, Int):
-        return od.IntDistribution(param.low, param.high, log=param.log)
-    if isinstance(param, Float):
-        low, high, log = param.low, param.high, param.log
-        if param.off is not None:
-            low, high = min(low, param.off), max(high, param.off)
-            log = log and low > 0
-        return od.FloatDistribution(low, high, log=log)
-    raise TypeError(f"no Optuna distribution for {param!r}")
 
 
 def _param(distribution: Any) -> Any:
@@ -82,18 +78,9 @@ def _param(distribution: Any) -> Any:
     raise TypeError(f"no distopt parameter for {distribution!r}")
 
 
-def _when(moment: datetime.datetime | None) -> datetime.datetime | None:
-    """A store timestamp (UTC) as Optuna keeps times: naive, local."""
-    return None if moment is None else moment.astimezone().replace(tzinfo=None)
-
-
 def _seconds(moment: datetime.datetime | None) -> float | None:
     """An Optuna time (naive, local) as seconds since the epoch."""
     return None if moment is None else moment.timestamp()
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def export_store(store: StoreReader | str | os.PathLike, storage: Any,
@@ -108,30 +95,38 @@ def export_store(store: StoreReader | str | os.PathLike, storage: Any,
             already holds (by their ``distopt.trial_id``) are not added again.
     """
     reader = store if isinstance(store, StoreReader) else StoreReader(store)
-    study = _open_study(reader, storage, study_name, load_if_exists=load_if_exists)
-    _add_new_trials(reader, study)
-    return study
+    return _sync(reader, storage, study_name, load_if_exists=load_if_exists, unfinished=False)[0]
 
 
 def sync_store(store: StoreReader | str | os.PathLike, storage: Any, *,
                study_name: str | None = None) -> int:
-    """Bring an Optuna study up to date with ``store``; return how many trials it added.
+    """Bring an Optuna study up to date with ``store``; return how many trials it created.
 
-    Idempotent: a trial already in the study (found by its ``distopt.trial_id`` user attribute)
-    is never added again, so calling it while a search writes the store adds each trial once,
-    when it finishes, with its learning curve as intermediate values. Creates the study (named
+    Each distopt trial is one Optuna trial, found by its ``distopt.trial_id`` user attribute, so
+    calling it again adds nothing twice. While a search writes the store, a trial it runs is
+    RUNNING with its params and the learning curve reported so far as intermediate values, and
+    turns COMPLETE, PRUNED or FAIL in place when it finishes; a trial left in flight by a search
+    that stopped is WAITING (see :mod:`distopt.interop._optuna_sync`). Creates the study (named
     as :func:`export_store` names it) on the first call.
     """
     reader = store if isinstance(store, StoreReader) else StoreReader(store)
-    study = _open_study(reader, storage, study_name, load_if_exists=True)
-    return _add_new_trials(reader, study)
+    return _sync(reader, storage, study_name, load_if_exists=True, unfinished=True)[1]
+
+
+def _sync(reader: StoreReader, storage: Any, study_name: str | None, *, load_if_exists: bool,
+          unfinished: bool) -> tuple[Any, int]:
+    """The study, and how many trials this sync created in it."""
+    snapshot = read_store(reader, unfinished=unfinished)
+    study = _open_study(reader, storage, study_name, snapshot, load_if_exists=load_if_exists)
+    return study, sync_trials(snapshot, study, reader.problem,
+                              study.user_attrs["distopt"]["intermediate_metric"])
 
 
 def follow(store: StoreReader | str | os.PathLike, storage: Any, interval: float = 1.0,
            stop: threading.Event | Callable[[], bool] | None = None, *,
            study_name: str | None = None) -> int:
     """Call :func:`sync_store` every ``interval`` seconds until ``stop`` is set (an Event, or a
-    callable returning True); sync once more, then return the number of trials added.
+    callable returning True); sync once more, then return the number of trials created.
 
     Without ``stop`` it runs until interrupted (Ctrl-C), as ``distopt dashboard`` does.
     """
@@ -184,8 +179,8 @@ def dashboard_server(storage: Any, host: str = "127.0.0.1", port: int = 8080):
                        handler_class=Quiet)
 
 
-def _open_study(reader: StoreReader, storage: Any, study_name: str | None, *,
-                load_if_exists: bool):
+def _open_study(reader: StoreReader, storage: Any, study_name: str | None, snapshot: Snapshot,
+                *, load_if_exists: bool):
     import optuna
 
     problem = reader.problem
@@ -197,8 +192,7 @@ def _open_study(reader: StoreReader, storage: Any, study_name: str | None, *,
         raise field_error("study_name", f"Optuna study {name!r} has directions "
                           f"{[d.name.lower() for d in study.directions]}, not the store's "
                           f"{directions}", "give another study_name")
-    curve_metrics = [c for c in reader.curves().column_names
-                     if c not in CURVE_COLUMNS]
+    curve_metrics = [c for c in snapshot.curves.column_names if c not in CURVE_COLUMNS]
     curve_metric = next((m for m in problem.objectives if m in curve_metrics),
                         curve_metrics[0] if curve_metrics else None)
     info = {"problem": problem.to_dict(), "ref_point": reader.ref_point, "store": str(reader.path),
@@ -217,58 +211,6 @@ def _open_study(reader: StoreReader, storage: Any, study_name: str | None, *,
     if known != info:
         study.set_user_attr("distopt", info)
     return study
-
-
-def _add_new_trials(reader: StoreReader, study: Any) -> int:
-    """Add the store's finished trials that ``study`` lacks; return how many."""
-    import optuna
-
-    have = {t.user_attrs.get(TRIAL_ID) for t in study.get_trials(deepcopy=False)}
-    table = reader.trials()   # before the curves: a trial's curve is stored before its row
-    rows = [row for row in table.to_pylist() if row["trial_id"] not in have]
-    if not rows:
-        return 0
-    problem = reader.problem
-    curve_metric = study.user_attrs["distopt"]["intermediate_metric"]
-    wanted = {row["trial_id"] for row in rows}
-    by_trial: dict[int, dict[int, float]] = {}
-    curves = reader.curves()
-    if curve_metric is not None and curve_metric in curves.column_names:
-        for trial_id, step, value in zip(curves["trial_id"].to_pylist(),
-                                         curves["step"].to_pylist(),
-                                         curves[curve_metric].to_pylist(), strict=True):
-            if trial_id in wanted and _finite(value):
-                by_trial.setdefault(trial_id, {})[step] = value
-    distributions = {name: _distribution(p) for name, p in problem.space.params.items()}
-    metric_names = metric_columns(table)
-    trials = []
-    for row in rows:
-        metrics = {m: row[m] for m in metric_names if m in row and _finite(row[m])}
-        state = _STATE_OF.get(row["status"], "FAIL")
-        values = None
-        if state == "COMPLETE":
-            values = [metrics.get(m, math.nan) for m in problem.objectives]
-            if not all(_finite(v) for v in values):
-                state, values = "FAIL", None
-        slack = problem.constraint_slack([metrics])[0].tolist() if problem.constraints else None
-        system_attrs = {"constraints": slack} if slack is not None and all(
-            _finite(s) for s in slack) else {}
-        user_attrs = {TRIAL_ID: row["trial_id"], STATUS: row["status"], METRICS: metrics,
-                      ATTEMPTS: row["attempts"]}
-        if row["error"]:
-            user_attrs[ERROR] = row["error"][-2000:]
-        if row.get("node_id"):
-            user_attrs["distopt.node_id"] = row["node_id"]
-        params = {name: row[f"config/{name}"] for name in distributions}
-        frozen = optuna.trial.create_trial(
-            state=getattr(optuna.trial.TrialState, state), values=values, params=params,
-            distributions=distributions, user_attrs=user_attrs, system_attrs=system_attrs,
-            intermediate_values=by_trial.get(row["trial_id"], {}))
-        frozen.datetime_start = _when(row["start_time"]) or frozen.datetime_start
-        frozen.datetime_complete = _when(row["end_time"]) or frozen.datetime_complete
-        trials.append(frozen)
-    study.add_trials(trials)
-    return len(trials)
 
 
 def _problem_of(study: Any) -> tuple[Problem, dict[str, Any]]:
@@ -362,4 +304,5 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
     return StoreReader(store)
 
 
-__all__ = ["dashboard_server", "export_store", "follow", "import_study", "sync_store"]
+__all__ = ["ATTEMPT", "ATTEMPTS", "ERROR", "INTERRUPTED", "METRICS", "STATUS", "TRIAL_ID",
+           "dashboard_server", "export_store", "follow", "import_study", "sync_store"]

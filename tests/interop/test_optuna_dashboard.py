@@ -4,6 +4,7 @@ up with a search that is writing, and optuna-dashboard serves the copy as it gro
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -31,20 +32,22 @@ def new_writer(path) -> StoreWriter:
     return StoreWriter(path, study.metadata({}))
 
 
+def finished_row(i: int, status: str | None = None) -> dict:
+    """Trial ``i``'s row (FAILED when ``i % 7 == 6``, else COMPLETE, unless ``status``)."""
+    x = (i * 0.37) % 1.0
+    status = status or ("FAILED" if i % 7 == 6 else "COMPLETE")
+    metrics = {} if status == "FAILED" else {"f1": x, "f2": (1 - x) ** 2, "g": x}
+    return {"trial_id": i, "status": status, "config": {"x": x, "n": 1 + i % 4},
+            "metrics": metrics, "error": "boom" if metrics == {} else None,
+            "attempts": 1, "start_time": 1.7e9 + i, "end_time": 1.7e9 + i + 2.5,
+            "worker": "w", "node_id": None}
+
+
 def write(writer: StoreWriter, ids) -> None:
     """Finished trials ``ids`` as the orchestrator writes them: curve first, then the row."""
-    curves, rows = [], []
-    for i in ids:
-        x = (i * 0.37) % 1.0
-        status = "FAILED" if i % 7 == 6 else "COMPLETE"
-        metrics = {} if status == "FAILED" else {"f1": x, "f2": (1 - x) ** 2, "g": x}
-        curves += [{"trial_id": i, "step": s, "time": 1.7e9 + i + s, "f1": x + 1 / (s + 1)}
-                   for s in range(3)]
-        rows.append({"trial_id": i, "status": status, "config": {"x": x, "n": 1 + i % 4},
-                     "metrics": metrics, "error": "boom" if metrics == {} else None,
-                     "attempts": 1, "start_time": 1.7e9 + i, "end_time": 1.7e9 + i + 2.5,
-                     "worker": "w", "node_id": None})
-    writer.add_curves(curves)
+    rows = [finished_row(i) for i in ids]
+    writer.add_curves([{"trial_id": i, "step": s, "time": 1.7e9 + i + s,
+                        "f1": (i * 0.37) % 1.0 + 1 / (s + 1)} for i in ids for s in range(3)])
     writer.add_trials(rows)
 
 
@@ -248,3 +251,207 @@ def test_dashboard_without_optuna_dashboard_says_how_to_start_it(tmp_path):
     assert lines[2].strip() == f"optuna-dashboard {url} --host 127.0.0.1 --port 8080"
     assert ids == list(range(5)), err
     assert process.returncode == 0, err
+
+
+T0 = 1.7e9 + 100   # dispatch times of the running trials below
+
+
+def dispatch(writer: StoreWriter, ids, attempt: int = 1) -> None:
+    """Hand trials ``ids`` to workers as the orchestrator does (config as ``write`` gives it)."""
+    writer.add_dispatched([{"trial_id": i, "attempt": attempt, "time": T0 + i,
+                            "config": {"x": (i * 0.37) % 1.0, "n": 1 + i % 4}} for i in ids])
+
+
+def report(writer: StoreWriter, trial_id: int, steps, attempt: int = 1) -> None:
+    writer.add_curves([{"trial_id": trial_id, "step": s, "time": T0 + s, "attempt": attempt,
+                        "f1": 10 * attempt + s + 0.5} for s in steps])
+
+
+def by_distopt_id(study) -> dict[int, object]:
+    from distopt.interop.optuna import TRIAL_ID
+
+    trials = study.get_trials(deepcopy=False)
+    ids = [t.user_attrs[TRIAL_ID] for t in trials]
+    assert len(ids) == len(set(ids)), ids            # one Optuna trial per distopt trial
+    return dict(zip(ids, trials, strict=True))
+
+
+def test_a_running_trial_is_running_with_its_curve_then_finished_in_place(tmp_path):
+    from distopt.interop.optuna import ATTEMPT, TRIAL_ID, export_store, sync_store
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    writer = new_writer(tmp_path / "store")
+    try:
+        write(writer, range(2))
+        dispatch(writer, [2, 3])
+        report(writer, 2, range(2))
+        assert sync_store(tmp_path / "store", url) == 4     # 2 finished, 2 running
+        trials = by_distopt_id(optuna.load_study(storage=url, study_name="store"))
+        running = trials[2]
+        assert running.state.name == "RUNNING" and trials[3].state.name == "RUNNING"
+        assert running.params == {"x": pytest.approx(0.74), "n": 3}
+        assert running.intermediate_values == {0: 10.5, 1: 11.5}
+        assert trials[3].intermediate_values == {}
+        assert running.values is None and running.user_attrs[ATTEMPT] == 1
+        assert running.datetime_start.timestamp() == pytest.approx(T0 + 2)
+        assert [trials[i].state.name for i in (0, 1)] == ["COMPLETE", "COMPLETE"]
+
+        report(writer, 2, range(2, 4))                      # the curve grows
+        assert sync_store(tmp_path / "store", url) == 0
+        assert sync_store(tmp_path / "store", url) == 0
+        trials = by_distopt_id(optuna.load_study(storage=url, study_name="store"))
+        assert trials[2].number == running.number and trials[2].state.name == "RUNNING"
+        assert trials[2].intermediate_values == {0: 10.5, 1: 11.5, 2: 12.5, 3: 13.5}
+
+        writer.add_trials([finished_row(2), finished_row(3, "FAILED")])   # both finish
+        assert sync_store(tmp_path / "store", url) == 0
+        study = optuna.load_study(storage=url, study_name="store")
+        trials = by_distopt_id(study)
+        assert sorted(trials) == [0, 1, 2, 3] and len(study.trials) == 4
+        done, failed = trials[2], trials[3]
+        assert done.number == running.number and done.state.name == "COMPLETE"
+        assert failed.state.name == "FAIL" and failed.user_attrs["distopt.error"] == "boom"
+        assert done.datetime_complete is not None
+        # The trials added finished straight away carry the same fields.
+        exported = by_distopt_id(export_store(tmp_path / "store", url, "batch"))
+        assert all(t.user_attrs[TRIAL_ID] == i for i, t in exported.items())
+        for i in (2, 3):
+            shown, batch = trials[i], exported[i]
+            assert shown.values == batch.values and shown.params == batch.params
+            assert shown.system_attrs == batch.system_attrs
+            assert {k: v for k, v in shown.user_attrs.items() if k != ATTEMPT} == \
+                batch.user_attrs
+        assert done.intermediate_values == exported[2].intermediate_values == {
+            0: 10.5, 1: 11.5, 2: 12.5, 3: 13.5}
+        assert done.values == [pytest.approx(0.74), pytest.approx(0.26**2)]
+        assert done.system_attrs["constraints"] == [pytest.approx(0.74 - 0.8)]
+    finally:
+        writer.close()
+
+
+class CountingStorage(optuna.storages.InMemoryStorage):
+    """Counts the writes to trials."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def create_new_trial(self, study_id, template_trial=None):
+        self.writes += 1
+        return super().create_new_trial(study_id, template_trial)
+
+    def set_trial_intermediate_value(self, trial_id, step, intermediate_value):
+        self.writes += 1
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id, key, value):
+        self.writes += 1
+        super().set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        self.writes += 1
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+def test_a_sync_writes_only_what_changed(tmp_path):
+    from distopt.interop.optuna import sync_store
+
+    storage = CountingStorage()
+    writer = new_writer(tmp_path / "store")
+    try:
+        write(writer, range(3))
+        dispatch(writer, [3])
+        report(writer, 3, range(5))
+        assert sync_store(tmp_path / "store", storage) == 4
+        assert storage.writes == 4                           # one new trial each
+        storage.writes = 0
+        assert sync_store(tmp_path / "store", storage) == 0
+        assert storage.writes == 0
+        report(writer, 3, [5])
+        assert sync_store(tmp_path / "store", storage) == 0
+        assert storage.writes == 1                           # the new step
+    finally:
+        writer.close()
+
+
+def test_trials_in_flight_when_a_search_stopped_wait_for_its_resume(tmp_path, capsys):
+    from distopt.cli import main
+    from distopt.interop.optuna import ATTEMPT, INTERRUPTED, sync_store
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    writer = new_writer(tmp_path / "store")
+    write(writer, [0])
+    dispatch(writer, [1, 2])
+    report(writer, 1, range(3))
+    assert sync_store(tmp_path / "store", url) == 3
+    running = by_distopt_id(optuna.load_study(storage=url, study_name="store"))[1]
+    assert running.state.name == "RUNNING"
+    writer.close()          # the search stops (Ctrl-C, or a crash: the kernel drops the lock)
+
+    assert sync_store(tmp_path / "store", url) == 0
+    trials = by_distopt_id(optuna.load_study(storage=url, study_name="store"))
+    assert [trials[i].state.name for i in (0, 1, 2)] == ["COMPLETE", "WAITING", "WAITING"]
+    assert trials[1].number == running.number and trials[1].user_attrs[INTERRUPTED] is True
+    assert trials[1].intermediate_values == {0: 10.5, 1: 11.5, 2: 12.5}   # what it reported
+    # A dashboard started on the stopped search never shows them running either.
+    once = f"sqlite:///{tmp_path / 'once.db'}"
+    assert main(["dashboard", str(tmp_path / "store"), "--storage", once, "--once"]) == 0
+    assert capsys.readouterr().out == f"3 trials synced to {once}\n"
+    fresh = by_distopt_id(optuna.load_study(storage=once, study_name="store"))
+    assert {i: t.state.name for i, t in fresh.items()} == {0: "COMPLETE", 1: "WAITING",
+                                                           2: "WAITING"}
+    assert fresh[2].user_attrs[INTERRUPTED] is True and fresh[2].intermediate_values == {}
+
+    writer = new_writer(tmp_path / "store")     # resumed: the in-flight trials run again
+    try:
+        dispatch(writer, [1, 2], attempt=2)
+        report(writer, 1, [0], attempt=2)       # the second attempt restarts the curve
+        assert sync_store(tmp_path / "store", url) == 0
+        trials = by_distopt_id(optuna.load_study(storage=url, study_name="store"))
+        again = trials[1]
+        assert again.number == running.number and again.state.name == "RUNNING"
+        assert again.user_attrs[INTERRUPTED] is False and again.user_attrs[ATTEMPT] == 2
+        assert again.intermediate_values[0] == 20.5
+        assert all(math.isnan(again.intermediate_values[s]) for s in (1, 2))
+        report(writer, 1, [1], attempt=2)
+        writer.add_trials([finished_row(1), finished_row(2, "PRUNED")])
+        assert sync_store(tmp_path / "store", url) == 0
+        assert sync_store(tmp_path / "store", once) == 0
+    finally:
+        writer.close()
+    for storage in (url, once):
+        study = optuna.load_study(storage=storage, study_name="store")
+        trials = by_distopt_id(study)
+        assert len(study.trials) == 3
+        assert [trials[i].state.name for i in (0, 1, 2)] == ["COMPLETE", "COMPLETE", "PRUNED"]
+        assert trials[1].values == [pytest.approx(0.37), pytest.approx(0.63**2)]
+        assert trials[1].user_attrs[INTERRUPTED] is False
+        # the last attempt's curve; the first attempt's step 2, which it did not reach, is NaN
+        curve = trials[1].intermediate_values
+        assert curve[0] == 20.5 and curve[1] == 21.5 and math.isnan(curve[2])
+
+
+def test_the_dashboard_lists_a_running_trial_with_its_curve(tmp_path):
+    pytest.importorskip("optuna_dashboard")
+    from distopt.interop.optuna import dashboard_server, sync_store
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    writer = new_writer(tmp_path / "store")
+    server = dashboard_server(url, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        write(writer, [0])
+        dispatch(writer, [1])
+        report(writer, 1, range(3))
+        sync_store(tmp_path / "store", url)
+        trials = dashboard_trials(server.server_port, "store")
+        assert [t["state"] for t in trials] == ["Complete", "Running"]
+        assert [v["value"] for v in trials[1]["intermediate_values"]] == [10.5, 11.5, 12.5]
+        assert {p["name"]: p["param_internal_value"] for p in trials[1]["params"]} == \
+            {"x": pytest.approx(0.37), "n": 2}
+    finally:
+        writer.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(30)
