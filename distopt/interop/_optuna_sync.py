@@ -36,7 +36,6 @@ import pyarrow.compute as pc
 from .._problem import Problem
 from ..space import Categorical, Float, Int
 from ..store import StoreReader, configs_from_table, metric_columns
-from ..store._lock import StoreLock  # the store has no public "is a search writing it?" yet
 from ..trial import COMPLETE, FAILED, PRUNED, TIMEOUT
 
 _STATE_OF = {COMPLETE: "COMPLETE", PRUNED: "PRUNED", FAILED: "FAIL", TIMEOUT: "FAIL"}
@@ -90,7 +89,7 @@ def read_store(reader: StoreReader, *, unfinished: bool = True) -> Snapshot:
     # a trial is never taken as interrupted while its search still runs. Then the trials before
     # the dispatches and the curves: a row is stored after its curve, a curve after its
     # dispatch, so every row read has its curve.
-    live = unfinished and StoreLock.is_held(reader.path)
+    live = unfinished and reader.live
     trials = reader.trials()
     dispatched = reader.dispatched() if unfinished else None
     return Snapshot(live, trials, dispatched, reader.curves(all_attempts=True))

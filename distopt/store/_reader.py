@@ -44,8 +44,13 @@ class StoreReader:
     def __repr__(self) -> str:
         return f"StoreReader({str(self.path)!r})"
 
+    @property
+    def live(self) -> bool:
+        """Whether a search holds the store's writer lock now (it is being written)."""
+        return StoreLock.is_held(self.path)
+
     def _read(self, name: str) -> pa.Table | None:
-        return read_rows(self.path / name, live=StoreLock.is_held(self.path), report=self._report)
+        return read_rows(self.path / name, live=self.live, report=self._report)
 
     def _report(self, message: str) -> None:
         """Warn of damage once per reader (a store is read many times by one session)."""
