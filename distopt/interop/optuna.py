@@ -293,6 +293,8 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
                      "attempts": int(attrs.get(ATTEMPTS, 1)), "start_time": start,
                      "end_time": end, "worker": "optuna", "node_id": attrs.get("distopt.node_id")})
         for step, value in sorted(trial.intermediate_values.items()):
+            if ATTEMPT in attrs and not _finite(value):
+                continue  # a live sync's blank for a step only an earlier attempt reported
             curves.append({"trial_id": trial_id, "step": int(step), "time": end or 0.0,
                            curve_metric: float(value)})
     writer = StoreWriter(store, metadata)

@@ -429,6 +429,12 @@ def test_trials_in_flight_when_a_search_stopped_wait_for_its_resume(tmp_path, ca
         # the last attempt's curve; the first attempt's step 2, which it did not reach, is NaN
         curve = trials[1].intermediate_values
         assert curve[0] == 20.5 and curve[1] == 21.5 and math.isnan(curve[2])
+    # Imported back, the blank is not a curve row: the trial's curve is its last attempt's.
+    from distopt.interop.optuna import import_study
+
+    back = import_study(url, "store", tmp_path / "back")
+    curve = back.curves(1)
+    assert curve["step"].to_pylist() == [0, 1] and curve["f1"].to_pylist() == [20.5, 21.5]
 
 
 def test_the_dashboard_lists_a_running_trial_with_its_curve(tmp_path):
