@@ -85,7 +85,8 @@ def pareto_rank(points: np.ndarray | Sequence[Sequence[float]], *,
 
 def reference_point(points: np.ndarray | Sequence[Sequence[float]], *,
                     maximize: Maximize = False, margin: float = 0.1,
-                    front_only: bool = True) -> np.ndarray:
+                    front_only: bool = True,
+                    scale: np.ndarray | Sequence[Sequence[float]] | None = None) -> np.ndarray:
     """A reference point slightly worse than the worst point, shape ``(n_objectives,)``.
 
     Per objective: ``nadir ± margin * range`` of the non-dominated points (``margin * |nadir|``,
@@ -93,6 +94,8 @@ def reference_point(points: np.ndarray | Sequence[Sequence[float]], *,
     ``infer_reference_point``. Every front point then strictly dominates it, so each contributes
     positive hypervolume. With ``front_only=False`` the nadir and range are those of all finite
     points, a more generous box (used to fix a reference point from an initial design).
+    ``scale``: other points (``(n, n_objectives)``) whose range, where wider, sets the margin
+    instead, e.g. every observation while ``points`` are only the feasible ones.
     """
     points = _as_points(points)
     finite = np.all(np.isfinite(points), axis=1) if points.size else np.zeros(len(points), bool)
@@ -103,6 +106,11 @@ def reference_point(points: np.ndarray | Sequence[Sequence[float]], *,
     worst = np.where(flags, front.min(axis=0), front.max(axis=0))
     best = np.where(flags, front.max(axis=0), front.min(axis=0))
     span = np.abs(best - worst)
+    if scale is not None:
+        scale = _as_points(scale)
+        scale = scale[np.all(np.isfinite(scale), axis=1)]
+        if len(scale):
+            span = np.maximum(span, np.ptp(scale, axis=0))
     span = np.where(span > 0, span, np.where(np.abs(worst) > 0, np.abs(worst), 1.0))
     return np.where(flags, worst - margin * span, worst + margin * span)
 

@@ -259,6 +259,11 @@ def test_reference_point_examples():
     np.testing.assert_allclose(pareto.reference_point(points, maximize=[True, False]), [3.6, 1.1])
     np.testing.assert_allclose(pareto.reference_point([[0.0, -2.0]]), [0.1, -1.8])
     np.testing.assert_allclose(pareto.reference_point(points, margin=0.5), [5.5, 7.0])
+    # the margin from a wider set's range (e.g. infeasible points too), the worst from points
+    wider = [[0.0, 0.0], [10.0, 25.0]]
+    np.testing.assert_allclose(pareto.reference_point(points, front_only=False, scale=wider),
+                               [5.0, 7.5])
+    np.testing.assert_allclose(pareto.reference_point(points, scale=[[1.0, 1.0]]), [4.3, 5.4])
 
 
 @pytest.mark.parametrize("seed", range(30))

@@ -52,8 +52,8 @@ class BayesStrategy(Strategy):
             units and direction (e.g. ``{"loss": 1.0, "accuracy": 0.5}``); every objective must
             be given (while no observation dominates it and the acquisition is flat there, it
             measures improvement from a loosened point: :func:`loosened_reference_point`). When
-            omitted, it is inferred at each suggestion from the feasible observations (their
-            nadir, 10% of their range worse: see :meth:`_reference_point`) and exposed as
+            omitted, it is inferred at each suggestion: the worst feasible observation, 10% of
+            the range of every observation worse (see :meth:`_reference_point`), exposed as
             :attr:`ref_point`.
             ``Study(ref_point=...)`` passes the study's when this is omitted.
         num_restarts: L-BFGS-B starts of the acquisition optimisation.
@@ -241,8 +241,13 @@ class BayesStrategy(Strategy):
             # extremes, so the acquisition stops extending the front outwards. The observed
             # box only grows, is on each objective's own scale (an objective 1e4 times larger
             # gives the same suggestions), and is what the study records as its own point.
+            # The margin is 10% of the range of every observation, infeasible ones too: under
+            # constraints the first feasible points are few and close together, and a box
+            # as narrow as they are leaves the rest of the front outside it, so the search
+            # stays where it first found feasibility (SRN, OSY: benchmarks/results/
+            # bench_quality_boxall.md). Without constraints both ranges are the same.
             raw = reference_point(_feasible(objectives, violation), maximize=problem.maximize,
-                                  front_only=False)
+                                  front_only=False, scale=objectives)
             self.ref_point = _by_objective(problem, raw)
         raw = _as_array(problem, self.ref_point)
         self.acquisition_ref_point = dict(self.ref_point)

@@ -334,9 +334,17 @@ def test_three_objectives_with_constraints_and_no_reference_point(spy: list[dict
     assert isinstance(spy[-1]["acq"], qLogNoisyExpectedHypervolumeImprovement)
     assert set(strategy.ref_point) == {"f1", "f2", "f3"}
     metrics = [r.metrics for r in results[:-1]]
-    values = problem.objective_values(metrics)[problem.feasible(metrics)]
-    expected = reference_point(values, maximize=[False, False, True], front_only=False)
+    every = problem.objective_values(metrics)
+    values = every[problem.feasible(metrics)]
+    assert 0 < len(values) < len(every)
+    # the worst feasible observation, 10% of the range of every observation out: the feasible
+    # points alone span less, and a box that narrow would keep the search where they are
+    maximize = [False, False, True]
+    expected = reference_point(values, maximize=maximize, front_only=False, scale=every)
     assert list(strategy.ref_point.values()) == pytest.approx(expected.tolist())
+    narrow = reference_point(values, maximize=maximize, front_only=False)
+    assert np.all(np.where(maximize, expected <= narrow, expected >= narrow))
+    assert not np.allclose(expected, narrow)
     batch = strategy.ask(3)
     assert len({tuple(sorted(c.items())) for c in batch}) == 3
 
