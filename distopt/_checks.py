@@ -9,10 +9,17 @@ dots (``resources_per_trial.gpu``), and a plug-in's option as it sits in a study
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
 from ._errors import field_error
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite real number: an int or float (NumPy's too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 def option_field(plugin: str, name: str) -> str:

@@ -9,7 +9,6 @@ in a notebook or a unit test) ``report`` validates its input and keeps the rows 
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -205,6 +204,3 @@ def device() -> Any:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def is_finite_number(value: float) -> bool:
-    """True for a finite float (helper shared by the worker's result validation)."""
-    return not (math.isnan(value) or math.isinf(value))

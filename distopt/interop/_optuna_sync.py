@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._checks import is_finite_number
 from .._problem import Problem
 from ..space import Categorical, Float, Int
 from ..store import StoreReader, configs_from_table, metric_columns
@@ -69,10 +70,6 @@ def _when(moment: datetime.datetime | None) -> datetime.datetime | None:
     return None if moment is None else moment.astimezone().replace(tzinfo=None)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 @dataclass
 class Snapshot:
     """What one sync reads of a store, in the order that keeps it consistent."""
@@ -105,16 +102,16 @@ class _Finished:
 
 def _finished(row: dict[str, Any], problem: Problem, metric_names: list[str]) -> _Finished:
     """The Optuna fields of a store row."""
-    metrics = {m: row[m] for m in metric_names if m in row and _finite(row[m])}
+    metrics = {m: row[m] for m in metric_names if m in row and is_finite_number(row[m])}
     state = _STATE_OF.get(row["status"], "FAIL")
     values = None
     if state == "COMPLETE":
         values = [metrics.get(m, math.nan) for m in problem.objectives]
-        if not all(_finite(v) for v in values):
+        if not all(is_finite_number(v) for v in values):
             state, values = "FAIL", None
     slack = problem.constraint_slack([metrics])[0].tolist() if problem.constraints else None
     system_attrs = {"constraints": slack} if slack is not None and all(
-        _finite(s) for s in slack) else {}
+        is_finite_number(s) for s in slack) else {}
     user_attrs = {TRIAL_ID: row["trial_id"], STATUS: row["status"], METRICS: metrics,
                   ATTEMPTS: row["attempts"]}
     if row["error"]:
@@ -140,7 +137,7 @@ def _last_curves(curves: pa.Table, metric: str | None,
         got = out.get(trial_id)
         if got is None or attempt > got[0]:
             got = out[trial_id] = (attempt, {})
-        if attempt == got[0] and _finite(value):
+        if attempt == got[0] and is_finite_number(value):
             got[1][step] = value
     return out
 

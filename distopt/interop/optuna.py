@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._checks import check_number
+from .._checks import check_number, is_finite_number
 from .._errors import field_error
 from .._problem import Problem
 from ..space import Categorical, Float, Int, Space
@@ -58,7 +58,6 @@ from ._optuna_sync import (
     STATUS,
     TRIAL_ID,
     Snapshot,
-    _finite,
     read_store,
     sync_trials,
 )
@@ -275,7 +274,8 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
             continue
         attrs = trial.user_attrs
         trial_id = int(attrs.get(TRIAL_ID, trial.number))
-        metrics = {k: float(v) for k, v in (attrs.get(METRICS) or {}).items() if _finite(v)}
+        metrics = {k: float(v) for k, v in (attrs.get(METRICS) or {}).items()
+                   if is_finite_number(v)}
         if TRIAL_ID not in attrs:
             if trial.values is not None:
                 metrics.update({m: float(v)
@@ -283,7 +283,7 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
             slacks = _constraints(trial)
             for key, value in slacks.items():
                 name = f"constraint_{key}"
-                if name in constraint_order and _finite(value):
+                if name in constraint_order and is_finite_number(value):
                     metrics[name] = float(value)
         config = {**problem.space.constants, **trial.params}
         start = _seconds(trial.datetime_start)
@@ -293,7 +293,7 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
                      "attempts": int(attrs.get(ATTEMPTS, 1)), "start_time": start,
                      "end_time": end, "worker": "optuna", "node_id": attrs.get("distopt.node_id")})
         for step, value in sorted(trial.intermediate_values.items()):
-            if ATTEMPT in attrs and not _finite(value):
+            if ATTEMPT in attrs and not is_finite_number(value):
                 continue  # a live sync's blank for a step only an earlier attempt reported
             curves.append({"trial_id": trial_id, "step": int(step), "time": end or 0.0,
                            curve_metric: float(value)})

@@ -27,7 +27,6 @@ configuration, wrap the searcher in this module's :class:`Repeater`, not Ray's.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from ray.tune.search import Repeater as RayRepeater
 from ray.tune.search import Searcher
 
 from .. import pareto
-from .._checks import preview
+from .._checks import is_finite_number, preview
 from .._errors import field_error
 from .._problem import Problem, TrialResult
 from ..schedulers import MOASHA
@@ -217,7 +216,7 @@ class DistoptSearcher(Searcher):
     def _outcome(self, result: Mapping[str, Any] | None, error: bool) -> tuple[str, dict]:
         names = self._bound("on_trial_complete").metric_names
         metrics = {name: float(v) for name in names
-                   if _finite(v := (result or {}).get(name))}
+                   if is_finite_number(v := (result or {}).get(name))}
         return (COMPLETE if not error and len(metrics) == len(names) else FAILED), metrics
 
     def _tell(self, trial: TuneResult) -> None:
@@ -347,11 +346,6 @@ class DistoptSearcher(Searcher):
             self.set_state(json.load(handle))
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(
-        value, bool) and math.isfinite(float(value))
-
-
 class Repeater(RayRepeater):
     """Ray Tune's ``Repeater`` that averages every metric across the repeats of a
     configuration, so a multi-objective searcher learns from all its objectives.
@@ -374,7 +368,7 @@ class Repeater(RayRepeater):
         result = dict(result or {})
         self._reported[trial_id] = (result, error)
         score = result.get(self.searcher.metric)
-        group.report(trial_id, score if _finite(score) else np.nan)   # Ray's bookkeeping
+        group.report(trial_id, score if is_finite_number(score) else np.nan)   # Ray's bookkeeping
         if not group.finished_reporting():
             return
         members = [t for t, g in self._trial_id_to_group.items() if g is group]
@@ -382,7 +376,7 @@ class Repeater(RayRepeater):
         values: dict[str, list[float]] = {}
         for report, _ in reports:
             for name, value in report.items():
-                if _finite(value):
+                if is_finite_number(value):
                     values.setdefault(name, []).append(float(value))
         mean = {name: float(np.mean(v)) for name, v in values.items()}
         self.searcher.on_trial_complete(group.primary_trial_id, result=mean,
