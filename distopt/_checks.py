@@ -46,7 +46,7 @@ def check_number(field: str, value: Any, minimum: float | None = None, *,
     """A finite real number within the bounds (``strict``: the minimum itself excluded)."""
     if value is None and allow_none:
         return None
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = is_finite_number(value)
     if ok and minimum is not None:
         ok = value > minimum if strict else value >= minimum
     if ok and maximum is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import is_finite_number
 from ._errors import field_error
 from .space import Space
 from .trial import Status, is_reserved
@@ -70,8 +71,7 @@ def _parse_constraints(constraints: Any) -> dict[str, tuple[str, float]]:
         op, threshold = rule
         if op not in OPERATORS:
             raise field_error(where, f"operator must be '<=' or '>='; got {op!r}")
-        if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                or not math.isfinite(threshold)):
+        if not is_finite_number(threshold):
             raise field_error(where, f"threshold must be a finite number; got {threshold!r}")
         parsed[name] = (op, float(threshold))
     return parsed

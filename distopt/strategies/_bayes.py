@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_choice, check_int, option_field
+from .._checks import check_choice, check_int, is_finite_number, option_field
 from .._errors import field_error
 from .._problem import Problem, TrialResult
 from ..pareto import hypervolume, reference_point
@@ -326,6 +326,6 @@ def _check_ref_point(problem: Problem, ref_point: dict[str, float]) -> None:
         raise field_error(option_field("strategy", "ref_point"), f"needs exactly the objectives "
                                              f"{list(problem.objectives)}; got {sorted(ref_point)}")
     for name, value in ref_point.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        if not is_finite_number(value):
             raise field_error(option_field("strategy", f"ref_point.{name}"),
                               f"must be a finite number; got {value!r}")
