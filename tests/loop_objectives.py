@@ -49,6 +49,10 @@ class SlowAsk(RandomStrategy):
         super().__init__(seed=seed)
         self.delay = delay
         self.asks: list[tuple[float, float]] = []
+        self.paces: list[tuple[float, int]] = []
+
+    def observe_pace(self, trial_seconds: float, workers: int) -> None:
+        self.paces.append((trial_seconds, workers))
 
     def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
         began = time.time()

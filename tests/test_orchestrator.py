@@ -114,6 +114,9 @@ def test_a_slow_strategy_does_not_leave_workers_idle(ray_local, tmp_path):
     assert started_while_thinking, asks
     xs = [r["config/x"] for r in rows.values()]
     assert len(set(xs)) == len(xs)  # interim points never repeat a pending one
+    # the strategy is told the pace it can afford to think at: trials of >= 0.05 s, 2 workers
+    assert strategy.paces and all(workers == 2 for _, workers in strategy.paces)
+    assert all(0.05 <= seconds < 5 for seconds, _ in strategy.paces), strategy.paces
 
 
 def test_enqueued_configurations_run_first(ray_local, tmp_path):

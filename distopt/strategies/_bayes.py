@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from .._problem import Problem, TrialResult
 from ..pareto import hypervolume, reference_point
 from ..space import point_keys
 from ._base import Strategy
+from ._bayes_effort import EFFORTS, Effort, choose, level
 from ._observations import History
 from ._points import pending_points, snap
 from ._seeding import derive_seed
@@ -56,14 +58,23 @@ class BayesStrategy(Strategy):
             the range of every observation worse (see :meth:`_reference_point`), exposed as
             :attr:`ref_point`.
             ``Study(ref_point=...)`` passes the study's when this is omitted.
+        effort: how much a suggestion spends (:mod:`._bayes_effort`): ``"fast"`` (a
+            warm-started fit, 4 restarts from 128 raw samples, 64 MC samples: enough to keep
+            many workers busy with cheap trials), ``"thorough"`` (BoTorch's tutorial settings:
+            converged fits from the priors, 10 restarts from 512 raw samples, 128 MC samples;
+            several times the cost, better on constrained problems), or ``"auto"`` (thorough
+            while a thorough suggestion takes at most a tenth of the time between two results,
+            mean trial seconds / workers, as the orchestrator measures them; fast otherwise and
+            whenever that pace is unknown, as in plain ``ask``/``tell`` use). The next four
+            options override the level's value when given.
         num_restarts: L-BFGS-B starts of the acquisition optimisation.
         raw_samples: points scored to choose those starts.
         mc_samples: quasi-MC samples of the acquisition.
+        warm_start: start each GP fit from the previous hyperparameters with a short L-BFGS-B
+            run (a cold fit from the priors otherwise).
         max_observations: at most this many observations train the GP (the best half by
             constrained Pareto rank plus a random subsample of the others); keeps a suggestion
             well under a second past several hundred trials.
-        warm_start: start each GP fit from the previous hyperparameters with a short L-BFGS-B
-            run (a cold fit from the priors otherwise).
         device: where the GP and the acquisition run: ``"auto"`` (the driver's first CUDA
             device when torch sees one, else the CPU), ``"cpu"`` or ``"cuda"``.
 
@@ -74,22 +85,25 @@ class BayesStrategy(Strategy):
             reference point, or a given one loosened towards the observed front (see
             :func:`loosened_reference_point`).
         last_timing: seconds spent in the last model-based ``ask``: ``fit``, ``acquisition``,
-            and ``n_train`` (observations the GP saw), for benchmarks and logs.
+            ``n_train`` (observations the GP saw) and ``thorough`` (1.0 when it ran at that
+            effort), for benchmarks and logs.
     """
 
     name = "bayes"
     background_ask = True
 
     def __init__(self, *, seed: int | None = 0, n_initial: int | None = None,
-                 ref_point: Mapping[str, float] | None = None, num_restarts: int = 4,
-                 raw_samples: int = 128, mc_samples: int = 64, max_observations: int = 256,
-                 warm_start: bool = True, device: str = "auto"):
+                 ref_point: Mapping[str, float] | None = None, effort: str = "auto",
+                 num_restarts: int | None = None, raw_samples: int | None = None,
+                 mc_samples: int | None = None, warm_start: bool | None = None,
+                 max_observations: int = 256, device: str = "auto"):
         super().__init__(seed=seed)
         check_int(option_field("strategy", "n_initial"), n_initial, 1, allow_none=True)
         for name, value, low in (("num_restarts", num_restarts, 1), ("raw_samples", raw_samples, 1),
-                                 ("mc_samples", mc_samples, 1),
-                                 ("max_observations", max_observations, 8)):
-            check_int(option_field("strategy", name), value, low)
+                                 ("mc_samples", mc_samples, 1)):
+            check_int(option_field("strategy", name), value, low, allow_none=True)
+        check_int(option_field("strategy", "max_observations"), max_observations, 8)
+        self.effort = check_choice(option_field("strategy", "effort"), effort, EFFORTS)
         if ref_point is not None and not isinstance(ref_point, Mapping):
             raise field_error(option_field("strategy", "ref_point"),
                               f"must be a mapping of objective to value; got {ref_point!r}",
@@ -97,13 +111,30 @@ class BayesStrategy(Strategy):
         self.n_initial = n_initial
         self.user_ref_point = None if ref_point is None else dict(ref_point)
         self.ref_point: dict[str, float] | None = self.user_ref_point
+        # None: the effort level's value (see :meth:`_settings`)
         self.num_restarts, self.raw_samples = num_restarts, raw_samples
         self.mc_samples, self.max_observations = mc_samples, max_observations
-        self.warm_start = bool(warm_start)
+        self.warm_start = None if warm_start is None else bool(warm_start)
+        self._pace: tuple[float, int] | None = None
+        self._seconds: dict[str, float] = {}  # effort level -> seconds per point, last ask
         self.device = check_choice(option_field("strategy", "device"), device,
                                    ("auto", "cpu", "cuda"))
         self.last_timing: dict[str, float] = {}
         self.acquisition_ref_point: dict[str, float] | None = None
+
+    def observe_pace(self, trial_seconds: float, workers: int) -> None:
+        """Told by the orchestrator as trials finish; ``effort="auto"`` decides by it."""
+        self._pace = (float(trial_seconds), int(workers))
+
+    def _settings(self) -> tuple[str, Effort]:
+        """The effort level of the next suggestion and its settings, given options applied."""
+        name = choose(self.effort, self._pace, self._seconds)
+        base = level(name)
+        given = {key: value for key, value in (
+            ("num_restarts", self.num_restarts), ("raw_samples", self.raw_samples),
+            ("mc_samples", self.mc_samples), ("warm_start", self.warm_start))
+            if value is not None}
+        return name, replace(base, **given)
 
     def offer_ref_point(self, ref_point: dict[str, float]) -> None:
         """Use the study's reference point unless this strategy was given its own."""
@@ -173,33 +204,38 @@ class BayesStrategy(Strategy):
         failed = history.points[~history.complete][-MAX_FAILED_AS_PENDING:]
         X_pending = to_tensor(np.concatenate([running, failed]), self._device) if len(
             running) + len(failed) else None
+        name, effort = self._settings()
+        search = {"num_restarts": effort.num_restarts, "raw_samples": effort.raw_samples,
+                  "maxiter": effort.acq_maxiter, "sample_around_best": effort.sample_around_best}
         # seeded, without touching the caller's random state (the GPU's too when used)
         cuda = [self._device] if self._device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             start = time.perf_counter()
             model, state, warm = fit_model(self._domain, X, Y,
-                                           self._fit_state if self.warm_start else None)
+                                           self._fit_state if effort.warm_start else None,
+                                           cold_maxiter=effort.fit_maxiter)
             self._fit_state = state
             fitted = time.perf_counter()
-            acq = build_acquisition(model, problem, X_baseline, X_pending, ref, self.mc_samples,
-                                    seed)
-            candidates = optimize(acq, self._domain, q, num_restarts=self.num_restarts,
-                                  raw_samples=self.raw_samples)
+            acq = build_acquisition(model, problem, X_baseline, X_pending, ref,
+                                    effort.mc_samples, seed)
+            candidates = optimize(acq, self._domain, q, **search)
             loose = self._loosened(objectives, violation, acq, candidates)
             if loose is not None:
                 acq = build_acquisition(model, problem, X_baseline, X_pending, loose,
-                                        self.mc_samples, seed)
-                candidates = optimize(acq, self._domain, q, num_restarts=self.num_restarts,
-                                      raw_samples=self.raw_samples)
+                                        effort.mc_samples, seed)
+                candidates = optimize(acq, self._domain, q, **search)
             chosen = self._deduplicate(snap(problem, candidates.cpu().numpy()), avoid, acq,
-                                       X_pending, seed)
-        self.last_timing = {"fit": fitted - start, "acquisition": time.perf_counter() - fitted,
-                            "n_train": float(len(X)), "warm": float(warm)}
+                                       X_pending, seed, effort.raw_samples)
+        end = time.perf_counter()
+        self._seconds[name] = (end - start) / q
+        self.last_timing = {"fit": fitted - start, "acquisition": end - fitted,
+                            "n_train": float(len(X)), "warm": float(warm),
+                            "thorough": float(name == "thorough")}
         return chosen
 
     def _deduplicate(self, candidates: np.ndarray, avoid: set[tuple[float, ...]], acq: Any,
-                     X_pending: Any, seed: int) -> np.ndarray:
+                     X_pending: Any, seed: int, pool_size: int) -> np.ndarray:
         """Replace candidates that repeat a known configuration (or each other).
 
         A repeat happens when the acquisition peaks on an observed corner or, in small discrete
@@ -216,7 +252,7 @@ class BayesStrategy(Strategy):
         for point, key in zip(candidates, point_keys(candidates), strict=True):
             if key in avoid:
                 pool = SobolStart(self.problem.space.dim, seed).take(
-                    0, self.raw_samples, avoid, self.problem)
+                    0, pool_size, avoid, self.problem)
                 pending = [X_pending] if X_pending is not None else []
                 pending += [to_tensor(np.array(chosen), self._device)] if chosen else []
                 point = pool[best_of_pool(acq, to_tensor(pool, self._device),

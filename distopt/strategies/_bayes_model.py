@@ -41,6 +41,9 @@ DTYPE = torch.double
 #: without a gain that held on the quality benchmark (benchmarks/results/).
 WARM_MAXITER = 40
 COLD_MAXITER = 150
+#: Iterations of a cold fit run to convergence (scipy's own default, as BoTorch's tutorials
+#: fit): the ``thorough`` effort of the ``bayes`` strategy.
+CONVERGED_MAXITER = 15000
 #: Fits after which the explorer chain of :func:`fit_model` starts again from the priors.
 EXPLORER_RESTART = 5
 
@@ -154,13 +157,13 @@ class FitState:
     age: int = 0
 
 
-def fit_model(domain: InputDomain, X: Tensor, Y: Tensor,
-              state: FitState | None) -> tuple[SingleTaskGP, FitState, bool]:
+def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None, *,
+              cold_maxiter: int = COLD_MAXITER) -> tuple[SingleTaskGP, FitState, bool]:
     """A GP fitted by maximising the marginal likelihood, the state to warm start the next fit
     from, and whether the warm start won for every output.
 
     Without ``state`` this is BoTorch's usual fit from the priors' initial values (at most
-    ``COLD_MAXITER`` iterations). With it, a twin model holding two copies of every output GP
+    ``cold_maxiter`` iterations). With it, a twin model holding two copies of every output GP
     is fitted in one L-BFGS-B run (``WARM_MAXITER``): one copy starts from
     ``state.best`` (last time's winner, usually a few iterations from the new optimum), the
     other continues the explorer chain, which restarts from the priors every
@@ -179,13 +182,13 @@ def fit_model(domain: InputDomain, X: Tensor, Y: Tensor,
     """
     if state is None:
         model = build_model(domain, X, Y)
-        _fit(model, maxiter=COLD_MAXITER)
+        _fit(model, maxiter=cold_maxiter)
         return model, FitState(best=hyperparameters(model)), False
     m = Y.shape[-1]
     twin = build_model(domain, X, torch.cat([Y, Y], dim=-1))
     params = dict(twin.named_parameters())
     if set(params) != set(state.best):
-        return fit_model(domain, X, Y, None)
+        return fit_model(domain, X, Y, None, cold_maxiter=cold_maxiter)
     with torch.no_grad():
         for half, values in ((slice(0, m), state.best), (slice(m, 2 * m), state.explorer)):
             for name, value in (values or {}).items():  # no explorer: priors' initial values

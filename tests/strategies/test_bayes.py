@@ -387,6 +387,51 @@ def test_options_are_validated() -> None:
         make("bayes", mixed_problem(), num_restarts=0)
     with pytest.raises(ConfigError, match="n_initial"):
         make("bayes", mixed_problem(), n_initial=1.5)
+    with pytest.raises(ConfigError, match="strategy.options.effort"):
+        make("bayes", mixed_problem(), effort="max")
+
+
+def test_auto_effort_spends_the_tutorial_effort_only_when_trials_hide_it() -> None:
+    from distopt.strategies._bayes_effort import choose
+
+    assert choose("auto", None, {"fast": 0.5}) == "fast"  # pace never told: plain ask/tell
+    assert choose("auto", (100.0, 1), {}) == "fast"  # no suggestion measured yet
+    assert choose("auto", (100.0, 1), {"fast": 0.5}) == "thorough"  # ~5 s <= 10% of 100 s
+    assert choose("auto", (100.0, 4), {"fast": 0.5}) == "fast"  # ~5 s > 10% of 25 s
+    assert choose("auto", (100.0, 1), {"fast": 0.5, "thorough": 12.0}) == "fast"  # measured
+    assert choose("fast", (1e6, 1), {"fast": 0.1}) == "fast"
+    assert choose("thorough", None, {}) == "thorough"
+
+
+def test_effort_levels_set_the_fit_and_given_options_override_them(monkeypatch) -> None:
+    fits: list[tuple[bool, int]] = []
+    fit = _bayes_model.fit_model
+
+    def recording(domain, X, Y, state, *, cold_maxiter):
+        fits.append((state is None, cold_maxiter))
+        return fit(domain, X, Y, state, cold_maxiter=cold_maxiter)
+
+    monkeypatch.setattr(_bayes_model, "fit_model", recording)
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
+    strategy = make("bayes", problem)  # effort "auto", never told a pace
+    drive(strategy, two_objectives, 8)
+    assert fits[0] == (True, _bayes_model.COLD_MAXITER) and not any(cold for cold, _ in fits[1:])
+    assert strategy.last_timing["thorough"] == 0.0
+
+    fits.clear()
+    strategy = make("bayes", problem)
+    strategy.observe_pace(1e4, 2)  # slow trials: a thorough suggestion hides behind them
+    drive(strategy, two_objectives, 8)
+    # the first model-based ask measures a fast one; the next ones are thorough: cold fits to
+    # convergence each time
+    assert fits == [(True, _bayes_model.COLD_MAXITER)] + [
+        (True, _bayes_model.CONVERGED_MAXITER)] * 2
+    assert strategy.last_timing["thorough"] == 1.0
+
+    fits.clear()
+    strategy = make("bayes", problem, effort="thorough", warm_start=True)
+    drive(strategy, two_objectives, 8)
+    assert [cold for cold, _ in fits] == [True, False, False]  # the given option wins
 
 
 @pytest.mark.slow

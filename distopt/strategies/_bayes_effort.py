@@ -1,0 +1,84 @@
+"""How much a ``bayes`` suggestion spends: the ``effort`` option and its ``"auto"`` rule.
+
+``fast`` is what keeps 8 workers busy with one-second trials (0.3-2.4 s of CPU per
+suggestion on the quality suite). ``thorough`` is what BoTorch's tutorial loop spends: every
+fit from the priors run to convergence, 10 restarts from 512 raw samples, 128 MC samples and
+200 L-BFGS-B iterations per acquisition; 2-16 s per suggestion there, and closer to the
+tutorial's quality on constrained problems (benchmarks/results/exp_effort.md). ``auto`` spends
+that only when trials are slow enough to hide it: see :func:`choose`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+#: The ``effort`` option's values.
+EFFORTS = ("auto", "fast", "thorough")
+#: Largest share of the time between two results (mean trial seconds / workers) a thorough
+#: suggestion may take under ``"auto"``: a single worker then idles at most ~10% of the time,
+#: and several workers' suggestions stay ahead of them in the background.
+AUTO_SHARE = 0.1
+#: Cost of a thorough suggestion relative to a fast one, assumed until one is measured (the
+#: quality suite's range is 2x-19x: exp_effort.md).
+THOROUGH_COST_RATIO = 10.0
+
+
+@dataclass(frozen=True)
+class Effort:
+    """The settings a level of effort stands for.
+
+    Attributes:
+        num_restarts, raw_samples, mc_samples: of the acquisition optimisation.
+        warm_start: warm-start each GP fit (else a cold fit of ``fit_maxiter`` iterations).
+        fit_maxiter: L-BFGS-B iterations of a cold fit.
+        acq_maxiter: L-BFGS-B iterations of the acquisition (first point of a batch).
+        sample_around_best: draw part of the raw samples around the best observed points.
+    """
+
+    num_restarts: int
+    raw_samples: int
+    mc_samples: int
+    warm_start: bool
+    fit_maxiter: int
+    acq_maxiter: int
+    sample_around_best: bool
+
+
+@cache
+def level(name: str) -> Effort:
+    """The settings of ``"fast"`` or ``"thorough"``."""
+    # imported here: the model's modules load torch, which a strategy loads when a search starts
+    from ._bayes_acquisition import ACQ_MAXITER, SAMPLE_AROUND_BEST
+    from ._bayes_model import COLD_MAXITER, CONVERGED_MAXITER
+
+    if name == "fast":
+        return Effort(num_restarts=4, raw_samples=128, mc_samples=64, warm_start=True,
+                      fit_maxiter=COLD_MAXITER, acq_maxiter=ACQ_MAXITER,
+                      sample_around_best=SAMPLE_AROUND_BEST)
+    # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
+    # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples.
+    return Effort(num_restarts=10, raw_samples=512, mc_samples=128, warm_start=False,
+                  fit_maxiter=CONVERGED_MAXITER, acq_maxiter=200, sample_around_best=False)
+
+
+def choose(effort: str, pace: tuple[float, int] | None, seconds: dict[str, float]) -> str:
+    """The level a suggestion runs at: ``"fast"`` or ``"thorough"``.
+
+    Under ``"auto"``: thorough when its cost per suggested point (the last measured, else
+    ``THOROUGH_COST_RATIO`` times the last fast one) is at most ``AUTO_SHARE`` of the time
+    between two results, ``trial_seconds / workers``; fast while the pace or any cost is
+    unknown (plain ask/tell use, the first model-based suggestion), so a search whose pace is
+    never told behaves exactly like ``"fast"``.
+
+    Args:
+        pace: ``(mean trial seconds, workers)`` as the orchestrator last measured it.
+        seconds: level -> measured seconds per suggested point of its last ask.
+    """
+    if effort != "auto":
+        return effort
+    if pace is None or not seconds:
+        return "fast"
+    trial_seconds, workers = pace
+    cost = seconds.get("thorough", seconds.get("fast", 0.0) * THOROUGH_COST_RATIO)
+    return "thorough" if cost <= AUTO_SHARE * trial_seconds / max(1, workers) else "fast"
