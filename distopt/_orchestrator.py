@@ -316,7 +316,9 @@ class Orchestrator:
             mean = sum(durations) / len(durations)
             self._trial_seconds = mean if self._trial_seconds is None else \
                 0.8 * self._trial_seconds + 0.2 * mean
-            self.strategy.observe_pace(self._trial_seconds, len(self.pool.slots))
+            # cohort members train at once: each is one of the trials a suggestion waits behind
+            at_once = self.n_running + len(rows) if is_batched(self.objective) else 0
+            self.strategy.observe_pace(self._trial_seconds, max(len(self.pool.slots), at_once))
         results = [TrialResult(r["trial_id"], r["config"], r["status"], r["metrics"]) for r in rows]
         for result in results:
             self.n_failed += result.status not in (COMPLETE, PRUNED)

@@ -38,7 +38,18 @@ def quick(config: dict[str, Any]) -> dict[str, float]:
     return {"f1": x, "f2": 1.0 - x}
 
 
-class SlowAsk(RandomStrategy):
+class Paced(RandomStrategy):
+    """Sobol points; records the pace the orchestrator tells it."""
+
+    def __init__(self, *, seed: int | None = 0):
+        super().__init__(seed=seed)
+        self.paces: list[tuple[float, int]] = []
+
+    def observe_pace(self, trial_seconds: float, concurrency: int) -> None:
+        self.paces.append((trial_seconds, concurrency))
+
+
+class SlowAsk(Paced):
     """Sobol points that take ``delay`` seconds each ask, computed in the background; records
     when each ask ran (driver side)."""
 
@@ -49,10 +60,6 @@ class SlowAsk(RandomStrategy):
         super().__init__(seed=seed)
         self.delay = delay
         self.asks: list[tuple[float, float]] = []
-        self.paces: list[tuple[float, int]] = []
-
-    def observe_pace(self, trial_seconds: float, workers: int) -> None:
-        self.paces.append((trial_seconds, workers))
 
     def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
         began = time.time()

@@ -22,9 +22,10 @@ def _rows(reader):
 
 
 def test_cohort_members_are_full_trials(ray_local, tmp_path):
-    from loop_objectives import bowls_cohort
+    from loop_objectives import Paced, bowls_cohort
 
-    reader = Study(SPACE, OBJECTIVES, store=tmp_path / "s", seed=0).optimize(
+    strategy = Paced(seed=0)
+    reader = Study(SPACE, OBJECTIVES, store=tmp_path / "s", strategy=strategy).optimize(
         bowls_cohort, budget=12, workers=2, cohort_size=4)
     rows = _rows(reader)
     assert sorted(rows) == list(range(12))
@@ -45,6 +46,8 @@ def test_cohort_members_are_full_trials(ray_local, tmp_path):
         starts.setdefault((row["worker"], row["start_time"]), []).append(row["trial_id"])
     sizes = sorted(len(ids) for ids in starts.values())
     assert sizes[-2:] == [4, 4] and len(sizes) <= 4, sizes
+    # the pace counts members as trials running at once: 2 workers x 4 members
+    assert max(at_once for _, at_once in strategy.paces) == 8, strategy.paces
 
 
 class StopOdd(Scheduler):

@@ -81,11 +81,13 @@ class Strategy(ProblemBound, ABC):
         """The study's hypervolume reference point (metric -> value, own units and direction),
         for strategies that steer by hypervolume; ignored by the others."""
 
-    def observe_pace(self, trial_seconds: float, workers: int) -> None:  # noqa: B027 - optional
-        """How long trials take (a moving mean of completed ones, seconds) and how many workers
-        run them, as the orchestrator measures it; for strategies that trade the cost of a
-        suggestion for its quality, ignored by the others. Called from the loop's thread, also
-        while the strategy computes in the background: store it, read it at the next ``ask``."""
+    def observe_pace(self, trial_seconds: float, concurrency: int) -> None:  # noqa: B027
+        """How long trials take (a moving mean of completed ones, seconds) and how many run at
+        once (workers, or workers x cohort members), as the orchestrator measures it: a result
+        arrives every ``trial_seconds / concurrency`` seconds. For strategies that trade the
+        cost of a suggestion for its quality; ignored by the others. Called from the loop's
+        thread, also while the strategy computes in the background: store it, read it at the
+        next ``ask``."""
 
     def tell(self, results: Sequence[TrialResult]) -> None:
         """Learn from finished trials (any status; failed ones carry no usable metrics)."""

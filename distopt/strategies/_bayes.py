@@ -64,9 +64,9 @@ class BayesStrategy(Strategy):
             converged fits from the priors, 10 restarts from 512 raw samples, 128 MC samples;
             several times the cost, better on constrained problems), or ``"auto"`` (thorough
             while a thorough suggestion takes at most a tenth of the time between two results,
-            mean trial seconds / workers, as the orchestrator measures them; fast otherwise and
-            whenever that pace is unknown, as in plain ``ask``/``tell`` use). The next four
-            options override the level's value when given.
+            mean trial seconds / trials running at once, as the orchestrator measures them;
+            fast otherwise and whenever that pace is unknown, as in plain ``ask``/``tell``
+            use). The next four options override the level's value when given.
         num_restarts: L-BFGS-B starts of the acquisition optimisation.
         raw_samples: points scored to choose those starts.
         mc_samples: quasi-MC samples of the acquisition.
@@ -122,9 +122,9 @@ class BayesStrategy(Strategy):
         self.last_timing: dict[str, float] = {}
         self.acquisition_ref_point: dict[str, float] | None = None
 
-    def observe_pace(self, trial_seconds: float, workers: int) -> None:
+    def observe_pace(self, trial_seconds: float, concurrency: int) -> None:
         """Told by the orchestrator as trials finish; ``effort="auto"`` decides by it."""
-        self._pace = (float(trial_seconds), int(workers))
+        self._pace = (float(trial_seconds), int(concurrency))
 
     def _settings(self) -> tuple[str, Effort]:
         """The effort level of the next suggestion and its settings, given options applied."""

@@ -15,9 +15,9 @@ from functools import cache
 
 #: The ``effort`` option's values.
 EFFORTS = ("auto", "fast", "thorough")
-#: Largest share of the time between two results (mean trial seconds / workers) a thorough
-#: suggestion may take under ``"auto"``: a single worker then idles at most ~10% of the time,
-#: and several workers' suggestions stay ahead of them in the background.
+#: Largest share of the time between two results (mean trial seconds / trials running at once)
+#: a thorough suggestion may take under ``"auto"``: a single worker then idles at most ~10% of
+#: the time, and several workers' suggestions stay ahead of them in the background.
 AUTO_SHARE = 0.1
 #: Cost of a thorough suggestion relative to a fast one, assumed until one is measured (the
 #: quality suite's range is 2x-19x: exp_effort.md).
@@ -67,18 +67,19 @@ def choose(effort: str, pace: tuple[float, int] | None, seconds: dict[str, float
 
     Under ``"auto"``: thorough when its cost per suggested point (the last measured, else
     ``THOROUGH_COST_RATIO`` times the last fast one) is at most ``AUTO_SHARE`` of the time
-    between two results, ``trial_seconds / workers``; fast while the pace or any cost is
+    between two results, ``trial_seconds / concurrency``; fast while the pace or any cost is
     unknown (plain ask/tell use, the first model-based suggestion), so a search whose pace is
     never told behaves exactly like ``"fast"``.
 
     Args:
-        pace: ``(mean trial seconds, workers)`` as the orchestrator last measured it.
+        pace: ``(mean trial seconds, trials running at once)`` as the orchestrator last
+            measured it (:meth:`~distopt.strategies.Strategy.observe_pace`).
         seconds: level -> measured seconds per suggested point of its last ask.
     """
     if effort != "auto":
         return effort
     if pace is None or not seconds:
         return "fast"
-    trial_seconds, workers = pace
+    trial_seconds, concurrency = pace
     cost = seconds.get("thorough", seconds.get("fast", 0.0) * THOROUGH_COST_RATIO)
-    return "thorough" if cost <= AUTO_SHARE * trial_seconds / max(1, workers) else "fast"
+    return "thorough" if cost <= AUTO_SHARE * trial_seconds / max(1, concurrency) else "fast"
