@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ from ._observations import History
 from ._points import pending_points, snap
 from ._seeding import derive_seed
 from ._sobol import SobolStart
+
+log = logging.getLogger("distopt")
 
 #: Failed or pruned trials fed to the acquisition as if still running (most recent first):
 #: the acquisition then expects nothing new from their neighbourhood, which steers suggestions
@@ -117,6 +120,7 @@ class BayesStrategy(Strategy):
         self.warm_start = None if warm_start is None else bool(warm_start)
         self._pace: tuple[float, int] | None = None
         self._seconds: dict[str, float] = {}  # effort level -> seconds per point, last ask
+        self._level = "fast"  # of the last suggestion
         self.device = check_choice(option_field("strategy", "device"), device,
                                    ("auto", "cpu", "cuda"))
         self.last_timing: dict[str, float] = {}
@@ -129,6 +133,10 @@ class BayesStrategy(Strategy):
     def _settings(self) -> tuple[str, Effort]:
         """The effort level of the next suggestion and its settings, given options applied."""
         name = choose(self.effort, self._pace, self._seconds)
+        if self.effort == "auto" and name != self._level and self._pace is not None:
+            log.info("bayes: trials take %.3g s, %d at once: %s suggestions (effort auto)",
+                     *self._pace, name)
+        self._level = name
         base = level(name)
         given = {key: value for key, value in (
             ("num_restarts", self.num_restarts), ("raw_samples", self.raw_samples),

@@ -403,7 +403,7 @@ def test_auto_effort_spends_the_tutorial_effort_only_when_trials_hide_it() -> No
     assert choose("thorough", None, {}) == "thorough"
 
 
-def test_effort_levels_set_the_fit_and_given_options_override_them(monkeypatch) -> None:
+def test_effort_levels_set_the_fit_and_given_options_override_them(monkeypatch, caplog) -> None:
     fits: list[tuple[bool, int]] = []
     fit = _bayes_model.fit_model
 
@@ -421,7 +421,10 @@ def test_effort_levels_set_the_fit_and_given_options_override_them(monkeypatch) 
     fits.clear()
     strategy = make("bayes", problem)
     strategy.observe_pace(1e4, 2)  # slow trials: a thorough suggestion hides behind them
-    drive(strategy, two_objectives, 8)
+    with caplog.at_level("INFO", logger="distopt"):
+        drive(strategy, two_objectives, 8)
+    assert [r.getMessage() for r in caplog.records] == [
+        "bayes: trials take 1e+04 s, 2 at once: thorough suggestions (effort auto)"]
     # the first model-based ask measures a fast one; the next ones are thorough: cold fits to
     # convergence each time
     assert fits == [(True, _bayes_model.COLD_MAXITER)] + [
