@@ -31,7 +31,7 @@ class Effort:
     Attributes:
         num_restarts, raw_samples, mc_samples: of the acquisition optimisation.
         warm_start: warm-start each GP fit (else a cold fit of ``fit_maxiter`` iterations).
-        fit_maxiter: L-BFGS-B iterations of a cold fit.
+        fit_maxiter: L-BFGS-B iterations of a cold fit (None: BoTorch's fit to convergence).
         acq_maxiter: L-BFGS-B iterations of the acquisition (first point of a batch).
         sample_around_best: draw part of the raw samples around the best observed points.
     """
@@ -40,7 +40,7 @@ class Effort:
     raw_samples: int
     mc_samples: int
     warm_start: bool
-    fit_maxiter: int
+    fit_maxiter: int | None
     acq_maxiter: int
     sample_around_best: bool
 
@@ -50,7 +50,7 @@ def level(name: str) -> Effort:
     """The settings of ``"fast"`` or ``"thorough"``."""
     # imported here: the model's modules load torch, which a strategy loads when a search starts
     from ._bayes_acquisition import ACQ_MAXITER, SAMPLE_AROUND_BEST
-    from ._bayes_model import COLD_MAXITER, CONVERGED_MAXITER
+    from ._bayes_model import COLD_MAXITER, CONVERGED
 
     if name == "fast":
         return Effort(num_restarts=4, raw_samples=128, mc_samples=64, warm_start=True,
@@ -59,7 +59,7 @@ def level(name: str) -> Effort:
     # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
     # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples.
     return Effort(num_restarts=10, raw_samples=512, mc_samples=128, warm_start=False,
-                  fit_maxiter=CONVERGED_MAXITER, acq_maxiter=200, sample_around_best=False)
+                  fit_maxiter=CONVERGED, acq_maxiter=200, sample_around_best=False)
 
 
 def choose(effort: str, pace: tuple[float, int] | None, seconds: dict[str, float]) -> str:

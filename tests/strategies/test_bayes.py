@@ -428,7 +428,7 @@ def test_effort_levels_set_the_fit_and_given_options_override_them(monkeypatch, 
     # the first model-based ask measures a fast one; the next ones are thorough: cold fits to
     # convergence each time
     assert fits == [(True, _bayes_model.COLD_MAXITER)] + [
-        (True, _bayes_model.CONVERGED_MAXITER)] * 2
+        (True, _bayes_model.CONVERGED)] * 2
     assert strategy.last_timing["thorough"] == 1.0
 
     fits.clear()
