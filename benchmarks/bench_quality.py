@@ -406,7 +406,8 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def render(rows: list[dict[str, Any]]) -> str:
+def render(rows: list[dict[str, Any]], targets: tuple[str, ...] = ("bayes",)) -> str:
+    """The tables per worker count, then the targets of each method in ``targets``."""
     lines = []
     for workers in sorted({r["workers"] for r in rows}):
         lines += [f"### workers={workers}", "",
@@ -418,7 +419,8 @@ def render(rows: list[dict[str, Any]]) -> str:
                          f"{_fmt(r['gap@20'])} | {_fmt(r['gap@40'])} | {_fmt(r['gap@60'])} | "
                          f"{r['suggest_ms']:.1f} | {r['suggest_cpu_ms']:.1f} |")
         lines.append("")
-    lines += render_targets(rows)
+    for method in targets:
+        lines += render_targets(rows, method)
     return "\n".join(lines)
 
 
@@ -428,19 +430,20 @@ TUTORIAL_TOLERANCE = 0.1
 WORKERS_TOLERANCE = 0.3
 
 
-def render_targets(rows: list[dict[str, Any]]) -> list[str]:
-    """The issue's targets: bayes vs the tutorial loop and Optuna's GPSampler at 40
-    evaluations, and bayes with 16 workers vs 1."""
+def render_targets(rows: list[dict[str, Any]], method: str = "bayes") -> list[str]:
+    """The issue's targets: ``method`` (bayes or a variant) vs the tutorial loop and Optuna's
+    GPSampler at 40 evaluations, and with 16 workers vs 1."""
     index = {(r["problem"], r["method"], r["workers"]): r["gap@40"] for r in rows}
-    lines = ["### targets at 40 evaluations (log10 gap; met / missed / - unmeasured)", "",
-             f"| problem | bayes w1 | botorch w1 | bayes - botorch (<= {TUTORIAL_TOLERANCE}) | "
-             f"optuna_gp w1 | bayes ahead of optuna_gp | bayes w16 | w16 - w1 "
-             f"(<= {WORKERS_TOLERANCE}) |",
+    lines = [f"### targets at 40 evaluations, {method} (log10 gap; met / missed / - unmeasured)",
+             "",
+             f"| problem | {method} w1 | botorch w1 | {method} - botorch "
+             f"(<= {TUTORIAL_TOLERANCE}) | optuna_gp w1 | {method} ahead of optuna_gp | "
+             f"{method} w16 | w16 - w1 (<= {WORKERS_TOLERANCE}) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     problems = sorted({r["problem"] for r in rows}, key=list(SUITE).index)
     for problem in problems:
-        b1, t1 = index.get((problem, "bayes", 1)), index.get((problem, "botorch", 1))
-        g1, b16 = index.get((problem, "optuna_gp", 1)), index.get((problem, "bayes", 16))
+        b1, t1 = index.get((problem, method, 1)), index.get((problem, "botorch", 1))
+        g1, b16 = index.get((problem, "optuna_gp", 1)), index.get((problem, method, 16))
         if b1 is None:
             continue
         tutorial = "-" if t1 is None else (
@@ -470,6 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=None,
                         help="evaluations per run (default: 40 for the tutorial loop, 60 else)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, BraninCurrin only")
+    parser.add_argument("--targets", nargs="+", default=["bayes"],
+                        help="methods whose targets are tabulated (e.g. bayes bayes:thorough)")
     parser.add_argument("--name", default="bench_quality", help="results/<name>.md and .json")
     parser.add_argument("--note", default="", help="a sentence for the header (how it was run)")
     parser.add_argument("--include", nargs="+", default=[], type=Path,
@@ -506,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
         older = [r for r in json.loads(path.read_text()) if group(r) not in taken]
         runs += older
         taken |= {group(r) for r in older}
-    table = render(summarize(runs))
+    table = render(summarize(runs), tuple(args.targets))
     header = (f"# {args.name}\n\nlog10(max_hv - hv) after n evaluations, median over the "
               f"seeds (lower is better); suggest_ms/eval: time to propose over the "
               f"first {TIME_WINDOW} evaluations / {TIME_WINDOW}, one torch thread"

@@ -19,9 +19,10 @@ EFFORTS = ("auto", "fast", "thorough")
 #: a thorough suggestion may take under ``"auto"``: a single worker then idles at most ~10% of
 #: the time, and several workers' suggestions stay ahead of them in the background.
 AUTO_SHARE = 0.1
-#: Cost of a thorough suggestion relative to a fast one, assumed until one is measured (the
-#: quality suite's range is 2x-19x: exp_effort.md).
-THOROUGH_COST_RATIO = 10.0
+#: Cost of a thorough suggestion relative to a fast one, assumed until one is measured: the
+#: largest ratio on the quality suite (2.3x-5.4x of CPU per suggestion over 40 evaluations,
+#: benchmarks/results/bench_quality_thorough.md), so a first thorough suggestion is rarely over.
+THOROUGH_COST_RATIO = 6.0
 
 
 @dataclass(frozen=True)
