@@ -1,11 +1,11 @@
 """How much a ``bayes`` suggestion spends: the ``effort`` option and its ``"auto"`` rule.
 
-``fast`` is what keeps 8 workers busy with one-second trials (0.3-2.4 s of CPU per
-suggestion on the quality suite). ``thorough`` is what BoTorch's tutorial loop spends: every
-fit from the priors run to convergence, 10 restarts from 512 raw samples, 128 MC samples and
-200 L-BFGS-B iterations per acquisition; 2-16 s per suggestion there, and closer to the
-tutorial's quality on constrained problems (benchmarks/results/exp_effort.md). ``auto`` spends
-that only when trials are slow enough to hide it: see :func:`choose`.
+``fast`` is what keeps 8 workers busy with one-second trials. ``thorough`` is what BoTorch's
+tutorial loop spends: every fit from the priors run to convergence, 10 restarts from 512 raw
+samples, 128 MC samples and 200 L-BFGS-B iterations per acquisition, at 2.7-5.5 times the CPU of
+``fast`` and closer to the tutorial's quality on most problems of the quality suite
+(benchmarks/results/bench_quality_thorough.md). ``auto`` spends that only when trials are slow
+enough to hide it: see :func:`choose`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ EFFORTS = ("auto", "fast", "thorough")
 #: the time, and several workers' suggestions stay ahead of them in the background.
 AUTO_SHARE = 0.1
 #: Cost of a thorough suggestion relative to a fast one, assumed until one is measured: the
-#: largest ratio on the quality suite (2.3x-5.4x of CPU per suggestion over 40 evaluations,
-#: benchmarks/results/bench_quality_thorough.md), so a first thorough suggestion is rarely over.
+#: largest ratio on the quality suite, rounded up (2.7x-5.5x of CPU per suggestion over 40
+#: evaluations), so a first thorough suggestion is rarely over its budget.
 THOROUGH_COST_RATIO = 6.0
 
 
