@@ -133,7 +133,7 @@ class BayesStrategy(Strategy):
     def _settings(self) -> tuple[str, Effort]:
         """The effort level of the next suggestion and its settings, given options applied."""
         name = choose(self.effort, self._pace, self._seconds)
-        if self.effort == "auto" and name != self._level and self._pace is not None:
+        if self.effort == "auto" and name != self._level:  # a change needs a known pace
             log.info("bayes: trials take %.3g s, %d at once: %s suggestions (effort auto)",
                      *self._pace, name)
         self._level = name
