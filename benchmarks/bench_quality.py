@@ -231,6 +231,9 @@ class BoTorchTutorial:
         self.bounds = torch.zeros(2, problem.dim, **self.tkwargs)
         self.bounds[1] = 1
         self.n_init = 2 * (problem.dim + 1)
+        # past n_init, Sobol points go to workers asking before any result is in (more workers
+        # than the start), as distopt's bayes does; the sequence's prefix is the same either way
+        n_sobol = self.n_init + 64
         torch.manual_seed(seed)
         if shared_start:  # the Sobol points distopt's strategies start from with this seed
             from distopt._problem import Problem
@@ -239,9 +242,9 @@ class BoTorchTutorial:
             cube = Problem({f"x{j}": {"type": "float", "low": 0.0, "high": 1.0}
                             for j in range(problem.dim)}, {"f0": "max", "f1": "max"})
             self.init = torch.tensor(SobolStart(problem.dim, seed).take(
-                0, self.n_init, set(), cube), **self.tkwargs)
+                0, n_sobol, set(), cube), **self.tkwargs)
         else:
-            self.init = draw_sobol_samples(bounds=self.bounds, n=self.n_init, q=1,
+            self.init = draw_sobol_samples(bounds=self.bounds, n=n_sobol, q=1,
                                            seed=seed).squeeze(1)
         self.X: list[np.ndarray] = []
         self.Y: list[np.ndarray] = []
@@ -249,7 +252,7 @@ class BoTorchTutorial:
 
     def ask(self, n: int, pending: list[np.ndarray]) -> list[np.ndarray]:
         out = []
-        while len(out) < n and self.handed_out < self.n_init:
+        while len(out) < n and (self.handed_out < self.n_init or not self.X):
             out.append(self.init[self.handed_out].numpy())
             self.handed_out += 1
         if len(out) < n:
