@@ -222,7 +222,8 @@ class BayesStrategy(Strategy):
             start = time.perf_counter()
             model, state, warm = fit_model(self._domain, X, Y,
                                            self._fit_state if effort.warm_start else None,
-                                           cold_maxiter=effort.fit_maxiter)
+                                           cold_maxiter=effort.fit_maxiter,
+                                           kernel=effort.kernel)
             self._fit_state = state
             fitted = time.perf_counter()
             acq = build_acquisition(model, problem, X_baseline, X_pending, ref,

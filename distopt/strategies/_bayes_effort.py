@@ -35,6 +35,7 @@ class Effort:
         fit_maxiter: L-BFGS-B iterations of a cold fit (None: BoTorch's fit to convergence).
         acq_maxiter: L-BFGS-B iterations of the acquisition (first point of a batch).
         sample_around_best: draw part of the raw samples around the best observed points.
+        kernel: the GP's kernel, ``"matern"`` or ``"rbf"`` (``_bayes_model.build_model``).
     """
 
     num_restarts: int
@@ -44,6 +45,7 @@ class Effort:
     fit_maxiter: int | None
     acq_maxiter: int
     sample_around_best: bool
+    kernel: str
 
 
 @cache
@@ -56,11 +58,13 @@ def level(name: str) -> Effort:
     if name == "fast":
         return Effort(num_restarts=4, raw_samples=128, mc_samples=64, warm_start=True,
                       fit_maxiter=COLD_MAXITER, acq_maxiter=ACQ_MAXITER,
-                      sample_around_best=SAMPLE_AROUND_BEST)
+                      sample_around_best=SAMPLE_AROUND_BEST, kernel="matern")
     # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
-    # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples.
+    # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples, and its
+    # default RBF kernel.
     return Effort(num_restarts=10, raw_samples=512, mc_samples=128, warm_start=False,
-                  fit_maxiter=CONVERGED, acq_maxiter=200, sample_around_best=False)
+                  fit_maxiter=CONVERGED, acq_maxiter=200, sample_around_best=False,
+                  kernel="rbf")
 
 
 def choose(effort: str, pace: tuple[float, int] | None, seconds: dict[str, float]) -> str:

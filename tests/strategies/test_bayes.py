@@ -405,20 +405,25 @@ def test_auto_effort_spends_the_tutorial_effort_only_when_trials_hide_it() -> No
 
 def test_effort_levels_set_the_fit_and_given_options_override_them(monkeypatch, caplog) -> None:
     fits: list[tuple[bool, int]] = []
+    kernels: list[str] = []
     fit = _bayes_model.fit_model
 
-    def recording(domain, X, Y, state, *, cold_maxiter):
+    def recording(domain, X, Y, state, *, cold_maxiter, kernel):
         fits.append((state is None, cold_maxiter))
-        return fit(domain, X, Y, state, cold_maxiter=cold_maxiter)
+        fitted = fit(domain, X, Y, state, cold_maxiter=cold_maxiter, kernel=kernel)
+        kernels.append(type(fitted[0].covar_module).__name__)
+        return fitted
 
     monkeypatch.setattr(_bayes_model, "fit_model", recording)
     problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
     strategy = make("bayes", problem)  # effort "auto", never told a pace
     drive(strategy, two_objectives, 8)
     assert fits[0] == (True, _bayes_model.COLD_MAXITER) and not any(cold for cold, _ in fits[1:])
+    assert set(kernels) == {"MaternKernel"}
     assert strategy.last_timing["thorough"] == 0.0
 
     fits.clear()
+    kernels.clear()
     strategy = make("bayes", problem)
     strategy.observe_pace(1e4, 2)  # slow trials: a thorough suggestion hides behind them
     with caplog.at_level("INFO", logger="distopt"):
@@ -429,6 +434,7 @@ def test_effort_levels_set_the_fit_and_given_options_override_them(monkeypatch, 
     # convergence each time
     assert fits == [(True, _bayes_model.COLD_MAXITER)] + [
         (True, _bayes_model.CONVERGED)] * 2
+    assert kernels == ["MaternKernel", "RBFKernel", "RBFKernel"]  # thorough: BoTorch's default
     assert strategy.last_timing["thorough"] == 1.0
 
     fits.clear()
