@@ -16,7 +16,9 @@ random subsample of the rest.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import MixedSingleTaskGP, SingleTaskGP
 from botorch.models.transforms import Normalize, Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
-from gpytorch.kernels import MaternKernel, RBFKernel
+from gpytorch.kernels import Kernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
@@ -95,9 +97,9 @@ def build_model(domain: InputDomain, X: Tensor, Y: Tensor, kernel: str = "matern
     Args:
         X: ``n x d`` snapped encodings.
         Y: ``n x m`` raw metric values.
-        kernel: ``"matern"`` (:func:`matern_kernel`) or ``"rbf"`` (BoTorch's default).
+        kernel: ``"matern"`` or ``"rbf"`` (:func:`kernel_factory`).
     """
-    factory = matern_kernel if kernel == "matern" else rbf_kernel
+    factory = kernel_factory(kernel)
     ordinal = domain.ordinal_dims
     # Bounds are fixed (not learned from the data) so that the input scaling does not change
     # between fits and warm-started lengthscales keep their meaning.
@@ -112,34 +114,22 @@ def build_model(domain: InputDomain, X: Tensor, Y: Tensor, kernel: str = "matern
     batch_shape = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
     return SingleTaskGP(X, Y, input_transform=input_transform,
                         outcome_transform=outcome_transform,
-                        covar_module=factory(batch_shape, X.shape[-1]))
+                        covar_module=factory(batch_shape=batch_shape, ard_num_dims=X.shape[-1]))
 
 
-def matern_kernel(batch_shape: torch.Size, ard_num_dims: int,
-                  active_dims: list[int] | None = None) -> MaternKernel:
-    """BoTorch's default kernel prior (dimension-scaled log-normal lengthscales, Hvarfner et
-    al. 2024) on a Matern-5/2 kernel instead of its default RBF.
+def kernel_factory(kernel: str) -> Callable[..., Kernel]:
+    """``factory(*, batch_shape, ard_num_dims, active_dims=None)`` of BoTorch's default kernel
+    prior (dimension-scaled log-normal lengthscales, Hvarfner et al. 2024) on a Matern-5/2
+    (``"matern"``) or an RBF (``"rbf"``, BoTorch's own default) kernel.
 
-    The ``fast`` effort's kernel. With its short warm-started fits the RBF's infinitely smooth
-    sample paths extrapolated trends far beyond the data, which sent the acquisition to the
-    corners of the box, where a front in the middle of the box (DTLZ2) is not. Matern-5/2 is the
-    usual choice in BO for that reason (Snoek et al. 2012).
+    Why two: the ``fast`` effort's short warm-started fits left the RBF's infinitely smooth
+    sample paths extrapolating trends far beyond the data, which sent the acquisition to the
+    corners of the box, where a front in the middle of the box (DTLZ2) is not; Matern-5/2 is
+    the usual choice in BO for that reason (Snoek et al. 2012). Fitted to convergence (the
+    ``thorough`` effort) the RBF did not chase corners and did better than the Matern on the
+    quality suite.
     """
-    return get_covar_module_with_dim_scaled_prior(
-        ard_num_dims=ard_num_dims, batch_shape=batch_shape, use_rbf_kernel=False,
-        active_dims=active_dims)
-
-
-def rbf_kernel(batch_shape: torch.Size, ard_num_dims: int,
-               active_dims: list[int] | None = None) -> RBFKernel:
-    """BoTorch's default kernel: the same prior on an RBF kernel.
-
-    With fits run to convergence (the ``thorough`` effort) its smoother posterior did better
-    than the Matern-5/2 on the quality suite; with short warm fits it chased corners.
-    """
-    return get_covar_module_with_dim_scaled_prior(
-        ard_num_dims=ard_num_dims, batch_shape=batch_shape, use_rbf_kernel=True,
-        active_dims=active_dims)
+    return partial(get_covar_module_with_dim_scaled_prior, use_rbf_kernel=kernel == "rbf")
 
 
 def _safe_bounds(bounds: Tensor) -> Tensor:
