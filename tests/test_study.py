@@ -287,7 +287,19 @@ def dying_objective(threshold: float):
     return objective
 
 
+def _wait_for_free_cpus(ray, n: int, timeout: float = 30.0) -> None:
+    """Until the shared local Ray has ``n`` CPUs free: an earlier test's killed actors give
+    theirs back asynchronously, and with fewer free a second trial queues behind the first on
+    one worker, whose death is then not charged to either (one more hand-out, by design)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0.0) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_dead_worker_is_retried_then_failed(ray_local, tmp_path):
+    _wait_for_free_cpus(ray_local, 2)
     study = Study({"x": Float(0.0, 1.0)}, {"f1": "min", "f2": "min"}, store=tmp_path / "dies")
     with pytest.raises(distopt.DistoptError, match="no trial completed"):  # all FAILED
         study.optimize(dying_objective(-1.0), budget=2, workers=2, max_retries=1)
