@@ -45,6 +45,8 @@ WARM_MAXITER = 40
 COLD_MAXITER = 150
 #: ``cold_maxiter`` of a fit to convergence, BoTorch's own (the ``thorough`` effort).
 CONVERGED = None
+#: The GP's kernels by name -> whether it is BoTorch's RBF (see :func:`kernel_factory`).
+KERNELS = {"matern": False, "rbf": True}
 #: Fits after which the explorer chain of :func:`fit_model` starts again from the priors.
 EXPLORER_RESTART = 5
 
@@ -129,7 +131,7 @@ def kernel_factory(kernel: str) -> Callable[..., Kernel]:
     ``thorough`` effort) the RBF did not chase corners and did better than the Matern on the
     quality suite.
     """
-    return partial(get_covar_module_with_dim_scaled_prior, use_rbf_kernel=kernel == "rbf")
+    return partial(get_covar_module_with_dim_scaled_prior, use_rbf_kernel=KERNELS[kernel])
 
 
 def _safe_bounds(bounds: Tensor) -> Tensor:
@@ -155,11 +157,13 @@ class FitState:
         explorer: the chain restarted from the priors' initial values every
             ``EXPLORER_RESTART`` fits; None means "restart it now".
         age: fits since the explorer last restarted.
+        kernel: of the fit these came from (another kernel's values are no warm start).
     """
 
     best: dict[str, Tensor]
     explorer: dict[str, Tensor] | None = None
     age: int = 0
+    kernel: str = "matern"
 
 
 def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None, *,
@@ -190,11 +194,11 @@ def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None,
     if state is None:
         model = build_model(domain, X, Y, kernel)
         _fit(model, maxiter=cold_maxiter)
-        return model, FitState(best=hyperparameters(model)), False
+        return model, FitState(best=hyperparameters(model), kernel=kernel), False
     m = Y.shape[-1]
     twin = build_model(domain, X, torch.cat([Y, Y], dim=-1), kernel)
     params = dict(twin.named_parameters())
-    if set(params) != set(state.best):
+    if set(params) != set(state.best) or state.kernel != kernel:
         return fit_model(domain, X, Y, None, cold_maxiter=cold_maxiter, kernel=kernel)
     with torch.no_grad():
         for half, values in ((slice(0, m), state.best), (slice(m, 2 * m), state.explorer)):
@@ -212,7 +216,8 @@ def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None,
     explorer = None if age >= EXPLORER_RESTART else {
         name: params[name][m:].detach().clone().reshape(value.shape)
         for name, value in state.best.items()}
-    return model, FitState(best=hyperparameters(model), explorer=explorer, age=age), \
+    return model, FitState(best=hyperparameters(model), explorer=explorer, age=age,
+                           kernel=kernel), \
         bool((pick < m).all())
 
 

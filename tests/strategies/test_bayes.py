@@ -244,6 +244,12 @@ def test_warm_start_keeps_a_good_fit_and_recovers_from_a_bad_one() -> None:
         wins.append(warm_won)
     assert not wins[0]  # the explorer beat the bad start at once for some output
     assert (score(recovered) >= score(cold) - 0.02).all(), (score(recovered), score(cold))
+    # a state from the other kernel (effort auto switching level) is no warm start: a cold fit
+    _, rbf_state, _ = _bayes_model.fit_model(domain, X, Y, None, kernel="rbf")
+    _, state, warm_won = _bayes_model.fit_model(domain, X, Y, rbf_state)
+    assert not warm_won and state.explorer is None and state.kernel == "matern"
+    with pytest.raises(KeyError):
+        _bayes_model.kernel_factory("rbff")
 
 
 def test_the_acquisition_baseline_is_the_best_observations_past_its_limit(
