@@ -53,12 +53,12 @@ def level(name: str) -> Effort:
     """The settings of ``"fast"`` or ``"thorough"``."""
     # imported here: the model's modules load torch, which a strategy loads when a search starts
     from ._bayes_acquisition import ACQ_MAXITER, SAMPLE_AROUND_BEST
-    from ._bayes_model import COLD_MAXITER, CONVERGED
+    from ._bayes_model import COLD_MAXITER, CONVERGED, DEFAULT_KERNEL
 
     if name == "fast":
         return Effort(num_restarts=4, raw_samples=128, mc_samples=64, warm_start=True,
                       fit_maxiter=COLD_MAXITER, acq_maxiter=ACQ_MAXITER,
-                      sample_around_best=SAMPLE_AROUND_BEST, kernel="matern")
+                      sample_around_best=SAMPLE_AROUND_BEST, kernel=DEFAULT_KERNEL)
     # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
     # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples, and its
     # default RBF kernel.

@@ -47,6 +47,8 @@ COLD_MAXITER = 150
 CONVERGED = None
 #: The GP's kernels by name -> whether it is BoTorch's RBF (see :func:`kernel_factory`).
 KERNELS = {"matern": False, "rbf": True}
+#: The kernel of the ``fast`` effort, and of a model or fit state that names none.
+DEFAULT_KERNEL = "matern"
 #: Fits after which the explorer chain of :func:`fit_model` starts again from the priors.
 EXPLORER_RESTART = 5
 
@@ -92,7 +94,7 @@ class InputDomain:
         return [j for j in range(self.bounds.shape[-1]) if j not in self.cat_dims]
 
 
-def build_model(domain: InputDomain, X: Tensor, Y: Tensor, kernel: str = "matern"
+def build_model(domain: InputDomain, X: Tensor, Y: Tensor, kernel: str = DEFAULT_KERNEL
                 ) -> SingleTaskGP:
     """An unfitted GP with one output per metric.
 
@@ -163,11 +165,11 @@ class FitState:
     best: dict[str, Tensor]
     explorer: dict[str, Tensor] | None = None
     age: int = 0
-    kernel: str = "matern"
+    kernel: str = DEFAULT_KERNEL
 
 
 def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None, *,
-              cold_maxiter: int | None = COLD_MAXITER, kernel: str = "matern"
+              cold_maxiter: int | None = COLD_MAXITER, kernel: str = DEFAULT_KERNEL
               ) -> tuple[SingleTaskGP, FitState, bool]:
     """A GP fitted by maximising the marginal likelihood, the state to warm start the next fit
     from, and whether the warm start won for every output.
