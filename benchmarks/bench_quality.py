@@ -60,6 +60,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 SUITE = {
     "BraninCurrin": ("BraninCurrin", {}),
     "ZDT2_d6": ("ZDT2", {"dim": 6, "num_objectives": 2}),
+    "ZDT1_d6": ("ZDT1", {"dim": 6, "num_objectives": 2}),
+    "ZDT3_d6": ("ZDT3", {"dim": 6, "num_objectives": 2}),
     "DTLZ2_d6_M2": ("DTLZ2", {"dim": 6, "num_objectives": 2}),
     "DTLZ2_d6_M3": ("DTLZ2", {"dim": 6, "num_objectives": 3}),
     "VehicleSafety": ("VehicleSafety", {}),
