@@ -2,10 +2,11 @@
 
 ``fast`` is what keeps 8 workers busy with one-second trials. ``thorough`` is what BoTorch's
 tutorial loop spends: its RBF kernel, every fit from the priors run to convergence, 10 restarts
-from 512 raw samples, 128 MC samples and 200 L-BFGS-B iterations per acquisition, at several
-times the CPU of ``fast`` and closer to the tutorial's quality on most problems of the quality
-suite (benchmarks/results/bench_quality_thorough_rbf.md). ``auto`` spends that only when trials
-are slow enough to hide it: see :func:`choose`.
+from 512 raw samples, 128 MC samples and 200 L-BFGS-B iterations per acquisition, with part of
+the raw samples drawn around the best points as under ``fast``; at several times the CPU of
+``fast`` and closer to the tutorial's quality on most problems of the quality suite
+(benchmarks/results/bench_quality_converged.md). ``auto`` spends that only when trials are slow
+enough to hide it: see :func:`choose`.
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ def level(name: str) -> Effort:
                       sample_around_best=SAMPLE_AROUND_BEST, kernel=DEFAULT_KERNEL)
     # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
     # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples, and its
-    # default RBF kernel.
+    # default RBF kernel; but part of the raw samples drawn around the best points, as under
+    # fast: without them the search stalled short of the end of a front on a face of the box
+    # (ZDT2; benchmarks/results/exp_effort.md, session 17).
     return Effort(num_restarts=10, raw_samples=512, mc_samples=128, warm_start=False,
-                  fit_maxiter=CONVERGED, acq_maxiter=200, sample_around_best=False,
+                  fit_maxiter=CONVERGED, acq_maxiter=200, sample_around_best=SAMPLE_AROUND_BEST,
                   kernel="rbf")
 
 
