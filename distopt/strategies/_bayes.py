@@ -215,7 +215,7 @@ class BayesStrategy(Strategy):
             running) + len(failed) else None
         name, effort = self._settings()
         search = {"num_restarts": effort.num_restarts, "raw_samples": effort.raw_samples,
-                  "maxiter": effort.acq_maxiter, "sample_around_best": effort.sample_around_best}
+                  "maxiter": effort.acq_maxiter}
         # seeded, without touching the caller's random state (the GPU's too when used)
         cuda = [self._device] if self._device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):

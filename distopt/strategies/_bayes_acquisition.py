@@ -44,6 +44,10 @@ ACQ_FTOL = 1e-6
 #: this (half the restarts).
 BATCH_MAXITER = 20
 BATCH_RAW_DIVISOR = 4
+#: Draw part of the raw samples of a continuous space around the best observed points (BoTorch's
+#: ``sample_around_best``), at every effort: the tutorial loop does not, and without them its
+#: settings stalled short of the end of a front on a face of the box (ZDT2;
+#: benchmarks/results/exp_effort.md, session 17).
 SAMPLE_AROUND_BEST = True
 
 
@@ -117,8 +121,7 @@ def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
 
 
 def optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_restarts: int,
-             raw_samples: int, maxiter: int = ACQ_MAXITER,
-             sample_around_best: bool = SAMPLE_AROUND_BEST) -> Tensor:
+             raw_samples: int, maxiter: int = ACQ_MAXITER) -> Tensor:
     """Maximise ``acq`` over the domain; returns ``q x d`` candidates, a batch chosen jointly by
     sequential greedy (each point given the previous ones as pending, :func:`_optimize`).
 
@@ -129,7 +132,6 @@ def optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_resta
 
     Args:
         maxiter: L-BFGS-B iterations for the first point of the batch.
-        sample_around_best: draw part of the raw samples around the best observed points.
     """
     with warnings.catch_warnings():
         # L-BFGS-B line searches sometimes end "ABNORMAL" on the flat parts of a log
@@ -138,15 +140,15 @@ def optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_resta
         warnings.simplefilter("ignore", NumericalWarning)
         warnings.filterwarnings("ignore", message="Optimization failed", category=RuntimeWarning)
         return _optimize(acq, domain, q, num_restarts=num_restarts, raw_samples=raw_samples,
-                         maxiter=maxiter, around_best=sample_around_best)
+                         maxiter=maxiter)
 
 
 def _optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_restarts: int,
-              raw_samples: int, maxiter: int, around_best: bool) -> Tensor:
+              raw_samples: int, maxiter: int) -> Tensor:
     """The first point with the full effort, then ``q - 1`` by BoTorch's sequential greedy
     (each maximises the acquisition given the points chosen before it as pending) with a
     smaller effort per point, so that a batch of 64 costs far less than 64 single asks."""
-    first = _optimize_step(acq, domain, 1, num_restarts, raw_samples, maxiter, around_best)
+    first = _optimize_step(acq, domain, 1, num_restarts, raw_samples, maxiter)
     if q == 1:
         return first
     # Later points only need to be good given the earlier ones: the incumbent front is already
@@ -155,15 +157,14 @@ def _optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_rest
     acq.set_X_pending(first if base is None else torch.cat([base, first]))
     try:
         rest = _optimize_step(acq, domain, q - 1, max(1, num_restarts // 2),
-                              max(32, raw_samples // BATCH_RAW_DIVISOR), BATCH_MAXITER,
-                              around_best)
+                              max(32, raw_samples // BATCH_RAW_DIVISOR), BATCH_MAXITER)
     finally:
         acq.set_X_pending(base)
     return torch.cat([first, rest])
 
 
 def _optimize_step(acq: AcquisitionFunction, domain: InputDomain, q: int, num_restarts: int,
-                   raw_samples: int, maxiter: int, around_best: bool) -> Tensor:
+                   raw_samples: int, maxiter: int) -> Tensor:
     if domain.discrete_dims or domain.cat_dims:
         candidates, _ = optimize_acqf_mixed_alternating(
             acq, bounds=domain.bounds, discrete_dims=domain.discrete_dims,
@@ -177,7 +178,7 @@ def _optimize_step(acq: AcquisitionFunction, domain: InputDomain, q: int, num_re
         sequential=True,
         options={"batch_limit": num_restarts, "init_batch_limit": INIT_BATCH_LIMIT,
                  "maxiter": maxiter, "ftol": ACQ_FTOL, "factr": None,
-                 "sample_around_best": around_best})
+                 "sample_around_best": SAMPLE_AROUND_BEST})
     return candidates.detach()
 
 

@@ -35,7 +35,6 @@ class Effort:
         warm_start: warm-start each GP fit (else a cold fit of ``fit_maxiter`` iterations).
         fit_maxiter: L-BFGS-B iterations of a cold fit (None: BoTorch's fit to convergence).
         acq_maxiter: L-BFGS-B iterations of the acquisition (first point of a batch).
-        sample_around_best: draw part of the raw samples around the best observed points.
         kernel: the GP's kernel, ``"matern"`` or ``"rbf"`` (``_bayes_model.build_model``).
     """
 
@@ -45,7 +44,6 @@ class Effort:
     warm_start: bool
     fit_maxiter: int | None
     acq_maxiter: int
-    sample_around_best: bool
     kernel: str
 
 
@@ -53,21 +51,18 @@ class Effort:
 def level(name: str) -> Effort:
     """The settings of ``"fast"`` or ``"thorough"``."""
     # imported here: the model's modules load torch, which a strategy loads when a search starts
-    from ._bayes_acquisition import ACQ_MAXITER, SAMPLE_AROUND_BEST
+    from ._bayes_acquisition import ACQ_MAXITER
     from ._bayes_model import COLD_MAXITER, CONVERGED, DEFAULT_KERNEL
 
     if name == "fast":
         return Effort(num_restarts=4, raw_samples=128, mc_samples=64, warm_start=True,
-                      fit_maxiter=COLD_MAXITER, acq_maxiter=ACQ_MAXITER,
-                      sample_around_best=SAMPLE_AROUND_BEST, kernel=DEFAULT_KERNEL)
+                      fit_maxiter=COLD_MAXITER, acq_maxiter=ACQ_MAXITER, kernel=DEFAULT_KERNEL)
     # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
     # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples, and its
-    # default RBF kernel; but part of the raw samples drawn around the best points, as under
-    # fast: without them the search stalled short of the end of a front on a face of the box
-    # (ZDT2; benchmarks/results/exp_effort.md, session 17).
+    # default RBF kernel (but its raw samples partly around the best points, as at every
+    # effort: _bayes_acquisition.SAMPLE_AROUND_BEST).
     return Effort(num_restarts=10, raw_samples=512, mc_samples=128, warm_start=False,
-                  fit_maxiter=CONVERGED, acq_maxiter=200, sample_around_best=SAMPLE_AROUND_BEST,
-                  kernel="rbf")
+                  fit_maxiter=CONVERGED, acq_maxiter=200, kernel="rbf")
 
 
 def choose(effort: str, pace: tuple[float, int] | None, seconds: dict[str, float]) -> str:
