@@ -44,9 +44,9 @@ ACQ_FTOL = 1e-6
 #: this (half the restarts).
 BATCH_MAXITER = 20
 BATCH_RAW_DIVISOR = 4
-#: Draw part of the raw samples of a continuous space around the best observed points (BoTorch's
-#: ``sample_around_best``), at every effort: the tutorial loop does not, and without them its
-#: settings stalled short of the end of a front on a face of the box (ZDT2;
+#: Score as many raw samples again, drawn around the best observed points, in a continuous
+#: space (BoTorch's ``sample_around_best``), at every effort: the tutorial loop does not, and
+#: without them its settings stalled short of the end of a front on a face of the box (ZDT2;
 #: benchmarks/results/exp_effort.md, session 17).
 SAMPLE_AROUND_BEST = True
 

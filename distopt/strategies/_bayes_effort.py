@@ -2,8 +2,8 @@
 
 ``fast`` is what keeps 8 workers busy with one-second trials. ``thorough`` is what BoTorch's
 tutorial loop spends: its RBF kernel, every fit from the priors run to convergence, 10 restarts
-from 512 raw samples, 128 MC samples and 200 L-BFGS-B iterations per acquisition, with part of
-the raw samples drawn around the best points as under ``fast``; at several times the CPU of
+from 512 raw samples, 128 MC samples and 200 L-BFGS-B iterations per acquisition, and as many
+raw samples again drawn around the best points, as under ``fast``; at several times the CPU of
 ``fast`` and closer to the tutorial's quality on most problems of the quality suite
 (benchmarks/results/bench_quality_converged.md). ``auto`` spends that only when trials are slow
 enough to hide it: see :func:`choose`.
@@ -59,7 +59,7 @@ def level(name: str) -> Effort:
                       fit_maxiter=COLD_MAXITER, acq_maxiter=ACQ_MAXITER, kernel=DEFAULT_KERNEL)
     # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
     # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples, and its
-    # default RBF kernel (but its raw samples partly around the best points, as at every
+    # default RBF kernel (plus as many raw samples around the best points, as at every
     # effort: _bayes_acquisition.SAMPLE_AROUND_BEST).
     return Effort(num_restarts=10, raw_samples=512, mc_samples=128, warm_start=False,
                   fit_maxiter=CONVERGED, acq_maxiter=200, kernel="rbf")
