@@ -46,8 +46,8 @@ BATCH_MAXITER = 20
 BATCH_RAW_DIVISOR = 4
 #: Score as many raw samples again, drawn around the best observed points, in a continuous
 #: space (BoTorch's ``sample_around_best``), at every effort: the tutorial loop does not, and
-#: without them its settings stalled short of the end of a front on a face of the box (ZDT2;
-#: benchmarks/results/exp_effort.md, session 17).
+#: without them its settings never reached the end of a front on a face of the box (ZDT1, ZDT2;
+#: benchmarks/results/exp_effort.md, sessions 17-18).
 SAMPLE_AROUND_BEST = True
 
 
