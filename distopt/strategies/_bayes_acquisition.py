@@ -45,9 +45,9 @@ ACQ_FTOL = 1e-6
 BATCH_MAXITER = 20
 BATCH_RAW_DIVISOR = 4
 #: Score as many raw samples again, drawn around the best observed points, in a continuous
-#: space (BoTorch's ``sample_around_best``), at every effort: the tutorial loop does not, and
-#: without them its settings never reached the end of a front on a face of the box (ZDT1, ZDT2;
-#: benchmarks/results/exp_effort.md, sessions 17-18).
+#: space (BoTorch's ``sample_around_best``), at every effort. The tutorial loop does not; with
+#: them its settings reach the end of ZDT2's front (on a face of the box) on 2 of 5 seeds instead
+#: of none and gain on ZDT1, at some cost on SRN (benchmarks/results/exp_effort.md, session 18).
 SAMPLE_AROUND_BEST = True
 
 
