@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -253,20 +254,45 @@ def _say(message: str, loud: bool) -> None:
 
 
 def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int, dict, int]], int]:
-    """Trials dispatched but never finished (a crash or Ctrl-C), and the largest id used."""
+    """Trials dispatched but never finished (a crash or Ctrl-C), and the largest id used.
+
+    The largest id counts the curves too when hand-outs were lost to damage: a trial in flight
+    whose hand-out row is gone cannot be run again (its configuration went with the row), but
+    the curve rows it streamed keep its id, which a new trial must not take (its curves would
+    mix with them).
+    """
     finished = {r.trial_id for r in results}
     max_id = max(finished, default=-1)
     table = reader.dispatched()
-    if table is None:
-        return [], max_id
     latest: dict[int, tuple[dict, int]] = {}
-    for trial_id, attempt, config in zip(table["trial_id"].to_pylist(),
-                                         table["attempt"].to_pylist(), configs_from_table(table),
-                                         strict=True):
-        latest[trial_id] = (config, attempt)
-        max_id = max(max_id, trial_id)
+    if table is not None:
+        for trial_id, attempt, config in zip(table["trial_id"].to_pylist(),
+                                             table["attempt"].to_pylist(),
+                                             configs_from_table(table), strict=True):
+            latest[trial_id] = (config, attempt)
+            max_id = max(max_id, trial_id)
+    if "dispatched" in reader.damaged:
+        untraced = sorted(set(reader.curves(all_attempts=True)["trial_id"].to_pylist())
+                          - finished - set(latest))
+        if untraced:
+            max_id = max(max_id, untraced[-1])
+            warnings.warn(f"{reader.path}: trials {_id_ranges(untraced)} were running when the "
+                          f"search stopped, but the rows that handed them out are damaged: they "
+                          f"are not run again (their curves are kept)", RuntimeWarning,
+                          stacklevel=2)
     again = [(t, c, a) for t, (c, a) in sorted(latest.items()) if t not in finished]
     return again, max_id
+
+
+def _id_ranges(ids: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"`` (sorted ids)."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
 
 
 def _import_path(objective: Any) -> str | None:

@@ -33,12 +33,18 @@ from ._schema import (
 
 
 class StoreReader:
-    """Read access to a store folder written by :class:`~distopt.store.StoreWriter`."""
+    """Read access to a store folder written by :class:`~distopt.store.StoreWriter`.
+
+    Attributes:
+        damaged: the tables (``"trials"``, ``"curves"``, ``"dispatched"``) of which a read by
+            this reader lost rows to damage (each loss is also warned of, once).
+    """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.metadata: dict[str, Any] = read_metadata(self.path)
         self.problem = Problem.from_dict(self.metadata["problem"])
+        self.damaged: set[str] = set()
         self._reported: set[str] = set()
 
     def __repr__(self) -> str:
@@ -50,7 +56,11 @@ class StoreReader:
         return StoreLock.is_held(self.path)
 
     def _read(self, name: str) -> pa.Table | None:
-        return read_rows(self.path / name, live=self.live, report=self._report)
+        def report(message: str) -> None:
+            self.damaged.add(name)
+            self._report(message)
+
+        return read_rows(self.path / name, live=self.live, report=report)
 
     def _report(self, message: str) -> None:
         """Warn of damage once per reader (a store is read many times by one session)."""

@@ -142,3 +142,45 @@ def test_a_flip_in_a_small_part_of_a_running_writer(tmp_path, monkeypatch, where
     reopened.close()
     _, table, messages = _read(path)
     assert messages == [] and table["trial_id"].to_pylist() == kept
+
+
+def test_a_damaged_hand_out_part_keeps_the_ids_of_the_trials_it_held(tmp_path, monkeypatch):
+    """Trials 10-19 were running when the search stopped and 15-19 had streamed curves; the part
+    that handed them out is damaged. Resume cannot run them again (their configurations went
+    with the rows), says so for those that left a trace, and never gives their ids to new
+    trials, whose curves would mix with theirs."""
+    monkeypatch.setattr("distopt.store._writer.PUBLISH_INTERVAL", 0.0)
+    path = tmp_path / "store"
+    writer = StoreWriter(path, _metadata())
+    writer.add_dispatched([{"trial_id": i, "attempt": 1, "time": 1.0,
+                            "config": {"x": i / N}} for i in range(10)])
+    writer.add_trials([_row(i) for i in range(10)])
+    writer.add_dispatched([{"trial_id": i, "attempt": 1, "time": 2.0,
+                            "config": {"x": i / N}} for i in range(10, 20)])
+    writer.add_curves([{"trial_id": i, "attempt": 1, "step": 0, "time": 3.0,
+                        "f1": 0.5} for i in range(15, 20)])
+    parts = list_parts(path / "dispatched")
+    assert len(parts) == 2
+    _, _, footer_start = _layout(parts[1].path.read_bytes())
+    _flip(parts[1].path, footer_start + 30)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = distopt.open_store(path)
+        again, max_id = _in_flight(reader, reader.results())
+    messages = [str(w.message) for w in caught]
+    assert again == [] and max_id == 19
+    assert reader.damaged == {"dispatched"}
+    assert len(messages) == 2 and parts[1].path.name in messages[0]
+    assert "trials 15-19 were running when the search stopped" in messages[1]
+    writer.close()
+    # an intact store reads no curves for this and warns of nothing
+    clean = tmp_path / "clean"
+    with StoreWriter(clean, _metadata()) as other:
+        other.add_dispatched([{"trial_id": i, "attempt": 1, "time": 1.0,
+                               "config": {"x": i / N}} for i in range(3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reader = distopt.open_store(clean)
+        assert _in_flight(reader, []) == ([(i, {"x": i / N}, 1) for i in range(3)], 2)
+        assert reader.damaged == set()
