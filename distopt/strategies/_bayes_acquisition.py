@@ -54,26 +54,46 @@ SAMPLE_AROUND_BEST = True
 class OutcomeConstraint:
     """``metric <= t`` or ``metric >= t`` on model samples, as BoTorch wants it (``<= 0`` ok).
 
+    The slack is measured in standard deviations of the metric's observations (``scale``):
+    BoTorch smooths each constraint's feasibility indicator with a sigmoid of temperature
+    ``eta`` (1e-3) in the units of the slack, so on raw units a constraint measured in
+    thousands got a step (the MC estimate of its probability of feasibility then has almost no
+    gradient to guide the optimiser) and one measured in tenths a smooth ramp. In standard
+    deviations, the scale the GP standardises the metric to, every constraint gets the same
+    smoothing (benchmarks/results/exp_effort.md, session 19).
+
     Args:
         index: the metric's output of the model.
         threshold: ``t``, in the metric's raw units.
         upper: True for ``<=``, False for ``>=``.
+        scale: the metric's spread in raw units (> 0).
     """
 
-    def __init__(self, index: int, threshold: float, upper: bool):
+    def __init__(self, index: int, threshold: float, upper: bool, scale: float = 1.0):
         self.index, self.threshold, self.upper = index, threshold, upper
+        self.scale = scale
 
     def __call__(self, samples: Tensor) -> Tensor:
         """``sample_shape x batch_shape x q x m`` samples -> ``sample_shape x batch_shape x q``."""
-        slack = samples[..., self.index] - self.threshold
+        slack = (samples[..., self.index] - self.threshold) / self.scale
         return slack if self.upper else -slack
 
 
-def outcome_constraints(problem: Problem) -> list[OutcomeConstraint]:
-    """One callable per constraint of ``problem``, indexing the model's outputs."""
+def outcome_constraints(problem: Problem, scales: Tensor | None = None
+                        ) -> list[OutcomeConstraint]:
+    """One callable per constraint of ``problem``, indexing the model's outputs.
+
+    Args:
+        scales: ``m`` spread of each metric in raw units (the model's outcome standardisation);
+            None measures slack in raw units.
+    """
     names = problem.metric_names
-    return [OutcomeConstraint(names.index(name), threshold, op == "<=")
-            for name, (op, threshold) in problem.constraints.items()]
+    out = []
+    for name, (op, threshold) in problem.constraints.items():
+        index = names.index(name)
+        scale = 1.0 if scales is None else float(scales[index])
+        out.append(OutcomeConstraint(index, threshold, op == "<=", scale))
+    return out
 
 
 def objective_signs(problem: Problem, device: torch.device | str = "cpu") -> Tensor:
@@ -96,7 +116,8 @@ def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
             single objective.
     """
     sampler = SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed)
-    constraints = outcome_constraints(problem) or None
+    # the spread the model standardises each metric by (Standardize's, floored above zero)
+    constraints = outcome_constraints(problem, model.outcome_transform.stdvs.reshape(-1)) or None
     device = X_baseline.device
     signs = objective_signs(problem, device)
     n_objectives, n_outputs = len(signs), len(problem.metric_names)

@@ -325,6 +325,31 @@ def test_suggestions_do_not_depend_on_an_objectives_scale() -> None:
     assert gap < 0.05, (first, second)
 
 
+def test_suggestions_do_not_depend_on_a_constraints_units() -> None:
+    """The same constraint in units 1e4 times larger (its threshold too) gives the same
+    suggestions: feasibility is smoothed on the slack in standard deviations, not raw units."""
+    rng = np.random.default_rng(5)
+    configs = [{"x": float(a), "y": float(b)} for a, b in rng.random((9, 2))]
+
+    def asked(scale: float) -> list[dict]:
+        problem = Problem(SQUARE, {"f1": "min", "f2": "min"}, {"r": ["<=", 0.09 * scale]})
+        strategy = make("bayes", problem, n_initial=2)
+        for i, config in enumerate(configs):
+            metrics = two_objectives(config)
+            metrics["r"] *= scale
+            strategy.tell([TrialResult(i, config, "COMPLETE", metrics)])
+        return problem, strategy.ask(2)
+
+    problem, first = asked(1.0)
+    _, second = asked(1e4)
+    gap = np.abs(problem.space.encode(first) - problem.space.encode(second)).max()
+    assert gap < 0.05, (first, second)
+    constraint = _bayes_acquisition.outcome_constraints(
+        problem, torch.tensor([1.0, 1.0, 4.0], dtype=torch.double))[0]
+    samples = torch.tensor([[0.0, 0.0, 0.09 + 2.0]], dtype=torch.double)
+    assert constraint(samples).item() == pytest.approx(0.5)  # 2 raw units over, 4 per sd
+
+
 def test_three_objectives_with_constraints_and_no_reference_point(spy: list[dict]) -> None:
     from botorch.acquisition.multi_objective.logei import (
         qLogNoisyExpectedHypervolumeImprovement,
