@@ -69,9 +69,8 @@ class OutcomeConstraint:
         scale: the metric's spread in raw units (> 0).
     """
 
-    def __init__(self, index: int, threshold: float, upper: bool, scale: float = 1.0):
-        self.index, self.threshold, self.upper = index, threshold, upper
-        self.scale = scale
+    def __init__(self, index: int, threshold: float, upper: bool, scale: float):
+        self.index, self.threshold, self.upper, self.scale = index, threshold, upper, scale
 
     def __call__(self, samples: Tensor) -> Tensor:
         """``sample_shape x batch_shape x q x m`` samples -> ``sample_shape x batch_shape x q``."""
@@ -79,21 +78,16 @@ class OutcomeConstraint:
         return slack if self.upper else -slack
 
 
-def outcome_constraints(problem: Problem, scales: Tensor | None = None
-                        ) -> list[OutcomeConstraint]:
+def outcome_constraints(problem: Problem, scales: Tensor) -> list[OutcomeConstraint]:
     """One callable per constraint of ``problem``, indexing the model's outputs.
 
     Args:
-        scales: ``m`` spread of each metric in raw units (the model's outcome standardisation);
-            None measures slack in raw units.
+        scales: ``m`` spread of each metric in raw units (the model's outcome standardisation).
     """
     names = problem.metric_names
-    out = []
-    for name, (op, threshold) in problem.constraints.items():
-        index = names.index(name)
-        scale = 1.0 if scales is None else float(scales[index])
-        out.append(OutcomeConstraint(index, threshold, op == "<=", scale))
-    return out
+    return [OutcomeConstraint(names.index(name), threshold, op == "<=",
+                              float(scales[names.index(name)]))
+            for name, (op, threshold) in problem.constraints.items()]
 
 
 def objective_signs(problem: Problem, device: torch.device | str = "cpu") -> Tensor:

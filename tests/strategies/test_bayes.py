@@ -331,7 +331,7 @@ def test_suggestions_do_not_depend_on_a_constraints_units() -> None:
     rng = np.random.default_rng(5)
     configs = [{"x": float(a), "y": float(b)} for a, b in rng.random((9, 2))]
 
-    def asked(scale: float) -> list[dict]:
+    def asked(scale: float) -> tuple[Problem, list[dict]]:
         problem = Problem(SQUARE, {"f1": "min", "f2": "min"}, {"r": ["<=", 0.09 * scale]})
         strategy = make("bayes", problem, n_initial=2)
         for i, config in enumerate(configs):
