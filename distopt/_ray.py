@@ -50,6 +50,7 @@ def ray_session(address: str | None, *, workers: int,
         else:
             check_reachable(address)
             token = use_cluster_token()
+            check_token(address, token)
             try:
                 ray.init(address=address, **quiet)
             except (ConnectionError, TimeoutError, ValueError) as error:
@@ -122,6 +123,51 @@ def use_cluster_token() -> bool:
         return bool(setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
     finally:
         log.setLevel(level)
+
+
+def check_token(address: str, token: bool) -> None:
+    """Raise a ConfigError naming ``address`` when its cluster refuses this machine's token.
+
+    ``ray.init`` asks the cluster for its id 20 times, one second apart, each refusal a
+    ``gcs_client.cc`` warning line on stderr, before it fails with a message that names neither
+    the token nor the fix. One probe with Ray's own GCS client (the call ``ray.init`` makes
+    first) tells the refusal apart in milliseconds; its one warning line goes nowhere. Anything
+    else the probe meets (another kind of address, an older Ray) is left to ``ray.init``.
+    """
+    if "://" in address:  # Ray Client (ray://): its server is not a GCS
+        return
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return
+    try:
+        with _stderr_silenced():  # the C++ client warns on fd 2, past Python's logging
+            GcsClient(address=address, cluster_id=None)
+    except AuthenticationError:
+        fix = ("copy the head node's ~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN "
+               "to it" if token else "set RAY_AUTH_MODE=token and put the cluster's token in "
+               "RAY_AUTH_TOKEN or ~/.ray/auth_token")
+        raise field_error("address", f"cannot join the Ray cluster at {address!r}: it refused "
+                                     "this machine's authentication token", fix) from None
+    except Exception:  # noqa: BLE001 - ray.init reports whatever else is wrong, as before
+        return
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block (a native library's own writes too)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _join_fix(token: bool) -> str:
