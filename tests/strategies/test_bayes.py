@@ -235,7 +235,9 @@ def test_warm_start_keeps_a_good_fit_and_recovers_from_a_bad_one() -> None:
     refit, state, warm_won = _bayes_model.fit_model(domain, X, Y, state)
     assert warm_won and (score(refit) >= score(cold) - 0.01).all()
     bad = {k: v.clone() for k, v in state.best.items()}
-    bad["likelihood.noise_covar.raw_noise"] += 3.0  # "everything is noise"
+    noise = cold.likelihood.noise_covar.raw_noise_constraint  # "everything is noise":
+    bad["likelihood.noise_covar.raw_noise"] = noise.inverse_transform(  # the metric's variance x3
+        torch.full_like(bad["likelihood.noise_covar.raw_noise"], 3.0))
     bad["covar_module.raw_lengthscale"] += 5.0
     state = _bayes_model.FitState(best=bad)
     wins = []
@@ -495,3 +497,24 @@ def test_bayes_finds_more_hypervolume_than_sobol_on_zdt1() -> None:
     bayes, sobol = hv("bayes"), hv("random")
     # the front's hypervolume is 11.1 - 1/3 = 11.77
     assert bayes > sobol + 0.5 and math.isfinite(bayes), (bayes, sobol)
+
+
+@pytest.mark.parametrize("noise_sd", [0.0, 0.3])
+def test_the_gp_learns_the_noise_the_trials_show(noise_sd: float) -> None:
+    """A deterministic metric is interpolated (BoTorch's default noise prior held its noise
+    at about 1e-3 of the metric's variance with 20 observations, smoothing over what they
+    show); a noisy one still gets about the noise it has (as before)."""
+    problem = Problem(SQUARE, {"f1": "min"})
+    domain = _bayes_model.InputDomain.of(problem)
+    rng = np.random.default_rng(0)
+    points = rng.random((20 if noise_sd == 0.0 else 30, 2))
+    clean = np.sin(6 * points[:, 0]) + np.cos(4 * points[:, 1])
+    y = clean + noise_sd * rng.standard_normal(len(clean))
+    model, _, _ = _bayes_model.fit_model(domain, _bayes_model.to_tensor(points),
+                                         _bayes_model.to_tensor(y[:, None]), None,
+                                         cold_maxiter=_bayes_model.CONVERGED, kernel="rbf")
+    noise = float(model.likelihood.noise.mean()) * float(np.var(y, ddof=1))  # metric's units
+    if noise_sd == 0.0:
+        assert noise < 1e-4 * np.var(y)
+    else:
+        assert 0.3 * noise_sd ** 2 < noise < 3 * noise_sd ** 2
