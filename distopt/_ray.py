@@ -145,11 +145,9 @@ def check_token(address: str, token: bool) -> None:
         with _stderr_silenced():  # the C++ client warns on fd 2, past Python's logging
             GcsClient(address=address, cluster_id=None)
     except AuthenticationError:
-        fix = ("copy the head node's ~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN "
-               "to it" if token else "set RAY_AUTH_MODE=token and put the cluster's token in "
-               "RAY_AUTH_TOKEN or ~/.ray/auth_token")
         raise field_error("address", f"cannot join the Ray cluster at {address!r}: it refused "
-                                     "this machine's authentication token", fix) from None
+                                     "this machine's authentication token",
+                          _token_fix(token)) from None
     except Exception:  # noqa: BLE001 - ray.init reports whatever else is wrong, as before
         return
 
@@ -170,13 +168,20 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def _token_fix(sent: bool) -> str:
+    """What to do when a cluster refuses the token this machine sent (or did not send)."""
+    if sent:
+        return "copy the head node's ~/.ray/auth_token to this machine or set RAY_AUTH_TOKEN to it"
+    return ("set RAY_AUTH_MODE=token and put the cluster's token in RAY_AUTH_TOKEN or "
+            "~/.ray/auth_token")
+
+
 def _join_fix(token: bool) -> str:
     fix = ("check that the cluster runs ('ray status' on its head node), pass its address, or "
            "leave --address out for a local Ray")
     if not token:
         fix += ("; a cluster with token authentication (Ray's default for 'ray start --head') "
-                "also needs RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or "
-                "~/.ray/auth_token")
+                f"also needs you to {_token_fix(False)}")
     return fix
 
 
