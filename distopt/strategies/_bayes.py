@@ -196,7 +196,13 @@ class BayesStrategy(Strategy):
         import torch
 
         from ._bayes_acquisition import build_acquisition, optimize
-        from ._bayes_model import constrained_order, fit_model, to_tensor, training_subset
+        from ._bayes_model import (
+            constrained_order,
+            fit_model,
+            to_tensor,
+            training_subset,
+            warp_constraints,
+        )
 
         history, problem = self._history, self.problem
         objectives, violation = history.objectives(), history.violation()
@@ -204,7 +210,8 @@ class BayesStrategy(Strategy):
         train = training_subset(objectives, violation, problem.maximize, self.max_observations,
                                 seed)
         X = to_tensor(history.points[history.complete][train], self._device)
-        Y = to_tensor(history.values[train], self._device)
+        warped, constraints = warp_constraints(problem, history.values[train])
+        Y = to_tensor(warped, self._device)
         # The acquisition integrates the incumbent front over posterior samples of its points;
         # its cost grows with how many of them may be on the front, so past MAX_BASELINE it
         # sees only the best by constrained rank (the GP still learns from all of ``train``).
@@ -228,12 +235,12 @@ class BayesStrategy(Strategy):
             self._fit_state = state
             fitted = time.perf_counter()
             acq = build_acquisition(model, problem, X_baseline, X_pending, ref,
-                                    effort.mc_samples, seed)
+                                    effort.mc_samples, seed, constraints)
             candidates = optimize(acq, self._domain, q, **search)
             loose = self._loosened(objectives, violation, acq, candidates)
             if loose is not None:
                 acq = build_acquisition(model, problem, X_baseline, X_pending, loose,
-                                        effort.mc_samples, seed)
+                                        effort.mc_samples, seed, constraints)
                 candidates = optimize(acq, self._domain, q, **search)
             chosen = self._deduplicate(snap(problem, candidates.cpu().numpy()), avoid, acq,
                                        X_pending, seed, effort.raw_samples)

@@ -13,6 +13,7 @@ cost of a suggestion is what limits how many trials a study can afford.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -78,16 +79,21 @@ class OutcomeConstraint:
         return slack if self.upper else -slack
 
 
-def outcome_constraints(problem: Problem, scales: Tensor) -> list[OutcomeConstraint]:
+def outcome_constraints(problem: Problem, scales: Tensor,
+                        constraints: Mapping[str, tuple[str, float]] | None = None
+                        ) -> list[OutcomeConstraint]:
     """One callable per constraint of ``problem``, indexing the model's outputs.
 
     Args:
-        scales: ``m`` spread of each metric in raw units (the model's outcome standardisation).
+        scales: ``m`` spread of each output in its units (the model's outcome standardisation).
+        constraints: the constraints on the model's outputs (``op``, threshold) by metric name,
+            when some outputs are warped (:func:`~._bayes_model.warp_constraints`);
+            ``problem.constraints`` by default.
     """
     names = problem.metric_names
     return [OutcomeConstraint(names.index(name), threshold, op == "<=",
                               float(scales[names.index(name)]))
-            for name, (op, threshold) in problem.constraints.items()]
+            for name, (op, threshold) in (constraints or problem.constraints).items()]
 
 
 def objective_signs(problem: Problem, device: torch.device | str = "cpu") -> Tensor:
@@ -98,7 +104,8 @@ def objective_signs(problem: Problem, device: torch.device | str = "cpu") -> Ten
 
 def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
                       X_pending: Tensor | None, ref_point: Tensor | None, mc_samples: int,
-                      seed: int) -> AcquisitionFunction:
+                      seed: int, constraints: Mapping[str, tuple[str, float]] | None = None
+                      ) -> AcquisitionFunction:
     """qLogNEHVI (with ``ref_point``) or qLogNEI (one objective) with outcome constraints.
 
     Args:
@@ -108,10 +115,12 @@ def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
             asynchronous workers get distinct suggestions.
         ref_point: ``k`` reference point in maximisation form (``signs * raw``); None for a
             single objective.
+        constraints: the constraints on the model's outputs (see :func:`outcome_constraints`).
     """
     sampler = SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed)
     # the spread the model standardises each metric by (Standardize's, floored above zero)
-    constraints = outcome_constraints(problem, model.outcome_transform.stdvs.reshape(-1)) or None
+    feasibility = outcome_constraints(problem, model.outcome_transform.stdvs.reshape(-1),
+                                      constraints) or None
     device = X_baseline.device
     signs = objective_signs(problem, device)
     n_objectives, n_outputs = len(signs), len(problem.metric_names)
@@ -120,7 +129,7 @@ def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
         weights[0] = signs[0]
         return qLogNoisyExpectedImprovement(
             model=model, X_baseline=X_baseline, sampler=sampler,
-            objective=LinearMCObjective(weights), constraints=constraints,
+            objective=LinearMCObjective(weights), constraints=feasibility,
             X_pending=X_pending, prune_baseline=True, cache_root=True)
     if ref_point is None:
         raise ValueError("a reference point is needed with two or more objectives")
@@ -131,7 +140,7 @@ def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
     # affordable.
     return qLogNoisyExpectedHypervolumeImprovement(
         model=model, ref_point=ref_point, X_baseline=X_baseline, sampler=sampler,
-        objective=objective, constraints=constraints, X_pending=X_pending,
+        objective=objective, constraints=feasibility, X_pending=X_pending,
         prune_baseline=True, cache_root=True, alpha=get_default_partitioning_alpha(n_objectives))
 
 

@@ -57,6 +57,9 @@ DEFAULT_KERNEL = "matern"
 NOISE_PRIOR = (1.1, 30.0)
 NOISE_FLOOR = 1e-6
 NOISE_START = 1e-2
+#: A constraint metric whose largest slack is more than this many times its median slack (in
+#: magnitude) is modelled on a log scale around its threshold (:func:`warp_constraints`).
+WARP_TAIL = 100.0
 #: Fits after which the explorer chain of :func:`fit_model` starts again from the priors.
 EXPLORER_RESTART = 5
 
@@ -315,6 +318,50 @@ def constrained_order(objectives: np.ndarray, violation: np.ndarray,
     if feasible.any():
         rank[feasible] = pareto_rank(objectives[feasible], maximize=maximize)
     return np.lexsort((violation, rank, ~feasible))
+
+
+def warp_constraints(problem: Problem, values: np.ndarray
+                     ) -> tuple[np.ndarray, dict[str, tuple[str, float]]]:
+    """The training values with heavy-tailed constraint metrics put on a log scale.
+
+    A constraint-only metric whose slack ``s`` (``<= 0`` feasible) has been seen on both sides
+    of its threshold and whose largest ``|s|`` is over ``WARP_TAIL`` times its median ``|s|`` is
+    replaced by ``sign(s) * log1p(|s| / c)``, ``c`` the smaller of the farthest feasible and
+    the farthest infeasible ``|s|``: linear within ``c`` of the threshold, logarithmic beyond.
+    The warp is monotone and keeps the sign, so the constraint on the warped output is
+    ``<= 0`` and feasibility is what it was.
+
+    Why: the GP standardises each output by its spread. A constraint that reaches 1e5 away
+    from a boundary region a hundred wide (SRN's) leaves the feasible values a sliver of the
+    standardised output, and the model smooths over the boundary (benchmarks/results/
+    exp_effort.md, session 21). SCBO (BoTorch's tutorial) puts every constraint through a bilog
+    for the same reason, but a warp bends well-behaved constraints too (OSY's linear ones
+    were found worse), hence only heavy tails. BoTorch's ``Bilog`` outcome transform is not
+    used: it fixes the threshold at 0 and the scale at 1, and the model would hand the
+    acquisition transformed (non-Gaussian) posteriors.
+
+    Args:
+        values: ``n x m`` raw metrics in ``problem.metric_names`` order.
+
+    Returns:
+        ``n x m`` values for the model, and the constraints on them by metric name
+        (``problem.constraints`` with each warped one as ``("<=", 0.0)``).
+    """
+    warped = np.array(values, dtype=float)
+    constraints = dict(problem.constraints)
+    names = problem.metric_names
+    for name, (op, threshold) in problem.constraints.items():
+        if name in problem.objectives:  # the model's objective output stays in raw units
+            continue
+        j = names.index(name)
+        slack = warped[:, j] - threshold if op == "<=" else threshold - warped[:, j]
+        size = np.abs(slack)
+        scale = min(-slack.min(), slack.max())
+        if scale <= 0 or size.max() <= WARP_TAIL * np.median(size):
+            continue
+        warped[:, j] = np.sign(slack) * np.log1p(size / scale)
+        constraints[name] = ("<=", 0.0)
+    return warped, constraints
 
 
 def to_tensor(array: np.ndarray, device: torch.device | str = "cpu") -> Tensor:

@@ -35,8 +35,8 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     calls: list[dict] = []
     build = _bayes_acquisition.build_acquisition
 
-    def recording(model, problem, X_baseline, X_pending, ref_point, mc_samples, seed):
-        acq = build(model, problem, X_baseline, X_pending, ref_point, mc_samples, seed)
+    def recording(model, problem, X_baseline, X_pending, ref_point, mc_samples, seed, *extra):
+        acq = build(model, problem, X_baseline, X_pending, ref_point, mc_samples, seed, *extra)
         calls.append({"acq": acq, "model": model, "X_pending": X_pending, "ref": ref_point,
                       "X_baseline": X_baseline})
         return acq
@@ -518,3 +518,54 @@ def test_the_gp_learns_the_noise_the_trials_show(noise_sd: float) -> None:
         assert share < 1e-4
     else:
         assert 0.3 < share * np.var(y, ddof=1) / noise_sd ** 2 < 3
+
+
+def test_only_heavy_tailed_constraints_are_warped_and_feasibility_is_kept() -> None:
+    """A constraint metric reaching far past a narrow boundary region goes on a log scale
+    around its threshold (the same for any unit); a well-spread one, one seen on one side of its
+    threshold only and an objective keep their raw values."""
+    problem = Problem(SQUARE, {"f1": "min"},
+                      {"f1": ["<=", 5.0], "tail": [">=", 2.0], "flat": ["<=", 0.0],
+                       "far": ["<=", 0.0]})
+    assert problem.metric_names == ["f1", "tail", "flat", "far"]
+    rng = np.random.default_rng(0)
+    size = 10.0 ** rng.uniform(-1, 5, 30)
+    sign = np.where(np.arange(30) % 3 == 0, -1.0, 1.0)  # ten feasible, twenty not
+    values = np.column_stack([size, 2.0 + sign * size, rng.uniform(-1, 1, 30), size])
+    warped, constraints = _bayes_model.warp_constraints(problem, values)
+    slack = 2.0 - values[:, 1]
+    assert np.array_equal(np.sign(warped[:, 1]), np.sign(slack))
+    assert np.all(np.diff(warped[np.argsort(slack), 1]) > 0)  # monotone in the slack
+    assert np.abs(warped[:, 1]).max() < 20.0
+    assert constraints["tail"] == ("<=", 0.0)
+    for j, name in [(0, "f1"), (2, "flat"), (3, "far")]:
+        assert np.array_equal(warped[:, j], values[:, j])
+        assert constraints[name] == problem.constraints[name]
+    rescaled = problem.constraints | {"tail": (">=", 2e3)}
+    scaled = Problem(SQUARE, {"f1": "min"}, {k: list(v) for k, v in rescaled.items()})
+    again, _ = _bayes_model.warp_constraints(scaled, values * [1, 1e3, 1, 1])
+    assert np.allclose(again[:, 1], warped[:, 1])
+
+
+def test_a_heavy_tailed_constraint_keeps_its_boundary_in_the_model() -> None:
+    """g = exp(20 x) - e^2 <= 0 (feasible below x = 0.1) reaches 5e8 at x = 1: on raw values
+    the standardised feasible side is a sliver and the model could not tell x = 0.05 from
+    x = 0.15; on the warped values it is sure of both."""
+    from torch.distributions import Normal
+
+    problem = Problem({"x": {"type": "float", "low": 0.0, "high": 1.0}}, {"f": "min"},
+                      {"g": ["<=", 0.0]})
+    x = np.linspace(0.0, 1.0, 12)
+    values = np.column_stack([(x - 0.3) ** 2, np.exp(20 * x) - math.e ** 2])
+    warped, constraints = _bayes_model.warp_constraints(problem, values)
+    domain = _bayes_model.InputDomain.of(problem)
+    model, _, _ = _bayes_model.fit_model(domain, _bayes_model.to_tensor(x[:, None]),
+                                         _bayes_model.to_tensor(warped), None,
+                                         cold_maxiter=_bayes_model.CONVERGED)
+    (feasible,) = _bayes_acquisition.outcome_constraints(
+        problem, model.outcome_transform.stdvs.reshape(-1), constraints)
+    with torch.no_grad():
+        posterior = model.posterior(torch.tensor([[0.05], [0.15]], dtype=torch.double))
+    mean, sd = posterior.mean[:, feasible.index], posterior.variance[:, feasible.index].sqrt()
+    below = Normal(mean, sd).cdf(torch.tensor(constraints["g"][1], dtype=torch.double))
+    assert below[0] > 0.9 and below[1] < 0.1, below
