@@ -324,21 +324,23 @@ def warp_constraints(problem: Problem, values: np.ndarray
                      ) -> tuple[np.ndarray, dict[str, tuple[str, float]]]:
     """The training values with heavy-tailed constraint metrics put on a log scale.
 
-    A constraint-only metric whose slack ``s`` (``<= 0`` feasible) has been seen on both sides
-    of its threshold and whose largest ``|s|`` is over ``WARP_TAIL`` times its median ``|s|`` is
-    replaced by ``sign(s) * log1p(|s| / c)``, ``c`` the smaller of the farthest feasible and
-    the farthest infeasible ``|s|``: linear within ``c`` of the threshold, logarithmic beyond.
-    The warp is monotone and keeps the sign, so the constraint on the warped output is
-    ``<= 0`` and feasibility is what it was.
+    A constraint-only metric whose largest slack ``|s|`` (``s <= 0`` feasible) is over
+    ``WARP_TAIL`` times its median ``|s|`` is replaced by ``sign(s) * log1p(|s| / c)``: linear
+    within ``c`` of the threshold, logarithmic beyond. ``c`` is the smaller of the farthest
+    feasible and the farthest infeasible ``|s|`` or, while the observations are all on one side,
+    the nearest approach to the threshold. The warp is monotone and keeps the sign, so the
+    constraint on the warped output is ``<= 0`` and feasibility is what it was.
 
-    Why: the GP standardises each output by its spread. A constraint that reaches 1e5 away
-    from a boundary region a hundred wide (SRN's) leaves the feasible values a sliver of the
-    standardised output, and the model smooths over the boundary (benchmarks/results/
-    exp_effort.md, session 21). SCBO (BoTorch's tutorial) puts every constraint through a bilog
-    for the same reason, but a warp bends well-behaved constraints too (OSY's linear ones
-    were found worse), hence only heavy tails. BoTorch's ``Bilog`` outcome transform is not
-    used: it fixes the threshold at 0 and the scale at 1, and the model would hand the
-    acquisition transformed (non-Gaussian) posteriors.
+    Why: the GP standardises each output by its spread. A constraint that reaches 3e5 past a
+    boundary region a few hundred wide (SRN's, a sum of fourth powers) leaves the feasible
+    values a sliver of the standardised output, and the model smooths over the boundary
+    (benchmarks/results/exp_effort.md, session 21). SCBO (BoTorch's tutorial) puts every
+    constraint through a bilog for the same reason, but a warp bends well-behaved constraints
+    too (OSY's were found worse), hence only heavy tails. From an infeasible start the log
+    scale is also what shows the model which way feasibility lies (an exponential constraint:
+    tests/strategies/test_bayes.py). BoTorch's ``Bilog`` outcome transform is not used: it
+    fixes the threshold at 0 and the scale at 1, and the model would hand the acquisition
+    transformed (non-Gaussian) posteriors.
 
     Args:
         values: ``n x m`` raw metrics in ``problem.metric_names`` order.
@@ -356,8 +358,14 @@ def warp_constraints(problem: Problem, values: np.ndarray
         j = names.index(name)
         slack = warped[:, j] - threshold if op == "<=" else threshold - warped[:, j]
         size = np.abs(slack)
-        scale = min(-slack.min(), slack.max())
-        if scale <= 0 or size.max() <= WARP_TAIL * np.median(size):
+        seen = size[size > 0]
+        if slack.min() < 0 < slack.max():
+            scale = min(-slack.min(), slack.max())
+        elif len(seen):  # one side only: where the observations came closest to the threshold
+            scale = seen.min()
+        else:
+            continue
+        if size.max() <= WARP_TAIL * np.median(size):
             continue
         warped[:, j] = np.sign(slack) * np.log1p(size / scale)
         constraints[name] = ("<=", 0.0)
