@@ -65,9 +65,10 @@ class OutcomeConstraint:
 
     Args:
         index: the metric's output of the model.
-        threshold: ``t``, in the metric's raw units.
+        threshold: ``t``, in the output's units (the metric's raw units, or 0 for a warped
+            constraint: :func:`~._bayes_model.warp_constraints`).
         upper: True for ``<=``, False for ``>=``.
-        scale: the metric's spread in raw units (> 0).
+        scale: the output's spread in those units (> 0).
     """
 
     def __init__(self, index: int, threshold: float, upper: bool, scale: float):
