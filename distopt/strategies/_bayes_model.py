@@ -352,11 +352,10 @@ def warp_constraints(problem: Problem, values: np.ndarray
     warped = np.array(values, dtype=float)
     constraints = dict(problem.constraints)
     names = problem.metric_names
-    for name, (op, threshold) in problem.constraints.items():
+    slacks = problem.constraint_slack([dict(zip(names, row, strict=True)) for row in warped])
+    for name, slack in zip(problem.constraints, slacks.T, strict=True):
         if name in problem.objectives:  # the model's objective output stays in raw units
             continue
-        j = names.index(name)
-        slack = warped[:, j] - threshold if op == "<=" else threshold - warped[:, j]
         size = np.abs(slack)
         seen = size[size > 0]
         if slack.min() < 0 < slack.max():
@@ -367,7 +366,7 @@ def warp_constraints(problem: Problem, values: np.ndarray
             continue
         if size.max() <= WARP_TAIL * np.median(size):
             continue
-        warped[:, j] = np.sign(slack) * np.log1p(size / scale)
+        warped[:, names.index(name)] = np.sign(slack) * np.log1p(size / scale)
         constraints[name] = ("<=", 0.0)
     return warped, constraints
 
