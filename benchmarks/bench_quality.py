@@ -75,6 +75,8 @@ SUITE = {
     "WeldedBeam": ("WeldedBeam", {}),
     "CONSTR": ("CONSTR", {}),
     "BNH": ("BNH", {}),
+    "MW7_d6": ("MW7", {"dim": 6}),
+    "DTLZ7_d6_M2": ("DTLZ7", {"dim": 6, "num_objectives": 2}),
 }
 PROBLEMS = ("BraninCurrin", "DTLZ2_d6_M3", "VehicleSafety", "CarSideImpact", "C2DTLZ2_d6_M2",
             "ConstrainedBraninCurrin", "DiscBrake", "OSY", "SRN", "WeldedBeam")
