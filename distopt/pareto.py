@@ -84,7 +84,7 @@ def pareto_rank(points: np.ndarray | Sequence[Sequence[float]], *,
 
 
 def reference_point(points: np.ndarray | Sequence[Sequence[float]], *,
-                    maximize: Maximize = False, margin: float = 0.1,
+                    maximize: Maximize = False, margin: float | np.ndarray = 0.1,
                     front_only: bool = True,
                     scale: np.ndarray | Sequence[Sequence[float]] | None = None) -> np.ndarray:
     """A reference point slightly worse than the worst point, shape ``(n_objectives,)``.
@@ -94,6 +94,7 @@ def reference_point(points: np.ndarray | Sequence[Sequence[float]], *,
     ``infer_reference_point``. Every front point then strictly dominates it, so each contributes
     positive hypervolume. With ``front_only=False`` the nadir and range are those of all finite
     points, a more generous box (used to fix a reference point from an initial design).
+    ``margin``: one share for every objective, or one per objective (shape ``(n_objectives,)``).
     ``scale``: other points (``(n, n_objectives)``) whose range, where wider, sets the margin
     instead, e.g. every observation while ``points`` are only the feasible ones.
     """

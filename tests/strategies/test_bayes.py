@@ -77,6 +77,34 @@ def test_two_objectives_use_qlognehvi_with_the_inferred_reference_point(spy: lis
     assert spy[-1]["ref"].tolist() == pytest.approx([-expected[0], expected[1]])
 
 
+def test_the_reference_point_is_wider_where_the_front_runs_to_the_box_edge() -> None:
+    from distopt.strategies._bayes import BOX_MARGIN, OPEN_END_MARGIN, open_end_margins
+
+    # both minimised; front (0, 10), (5, 5), (10, 1): the worst f1 is a front point's (the front
+    # may go on past it), the worst f2 a dominated point's (4, 12)
+    points = np.array([[0, 10], [5, 5], [10, 1], [4, 12], [6, 8], [8, 6]], float)
+    margins = open_end_margins(points, points, [False, False], n_min=6)
+    assert margins.tolist() == pytest.approx([OPEN_END_MARGIN, BOX_MARGIN])
+    assert open_end_margins(-points, -points, [True, True], n_min=6).tolist() == pytest.approx(
+        [OPEN_END_MARGIN, BOX_MARGIN])  # the same, maximised
+    # fewer feasible points than the initial design: the box rule everywhere
+    assert (open_end_margins(points, points, [False, False], n_min=7) == BOX_MARGIN).all()
+    # infeasible observations widen the range the margin is a share of, not the open end's
+    observed = np.vstack([points, [[40.0, 1.0]]])
+    margins = open_end_margins(points, observed, [False, False], n_min=6)
+    assert margins[0] == pytest.approx(OPEN_END_MARGIN * 10 / 40)
+
+
+def test_the_strategy_infers_a_wider_reference_point_at_an_open_end(spy: list[dict]) -> None:
+    problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
+    strategy = make("bayes", problem, n_initial=2)
+    # every point is on the front (f2 = 1 - f1): both ends are open
+    results = drive(strategy, lambda c: {"f1": c["x"], "f2": 1 - c["x"]}, 5)
+    values = problem.objective_values([r.metrics for r in results[:-1]])
+    expected = reference_point(values, front_only=False, margin=0.5)
+    assert strategy.ref_point == pytest.approx({"f1": expected[0], "f2": expected[1]})
+
+
 def test_a_given_reference_point_is_used_and_validated(spy: list[dict]) -> None:
     problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
     strategy = make("bayes", problem, ref_point={"f1": 2.0, "f2": 3.0})
@@ -370,12 +398,17 @@ def test_three_objectives_with_constraints_and_no_reference_point(spy: list[dict
     every = problem.objective_values(metrics)
     values = every[problem.feasible(metrics)]
     assert 0 < len(values) < len(every)
-    # the worst feasible observation, 10% of the range of every observation out: the feasible
-    # points alone span less, and a box that narrow would keep the search where they are
+    # the worst feasible observation, 10% of the range of every observation out (more where
+    # the front is open-ended): the feasible points alone span less, and a box that narrow
+    # would keep the search where they are
+    from distopt.strategies._bayes import open_end_margins
+
     maximize = [False, False, True]
-    expected = reference_point(values, maximize=maximize, front_only=False, scale=every)
+    margins = open_end_margins(values, every, maximize, n_min=6)
+    expected = reference_point(values, maximize=maximize, front_only=False, scale=every,
+                               margin=margins)
     assert list(strategy.ref_point.values()) == pytest.approx(expected.tolist())
-    narrow = reference_point(values, maximize=maximize, front_only=False)
+    narrow = reference_point(values, maximize=maximize, front_only=False, margin=margins)
     assert np.all(np.where(maximize, expected <= narrow, expected >= narrow))
     assert not np.allclose(expected, narrow)
     batch = strategy.ask(3)
