@@ -87,8 +87,10 @@ def test_the_reference_point_is_wider_where_the_front_runs_to_the_box_edge() -> 
     assert margins.tolist() == pytest.approx([OPEN_END_MARGIN, BOX_MARGIN])
     assert open_end_margins(-points, -points, [True, True], n_min=6).tolist() == pytest.approx(
         [OPEN_END_MARGIN, BOX_MARGIN])  # the same, maximised
-    # fewer feasible points than the initial design: the box rule everywhere
+    # fewer feasible points than the initial design, or three objectives: the box rule
     assert (open_end_margins(points, points, [False, False], n_min=7) == BOX_MARGIN).all()
+    three = np.column_stack([points, points[:, 0]])
+    assert (open_end_margins(three, three, [False] * 3, n_min=6) == BOX_MARGIN).all()
     # infeasible observations widen the range the margin is a share of, not the open end's
     observed = np.vstack([points, [[40.0, 1.0]]])
     margins = open_end_margins(points, observed, [False, False], n_min=6)
