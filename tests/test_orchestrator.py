@@ -158,9 +158,10 @@ def test_workers_beyond_capacity_wait_and_the_search_runs(ray_local, tmp_path, c
         quick, budget=4, workers=3, resources_per_trial={"cpu": 3})
     assert reader.trials().num_rows == 4
     assert {r["status"] for r in reader.trials().to_pylist()} == {"COMPLETE"}
-    # 4 CPUs, or 3 while an actor of an earlier test is still being torn down
-    assert re.search(r"3 workers x 3 CPU asked, [34] CPU now: 1 runs, 2 wait for capacity",
-                     caplog.text), caplog.text
+    # 4 CPUs, or fewer while actors of an earlier test are still being torn down (then none
+    # may fit at that moment; the search runs once they are gone, as asserted above)
+    assert re.search(r"3 workers x 3 CPU asked, [234] CPU now: [01] runs?, [23] wait for "
+                     r"capacity", caplog.text), caplog.text
 
 
 def test_workers_are_capped_at_the_budget(ray_local, tmp_path):
