@@ -23,7 +23,10 @@ restarts, 512 raw samples, 128 MC samples; run to 40 evaluations only, as in the
 ``workers=1`` proposes one point, evaluates it, tells it. ``workers=w > 1`` is asynchronous:
 ``w`` points are kept pending; the oldest is evaluated and told, then one point is asked to
 refill, given the others still pending (for BoTorch: ``X_pending``; for Optuna: trials still
-running). The first ask is a batch of ``w``.
+running). The first ask is a batch of ``w``. With ``--cohort``, ``w`` workers run in
+synchronous rounds instead, as a GPU cohort does: one ``ask(w)`` (for BoTorch: ``optimize_acqf``
+with ``q=w``, sequential greedy), all ``w`` evaluated, all told; such runs are named
+``method/cohort``.
 
 Usage::
 
@@ -339,9 +342,10 @@ def run_one(job: tuple[str, str, int, int, dict[str, Any]]) -> dict[str, Any]:
     ask_cpu: list[float] = []  # CPU time of this process per point (robust to a busy machine)
     asked = 0
     start = time.perf_counter()
+    cohort = bool(options.get("_cohort"))
     while len(values) < budget:
         k = min(workers - len(pending), budget - asked)
-        if k > 0:
+        if k > 0 and not (cohort and pending):
             t0, c0 = time.perf_counter(), time.process_time()
             new = runner.ask(k, list(pending))
             ask_seconds += [(time.perf_counter() - t0) / k] * k
@@ -353,7 +357,8 @@ def run_one(job: tuple[str, str, int, int, dict[str, Any]]) -> dict[str, Any]:
         runner.tell(x, y[0], slack[0])
         values.append(y[0].tolist())
         feasible.append(bool((slack[0] >= 0).all()))
-    return {"problem": problem_name, "method": method, "seed": seed, "workers": workers,
+    return {"problem": problem_name, "method": method + ("/cohort" if cohort else ""),
+            "seed": seed, "workers": workers,
             "values": values, "feasible": feasible, "ask_seconds": ask_seconds,
             "ask_cpu": ask_cpu, "wall": time.perf_counter() - start}
 
@@ -478,6 +483,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="seeds first-seed .. first-seed + seeds - 1 (more seeds for a "
                              "table: run the extra ones and --include the earlier file)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--cohort", action="store_true",
+                        help="workers > 1 in synchronous rounds: ask `workers` points in one "
+                             "ask, evaluate them all, tell them all (a GPU cohort)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--options", type=json.loads, default={},
                         help='strategy options per method, e.g. \'{"bayes:cold": '
@@ -497,7 +505,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.problems = 2, ["BraninCurrin"]
-    options = dict(args.options, **({"_budget": args.budget} if args.budget else {}))
+    options = dict(args.options, **({"_budget": args.budget} if args.budget else {}),
+                   **({"_cohort": True} if args.cohort else {}))
     jobs = [(p, m, s, w, options) for w in args.workers for p in args.problems
             for m in args.methods
             for s in range(args.first_seed, args.first_seed + args.seeds)]
