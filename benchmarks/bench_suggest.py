@@ -1,9 +1,10 @@
 """Time to propose points against the number of observations and the batch size.
 
-DTLZ2 (d=6, two objectives, maximised as BoTorch's ``negate=True``), one torch thread, no
-reference point given (``bayes`` infers its own, as a user's study would). Half of the
-observations are scrambled Sobol points, half lie near the Pareto set (``x[1:]`` near 0.5), as
-a study late in its run would have. For each size ``n`` and device:
+DTLZ2 (d=6, two objectives, or three with ``--problem DTLZ2_d6_M3``; maximised as BoTorch's
+``negate=True``), one torch thread, no reference point given (``bayes`` infers its own, as a
+user's study would). Half of the observations are scrambled Sobol points, half lie near the
+Pareto set (``x[k-1:]`` near 0.5 with ``k`` objectives), as a study late in its run would
+have. For each size ``n`` and device:
 
 - ``bayes (first)``: a strategy rebuilt from the ``n`` observations asks once (a cold GP fit,
   what a resumed study pays once);
@@ -48,6 +49,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 from bench_quality import BoTorchTutorial, DistoptMethod, make_problem  # noqa: E402
 
 SIZES = (25, 50, 100, 200, 400, 800)
+PROBLEMS = ("DTLZ2_d6_M2", "DTLZ2_d6_M3")
 
 
 class Clock:
@@ -63,14 +65,15 @@ class Clock:
 
 
 def observations(problem, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` points (half Sobol, half near the Pareto set) and their objective values."""
+    """``n`` points (half Sobol, half near DTLZ2's Pareto set) and their objective values."""
     import torch
     from scipy.stats import qmc
 
     rng = np.random.default_rng(seed)
     sobol = qmc.Sobol(problem.dim, scramble=True, seed=seed).random(n - n // 2)
-    near = np.clip(np.column_stack([rng.random(n // 2), 0.5 + 0.05 * rng.standard_normal(
-        (n // 2, problem.dim - 1))]), 0, 1)
+    k = problem.num_objectives  # DTLZ2's Pareto set: x[k - 1:] = 0.5, the rest free
+    near = np.clip(np.column_stack([rng.random((n // 2, k - 1)), 0.5 + 0.05 * rng.standard_normal(
+        (n // 2, problem.dim - k + 1))]), 0, 1)
     X = np.concatenate([sobol, near])
     Y = problem(torch.tensor(X, dtype=torch.double)).numpy()
     return X, Y
@@ -182,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="largest n for the (slow) tutorial loop")
     parser.add_argument("--devices", nargs="+", default=None,
                         help="default: cpu, and cuda when torch sees it")
+    parser.add_argument("--problem", default="DTLZ2_d6_M2", choices=PROBLEMS,
+                        help="DTLZ2 with 2 or 3 objectives")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="bench_suggest")
     parser.add_argument("--busy", action="store_true", help="busy fractions of a real study")
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         (RESULTS / f"{args.name}_busy.md").write_text(f"# {args.name} --busy\n\n{text}\n")
         return
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    problem = make_problem("DTLZ2_d6_M2")
+    problem = make_problem(args.problem)
     batch_cols = "".join(f" batch q={q}: cpu (/ {q} single) |" for q in args.batch)
     lines = ["| device | observations | bayes steady: wall (fit / acq) | cpu | GP points | "
              "bayes first (cold fit): wall / cpu |" + batch_cols +
@@ -224,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"{tutorial_text} | {ratio} |")
             lines.append(line)
             print(line, flush=True)
-    header = (f"# {args.name}\n\nDTLZ2 (d=6, 2 objectives), one torch thread, "
+    header = (f"# {args.name}\n\nDTLZ2 (d=6, {problem.num_objectives} objectives), one torch "
+              f"thread, "
               f"{os.cpu_count()} CPUs; median of {args.repeats} steady-state suggestions; "
               f"batch: one ask(q), its CPU seconds and, in brackets, that over q steady "
               f"asks' CPU.\n\n")
