@@ -201,7 +201,7 @@ class BayesStrategy(Strategy):
         """``q x dim`` new snapped points from the model, none of them in ``avoid``."""
         import torch
 
-        from ._bayes_acquisition import build_acquisition, optimize
+        from ._bayes_acquisition import batch_mc_samples, build_acquisition, optimize
         from ._bayes_model import (
             constrained_order,
             fit_model,
@@ -240,14 +240,20 @@ class BayesStrategy(Strategy):
                                            kernel=effort.kernel)
             self._fit_state = state
             fitted = time.perf_counter()
-            acq = build_acquisition(model, problem, X_baseline, X_pending, ref,
-                                    effort.mc_samples, seed, constraints)
-            candidates = optimize(acq, self._domain, q, **search)
+
+            def search_at(ref_point: Any) -> tuple[Any, Any]:
+                acq = build_acquisition(model, problem, X_baseline, X_pending, ref_point,
+                                        effort.mc_samples, seed, constraints)
+                mc_later = batch_mc_samples(len(problem.objectives), effort.mc_samples)
+                later = build_acquisition(model, problem, X_baseline, X_pending, ref_point,
+                                          mc_later, seed, constraints) if (
+                    q > 1 and mc_later != effort.mc_samples) else None
+                return acq, optimize(acq, self._domain, q, later=later, **search)
+
+            acq, candidates = search_at(ref)
             loose = self._loosened(objectives, violation, acq, candidates)
             if loose is not None:
-                acq = build_acquisition(model, problem, X_baseline, X_pending, loose,
-                                        effort.mc_samples, seed, constraints)
-                candidates = optimize(acq, self._domain, q, **search)
+                acq, candidates = search_at(loose)
             chosen = self._deduplicate(snap(problem, candidates.cpu().numpy()), avoid, acq,
                                        X_pending, seed, effort.raw_samples)
         end = time.perf_counter()

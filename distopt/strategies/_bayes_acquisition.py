@@ -50,6 +50,13 @@ ACQ_FTOL = 1e-6
 BATCH_MAXITER = 8
 BATCH_RESTART_DIVISOR = 4
 BATCH_RAW_DIVISOR = 8
+#: With three or more objectives the later points' acquisition draws this many times fewer MC
+#: samples: each point added to the batch makes BoTorch recompute the fantasised front's box
+#: decomposition under every sample, one sample at a time on the CPU (with two objectives it
+#: batches them), which was most of a batch's CPU on DTLZ2 with three objectives. A cohort of
+#: 16 found fronts as good with a quarter of the samples on DTLZ2 (3 objectives) and
+#: VehicleSafety at half the CPU (benchmarks/results/bench_quality_cohort.md).
+BATCH_MC_DIVISOR = 4
 #: Score as many raw samples again, drawn around the best observed points, in a continuous
 #: space (BoTorch's ``sample_around_best``), at every effort. The tutorial loop does not; with
 #: them its settings reach the end of ZDT2's front (on a face of the box) on 2 of 5 seeds instead
@@ -150,8 +157,14 @@ def build_acquisition(model: Model, problem: Problem, X_baseline: Tensor,
         prune_baseline=True, cache_root=True, alpha=get_default_partitioning_alpha(n_objectives))
 
 
+def batch_mc_samples(n_objectives: int, mc_samples: int) -> int:
+    """MC samples of the acquisition for the second and later points of a batch."""
+    return max(1, mc_samples // BATCH_MC_DIVISOR) if n_objectives >= 3 else mc_samples
+
+
 def optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_restarts: int,
-             raw_samples: int, maxiter: int = ACQ_MAXITER) -> Tensor:
+             raw_samples: int, maxiter: int = ACQ_MAXITER,
+             later: AcquisitionFunction | None = None) -> Tensor:
     """Maximise ``acq`` over the domain; returns ``q x d`` candidates, a batch chosen jointly by
     sequential greedy (each point given the previous ones as pending, :func:`_optimize`).
 
@@ -162,6 +175,8 @@ def optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_resta
 
     Args:
         maxiter: L-BFGS-B iterations for the first point of the batch.
+        later: the acquisition for the second and later points (the same as ``acq``, with
+            fewer MC samples: :func:`batch_mc_samples`); ``acq`` when None.
     """
     with warnings.catch_warnings():
         # L-BFGS-B line searches sometimes end "ABNORMAL" on the flat parts of a log
@@ -170,11 +185,11 @@ def optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_resta
         warnings.simplefilter("ignore", NumericalWarning)
         warnings.filterwarnings("ignore", message="Optimization failed", category=RuntimeWarning)
         return _optimize(acq, domain, q, num_restarts=num_restarts, raw_samples=raw_samples,
-                         maxiter=maxiter)
+                         maxiter=maxiter, later=acq if later is None else later)
 
 
 def _optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_restarts: int,
-              raw_samples: int, maxiter: int) -> Tensor:
+              raw_samples: int, maxiter: int, later: AcquisitionFunction) -> Tensor:
     """The first point with the full effort, then ``q - 1`` by BoTorch's sequential greedy
     (each maximises the acquisition given the points chosen before it as pending) with a
     smaller effort per point, so that a batch of 64 costs far less than 64 single asks."""
@@ -183,13 +198,14 @@ def _optimize(acq: AcquisitionFunction, domain: InputDomain, q: int, *, num_rest
         return first
     # Later points only need to be good given the earlier ones: the incumbent front is already
     # fantasised to contain them, so the landscape is flatter and cheaper starts suffice.
-    base = acq.X_pending
-    acq.set_X_pending(first if base is None else torch.cat([base, first]))
+    base = later.X_pending
+    later.set_X_pending(first if base is None else torch.cat([base, first]))
     try:
-        rest = _optimize_step(acq, domain, q - 1, max(1, num_restarts // BATCH_RESTART_DIVISOR),
+        rest = _optimize_step(later, domain, q - 1,
+                              max(1, num_restarts // BATCH_RESTART_DIVISOR),
                               max(32, raw_samples // BATCH_RAW_DIVISOR), BATCH_MAXITER)
     finally:
-        acq.set_X_pending(base)
+        later.set_X_pending(base)
     return torch.cat([first, rest])
 
 

@@ -413,8 +413,14 @@ def test_three_objectives_with_constraints_and_no_reference_point(spy: list[dict
     narrow = reference_point(values, maximize=maximize, front_only=False, margin=margins)
     assert np.all(np.where(maximize, expected <= narrow, expected >= narrow))
     assert not np.allclose(expected, narrow)
+    n_built = len(spy)
     batch = strategy.ask(3)
     assert len({tuple(sorted(c.items())) for c in batch}) == 3
+    # the later points of a batch see a quarter of the MC samples (with three objectives each
+    # added point costs a box decomposition per sample), at the same reference point
+    first, later = spy[n_built:]
+    assert first["acq"].sampler.sample_shape[0] == 4 * later["acq"].sampler.sample_shape[0]
+    assert first["ref"].tolist() == later["ref"].tolist()
 
 
 def test_five_objectives_use_approximate_box_decompositions(spy: list[dict]) -> None:
