@@ -43,9 +43,10 @@ ACQ_MAXITER = 50
 ACQ_FTOL = 1e-6
 #: Effort for the second and later points of a batch: L-BFGS-B iterations, and restarts and
 #: raw samples divided by these. Each later point's acquisition also fantasises every point
-#: chosen before it, so its evaluations cost more as the batch grows; at this effort a cohort
+#: chosen before it, so its evaluations cost more as the batch grows; at this effort cohorts
 #: of 16 found fronts as good as at twice the effort (20 iterations, half the restarts, a
-#: quarter of the raw samples) on five problems of the quality suite, at about half its CPU
+#: quarter of the raw samples) on four of five problems of the quality suite (DiscBrake 0.2
+#: behind at 40-60 evaluations), at about half its CPU
 #: (benchmarks/results/bench_quality_cohort.md).
 BATCH_MAXITER = 8
 BATCH_RESTART_DIVISOR = 4
