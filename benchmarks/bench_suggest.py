@@ -230,8 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(line)
             print(line, flush=True)
     header = (f"# {args.name}\n\nDTLZ2 (d=6, {problem.num_objectives} objectives), one torch "
-              f"thread, "
-              f"{os.cpu_count()} CPUs; median of {args.repeats} steady-state suggestions; "
+              f"thread, {os.cpu_count()} CPUs; median of {args.repeats} steady-state suggestions; "
               f"batch: one ask(q), its CPU seconds and, in brackets, that over q steady "
               f"asks' CPU.\n\n")
     (RESULTS / f"{args.name}.md").write_text(header + "\n".join(lines) + "\n")
