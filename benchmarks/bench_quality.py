@@ -80,6 +80,11 @@ SUITE = {
     "BNH": ("BNH", {}),
     "MW7_d6": ("MW7", {"dim": 6}),
     "DTLZ7_d6_M2": ("DTLZ7", {"dim": 6, "num_objectives": 2}),
+    # BoTorch's DTLZ4 evaluates DTLZ2 (its alpha = 100 is never applied), so it is left out.
+    "DTLZ1_d6_M2": ("DTLZ1", {"dim": 6, "num_objectives": 2}),
+    "DH1_d5": ("DH1", {"dim": 5}),
+    "DH3_d5": ("DH3", {"dim": 5}),
+    "GMM": ("GMM", {}),
 }
 PROBLEMS = ("BraninCurrin", "DTLZ2_d6_M3", "VehicleSafety", "CarSideImpact", "C2DTLZ2_d6_M2",
             "ConstrainedBraninCurrin", "DiscBrake", "OSY", "SRN", "WeldedBeam")
