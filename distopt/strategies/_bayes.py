@@ -237,7 +237,8 @@ class BayesStrategy(Strategy):
             model, state, warm = fit_model(self._domain, X, Y,
                                            self._fit_state if effort.warm_start else None,
                                            cold_maxiter=effort.fit_maxiter,
-                                           kernel=effort.kernel)
+                                           kernel=effort.kernel,
+                                           input_warping=effort.input_warping)
             self._fit_state = state
             fitted = time.perf_counter()
 

@@ -36,6 +36,7 @@ class Effort:
         fit_maxiter: L-BFGS-B iterations of a cold fit (None: BoTorch's fit to convergence).
         acq_maxiter: L-BFGS-B iterations of the acquisition (first point of a batch).
         kernel: the GP's kernel, ``"matern"`` or ``"rbf"`` (``_bayes_model.build_model``).
+        input_warping: learn a warping of the inputs (``_bayes_model.build_model``).
     """
 
     num_restarts: int
@@ -45,6 +46,7 @@ class Effort:
     fit_maxiter: int | None
     acq_maxiter: int
     kernel: str
+    input_warping: bool
 
 
 @cache
@@ -56,13 +58,15 @@ def level(name: str) -> Effort:
 
     if name == "fast":
         return Effort(num_restarts=4, raw_samples=128, mc_samples=64, warm_start=True,
-                      fit_maxiter=COLD_MAXITER, acq_maxiter=ACQ_MAXITER, kernel=DEFAULT_KERNEL)
+                      fit_maxiter=COLD_MAXITER, acq_maxiter=ACQ_MAXITER, kernel=DEFAULT_KERNEL,
+                      input_warping=True)
     # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
     # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples, and its
     # default RBF kernel (plus as many raw samples around the best points, as at every
     # effort: _bayes_acquisition.SAMPLE_AROUND_BEST).
     return Effort(num_restarts=10, raw_samples=512, mc_samples=128, warm_start=False,
-                  fit_maxiter=CONVERGED, acq_maxiter=200, kernel="rbf")
+                  fit_maxiter=CONVERGED, acq_maxiter=200, kernel="rbf",
+                  input_warping=False)
 
 
 def choose(effort: str, pace: tuple[float, int] | None, seconds: dict[str, float]) -> str:

@@ -26,12 +26,13 @@ from botorch.exceptions import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import MixedSingleTaskGP, SingleTaskGP
 from botorch.models.transforms import Normalize, Standardize
+from botorch.models.transforms.input import InputTransform, Warp
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import Kernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
-from gpytorch.priors import GammaPrior
+from gpytorch.priors import GammaPrior, LogNormalPrior
 from torch import Tensor
 
 from .._problem import Problem
@@ -62,6 +63,11 @@ NOISE_START = 1e-2
 WARP_TAIL = 100.0
 #: Fits after which the explorer chain of :func:`fit_model` starts again from the priors.
 EXPLORER_RESTART = 5
+#: LogNormal (loc, scale) prior of both Kumaraswamy concentrations of the input warping
+#: (:func:`_input_transform`): BoTorch's own choice for ``Warp``, median 1 (no warping).
+WARP_PRIOR = (0.0, 0.75 ** 0.5)
+#: Parameters under this prefix (the input warping's) are shared by every output of the model.
+SHARED_PREFIX = "input_transform."
 
 
 @dataclass(frozen=True)
@@ -105,21 +111,18 @@ class InputDomain:
         return [j for j in range(self.bounds.shape[-1]) if j not in self.cat_dims]
 
 
-def build_model(domain: InputDomain, X: Tensor, Y: Tensor, kernel: str = DEFAULT_KERNEL
-                ) -> SingleTaskGP:
+def build_model(domain: InputDomain, X: Tensor, Y: Tensor, kernel: str = DEFAULT_KERNEL,
+                input_warping: bool = False) -> SingleTaskGP:
     """An unfitted GP with one output per metric.
 
     Args:
         X: ``n x d`` snapped encodings.
         Y: ``n x m`` raw metric values.
         kernel: ``"matern"`` or ``"rbf"`` (:func:`kernel_factory`).
+        input_warping: learn a warping of the continuous inputs (:func:`_input_transform`).
     """
     factory = kernel_factory(kernel)
-    ordinal = domain.ordinal_dims
-    # Bounds are fixed (not learned from the data) so that the input scaling does not change
-    # between fits and warm-started lengthscales keep their meaning.
-    input_transform = Normalize(d=X.shape[-1], indices=ordinal,
-                                bounds=_safe_bounds(domain.bounds)) if ordinal else None
+    input_transform = _input_transform(domain, X, input_warping)
     outcome_transform = Standardize(m=Y.shape[-1])
     batch_shape = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
     likelihood = noise_likelihood(batch_shape, X)
@@ -131,6 +134,40 @@ def build_model(domain: InputDomain, X: Tensor, Y: Tensor, kernel: str = DEFAULT
     return SingleTaskGP(X, Y, input_transform=input_transform,
                         outcome_transform=outcome_transform, likelihood=likelihood,
                         covar_module=factory(batch_shape=batch_shape, ard_num_dims=X.shape[-1]))
+
+
+def _input_transform(domain: InputDomain, X: Tensor, input_warping: bool
+                     ) -> InputTransform | None:
+    """The map of the continuous inputs to ``[0, 1]``: scaling by the domain's bounds, then,
+    with ``input_warping``, BoTorch's ``Warp``, a learned Kumaraswamy CDF per input
+    ``w(x) = 1 - (1 - x^a)^b`` (Snoek et al. 2014), ``a, b`` under ``WARP_PRIOR``.
+
+    Why warp: a stationary kernel assumes a metric varies at the same rate everywhere in the
+    box, where many vary fastest near an edge (BraninCurrin's Currin objective near x2 = 0);
+    the warping stretches the input there, and closed part of ``fast``'s gap to BoTorch's
+    tutorial loop on the quality suite (benchmarks/results/exp_effort.md, "Session 25"). One
+    warping serves every output: BoTorch learns per-batch warpings only
+    for single-output models. Bounds are fixed (not learned from the data) so that the
+    scaling does not change between fits and warm-started lengthscales keep their meaning.
+    """
+    ordinal = domain.ordinal_dims
+    if not ordinal:
+        return None
+    bounds = _safe_bounds(domain.bounds)
+    if not input_warping:
+        return Normalize(d=X.shape[-1], indices=ordinal, bounds=bounds)
+    return Warp(d=X.shape[-1], indices=ordinal, bounds=bounds,
+                concentration1_prior=SharedLogNormalPrior(*WARP_PRIOR),
+                concentration0_prior=SharedLogNormalPrior(*WARP_PRIOR)).to(X)
+
+
+class SharedLogNormalPrior(LogNormalPrior):
+    """A LogNormal prior of a parameter every output shares: its log density summed to one
+    number, which the batched model's marginal likelihood adds to each output's (as the
+    parameter's own likelihood terms are); GPyTorch's per-output sum would not broadcast."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return super().log_prob(value).sum()
 
 
 def noise_likelihood(batch_shape: torch.Size, like: Tensor) -> GaussianLikelihood:
@@ -199,8 +236,8 @@ class FitState:
 
 
 def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None, *,
-              cold_maxiter: int | None = COLD_MAXITER, kernel: str = DEFAULT_KERNEL
-              ) -> tuple[SingleTaskGP, FitState, bool]:
+              cold_maxiter: int | None = COLD_MAXITER, kernel: str = DEFAULT_KERNEL,
+              input_warping: bool = False) -> tuple[SingleTaskGP, FitState, bool]:
     """A GP fitted by maximising the marginal likelihood, the state to warm start the next fit
     from, and whether the warm start won for every output.
 
@@ -215,42 +252,54 @@ def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None,
     (typically "all noise": long lengthscales and large noise, which makes the acquisition
     chase corners): because it continues across fits, it converges even though each fit runs
     few iterations. Sharing one batched fit costs little more than one fit, since at a few
-    hundred points the cost of an iteration is mostly Python overhead.
+    hundred points the cost of an iteration is mostly Python overhead. The input warping is
+    one for all outputs, so the two copies share it, starting from last time's.
 
     Args:
         X: ``n x d`` snapped encodings.
         Y: ``n x m`` raw metric values.
         state: what the previous fit of an ``m``-output model returned.
-        kernel: see :func:`build_model`.
+        kernel, input_warping: see :func:`build_model`.
     """
     if state is None:
-        model = build_model(domain, X, Y, kernel)
+        model = build_model(domain, X, Y, kernel, input_warping)
         _fit(model, maxiter=cold_maxiter)
         return model, FitState(best=hyperparameters(model), kernel=kernel), False
     m = Y.shape[-1]
-    twin = build_model(domain, X, torch.cat([Y, Y], dim=-1), kernel)
+    twin = build_model(domain, X, torch.cat([Y, Y], dim=-1), kernel, input_warping)
     params = dict(twin.named_parameters())
     if set(params) != set(state.best) or state.kernel != kernel:
-        return fit_model(domain, X, Y, None, cold_maxiter=cold_maxiter, kernel=kernel)
+        return fit_model(domain, X, Y, None, cold_maxiter=cold_maxiter, kernel=kernel,
+                         input_warping=input_warping)
     with torch.no_grad():
+        for name, value in state.best.items():
+            if name.startswith(SHARED_PREFIX):
+                params[name].copy_(value)
         for half, values in ((slice(0, m), state.best), (slice(m, 2 * m), state.explorer)):
-            for name, value in (values or {}).items():  # no explorer: priors' initial values
+            for name, value in _per_output(values or {}):  # no explorer: priors' initial values
                 params[name][half] = value.reshape(params[name][half].shape)
     _fit(twin, maxiter=WARM_MAXITER)
     scores = _marginal_log_likelihood(twin)  # (2m,)
     pick = torch.where(scores[:m] >= scores[m:], torch.arange(m), torch.arange(m) + m)
-    model = build_model(domain, X, Y, kernel)
+    model = build_model(domain, X, Y, kernel, input_warping)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            param.copy_(params[name][pick].reshape(param.shape))
+            shared = name.startswith(SHARED_PREFIX)
+            param.copy_(params[name] if shared else params[name][pick].reshape(param.shape))
     model.eval()
     age = state.age + 1 if state.explorer is not None else 1
     explorer = None if age >= EXPLORER_RESTART else {
         name: params[name][m:].detach().clone().reshape(value.shape)
-        for name, value in state.best.items()}
+        for name, value in _per_output(state.best)}
     return model, FitState(best=hyperparameters(model), explorer=explorer, age=age,
                            kernel=kernel), \
         bool((pick < m).all())
+
+
+def _per_output(values: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
+    """The hyperparameters of ``values`` that each output has its own of."""
+    return [(name, value) for name, value in values.items()
+            if not name.startswith(SHARED_PREFIX)]
 
 
 def _fit(model: SingleTaskGP, maxiter: int | None) -> None:
