@@ -63,7 +63,9 @@ def level(name: str) -> Effort:
     # BoTorch's multi-objective tutorial loop: fit_gpytorch_mll's defaults from the priors, and
     # optimize_acqf with num_restarts=10, raw_samples=512, maxiter=200, 128 MC samples, and its
     # default RBF kernel (plus as many raw samples around the best points, as at every
-    # effort: _bayes_acquisition.SAMPLE_AROUND_BEST).
+    # effort: _bayes_acquisition.SAMPLE_AROUND_BEST). No input warping: a warping shared by
+    # the outputs makes each fit to convergence one joint run, which cost 20-40x the CPU of
+    # BoTorch's per-output fits (_bayes_model._fit), and it was not measured with this level.
     return Effort(num_restarts=10, raw_samples=512, mc_samples=128, warm_start=False,
                   fit_maxiter=CONVERGED, acq_maxiter=200, kernel="rbf",
                   input_warping=False)

@@ -310,11 +310,15 @@ def _fit(model: SingleTaskGP, maxiter: int | None) -> None:
     BoTorch's batched fit (one L-BFGS-B per output), whose per-iteration overhead dominates.
     Run to convergence it is the other way round: the joint vector stops only when every
     output has converged and its curvature estimate mixes the outputs, so it took 20-40x the
-    CPU of BoTorch's fit for no higher likelihood (6-8 outputs, 20-30 points).
+    CPU of BoTorch's fit for no higher likelihood (6-8 outputs, 20-30 points). A model with
+    parameters every output shares (the input warping) is fitted as one vector either way:
+    BoTorch's per-output fit cannot split them.
     """
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    options = {} if maxiter is None else {
-        "closure_kwargs": {}, "optimizer_kwargs": {"options": {"maxiter": maxiter}}}
+    shared = any(name.startswith(SHARED_PREFIX) for name, _ in model.named_parameters())
+    options = {"closure_kwargs": {}} if shared else {}  # closure_kwargs: one joint vector
+    if maxiter is not None:
+        options = {"closure_kwargs": {}, "optimizer_kwargs": {"options": {"maxiter": maxiter}}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numerical and iteration-limit warnings are expected
         try:

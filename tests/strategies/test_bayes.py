@@ -319,6 +319,11 @@ def test_the_input_warping_stretches_the_input_where_a_metric_varies_fastest() -
     assert error(refit) < 1.1 * error(warped)
     _, state, warm_won = _bayes_model.fit_model(domain, X, Y, plain_state, input_warping=True)
     assert not warm_won and state.explorer is None
+    # a fit to convergence of several outputs sharing the warping (BoTorch's own fit would
+    # fit each output on its own and cannot split a shared parameter)
+    two, _, _ = _bayes_model.fit_model(domain, X, torch.cat([Y, -Y], dim=-1), None,
+                                       cold_maxiter=_bayes_model.CONVERGED, input_warping=True)
+    assert two.input_transform.concentration1[0] < 0.5
 
 
 def test_the_acquisition_baseline_is_the_best_observations_past_its_limit(
