@@ -146,9 +146,9 @@ def _input_transform(domain: InputDomain, X: Tensor, input_warping: bool
     box, where many vary fastest near an edge (BraninCurrin's Currin objective near x2 = 0);
     the warping stretches the input there, and closed part of ``fast``'s gap to BoTorch's
     tutorial loop on the quality suite (benchmarks/results/exp_effort.md, "Session 25"). One
-    warping serves every output: BoTorch learns per-batch warpings only
-    for single-output models. Bounds are fixed (not learned from the data) so that the
-    scaling does not change between fits and warm-started lengthscales keep their meaning.
+    warping serves every output: BoTorch learns per-batch warpings only for single-output
+    models. Bounds are fixed (not learned from the data) so that the scaling does not change
+    between fits and warm-started lengthscales keep their meaning.
     """
     ordinal = domain.ordinal_dims
     if not ordinal:
