@@ -36,7 +36,8 @@ class Effort:
         fit_maxiter: L-BFGS-B iterations of a cold fit (None: BoTorch's fit to convergence).
         acq_maxiter: L-BFGS-B iterations of the acquisition (first point of a batch).
         kernel: the GP's kernel, ``"matern"`` or ``"rbf"`` (``_bayes_model.build_model``).
-        input_warping: learn a warping of the inputs (``_bayes_model.build_model``).
+        input_warping: learn a warping of the inputs (``_bayes_model.build_model``) for
+            asks of one point (a batch keeps the plain model: ``BayesStrategy._suggest``).
     """
 
     num_restarts: int

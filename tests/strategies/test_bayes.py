@@ -540,8 +540,16 @@ def test_effort_levels_set_the_fit_and_given_options_override_them(monkeypatch, 
     drive(strategy, two_objectives, 8)
     assert fits[0] == (True, _bayes_model.COLD_MAXITER) and not any(cold for cold, _ in fits[1:])
     assert set(kernels) == {"MaternKernel"}
-    assert set(inputs) == {"Warp"}  # fast: the inputs are warped
+    assert set(inputs) == {"Warp"}  # fast: the inputs of single asks are warped
     assert strategy.last_timing["thorough"] == 0.0
+    warped = list(fits)
+    strategy.ask(3)  # a batch: the plain model, cold the first time (its own warm start)
+    strategy.ask(3)
+    assert inputs[-2:] == ["Normalize", "Normalize"]
+    cold = _bayes_model.COLD_MAXITER
+    assert fits[len(warped):] == [(True, cold), (False, cold)]
+    strategy.ask(1)  # back to the warped model, warm-started from its own last fit
+    assert inputs[-1] == "Warp" and fits[-1][0] is False
 
     fits.clear()
     kernels.clear()
