@@ -235,7 +235,7 @@ class BayesStrategy(Strategy):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             start = time.perf_counter()
-            # Batches keep the plain model: with warped inputs, cohorts of 16 lost 0.1-0.25 of
+            # Batches keep the plain model: with warped inputs, cohorts of 16 lost 0.08-0.24 of
             # log10 gap on BraninCurrin and C2DTLZ2 (benchmarks/results/exp_effort.md,
             # "Session 25"), where single asks gained. Each model has its own warm start.
             warp = effort.input_warping and q == 1
