@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -273,7 +274,7 @@ def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None,
                          input_warping=input_warping)
     with torch.no_grad():
         for name, value in state.best.items():
-            if name.startswith(SHARED_PREFIX):
+            if _shared(name):
                 params[name].copy_(value)
         for half, values in ((slice(0, m), state.best), (slice(m, 2 * m), state.explorer)):
             for name, value in _per_output(values or {}):  # no explorer: priors' initial values
@@ -284,8 +285,7 @@ def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None,
     model = build_model(domain, X, Y, kernel, input_warping)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            shared = name.startswith(SHARED_PREFIX)
-            param.copy_(params[name] if shared else params[name][pick].reshape(param.shape))
+            param.copy_(params[name] if _shared(name) else params[name][pick].reshape(param.shape))
     model.eval()
     age = state.age + 1 if state.explorer is not None else 1
     explorer = None if age >= EXPLORER_RESTART else {
@@ -296,10 +296,14 @@ def fit_model(domain: InputDomain, X: Tensor, Y: Tensor, state: FitState | None,
         bool((pick < m).all())
 
 
+def _shared(name: str) -> bool:
+    """Whether the hyperparameter ``name`` is one for all outputs (not one per output)."""
+    return name.startswith(SHARED_PREFIX)
+
+
 def _per_output(values: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
     """The hyperparameters of ``values`` that each output has its own of."""
-    return [(name, value) for name, value in values.items()
-            if not name.startswith(SHARED_PREFIX)]
+    return [(name, value) for name, value in values.items() if not _shared(name)]
 
 
 def _fit(model: SingleTaskGP, maxiter: int | None) -> None:
@@ -315,10 +319,11 @@ def _fit(model: SingleTaskGP, maxiter: int | None) -> None:
     BoTorch's per-output fit cannot split them.
     """
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
-    shared = any(name.startswith(SHARED_PREFIX) for name, _ in model.named_parameters())
-    options = {"closure_kwargs": {}} if shared else {}  # closure_kwargs: one joint vector
+    options: dict[str, Any] = {}
+    if maxiter is not None or any(_shared(name) for name, _ in model.named_parameters()):
+        options["closure_kwargs"] = {}  # given closure arguments, BoTorch fits one joint vector
     if maxiter is not None:
-        options = {"closure_kwargs": {}, "optimizer_kwargs": {"options": {"maxiter": maxiter}}}
+        options["optimizer_kwargs"] = {"options": {"maxiter": maxiter}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numerical and iteration-limit warnings are expected
         try:
