@@ -235,9 +235,12 @@ class BayesStrategy(Strategy):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             start = time.perf_counter()
-            # Batches keep the plain model: with warped inputs, cohorts of 16 lost 0.08-0.24 of
-            # log10 gap on BraninCurrin and C2DTLZ2 (benchmarks/results/exp_effort.md,
-            # "Session 25"), where single asks gained. Each model has its own warm start.
+            # Batches keep the plain model: the warping stretches an input where a metric is
+            # steep, so points close together there look far apart to the kernel and a batch's
+            # fantasised points no longer keep it spread; cohorts of 16 piled up at the box's
+            # edge and lost 0.08-0.24 of log10 gap on BraninCurrin and C2DTLZ2, at any effort
+            # (benchmarks/results/exp_effort.md, "Session 25" and "Session 26"), where single
+            # asks gained. Each model has its own warm start.
             warp = effort.input_warping and q == 1
             model, state, warm = fit_model(self._domain, X, Y,
                                            self._fit_states.get(warp) if effort.warm_start
