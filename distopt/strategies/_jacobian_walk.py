@@ -2,7 +2,8 @@
 
 A walk goes through its phases as results arrive: ``center`` (its center is running), ``gradient``
 (the Jacobian's difference trials are running), ``step`` (the proposed step is running); ``wait``
-means the initial design has not finished. Every field follows from the results the walk consumed,
+means the initial design has not finished; ``rest`` that the walk has nothing left to move (see
+:meth:`Walk.advance`). Every field follows from the results the walk consumed,
 so replaying the same results rebuilds it (see :mod:`._jacobian`).
 """
 
@@ -16,11 +17,11 @@ import numpy as np
 from ._jacobian_estimate import Aggregator, Box, Broyden, Estimator
 from ._jacobian_options import JacobianOptions
 from ._jacobian_rows import LocalModel, Rows
-from ._jacobian_table import Grid, Observation, Table
+from ._jacobian_table import Grid, Key, Observation, Table
 from ._jacobian_trace import Trace, heading
 from ._sobol import SobolPoints
 
-WAIT, CENTER, GRADIENT, STEP = "wait", "center", "gradient", "step"
+WAIT, CENTER, GRADIENT, STEP, REST = "wait", "center", "gradient", "step", "rest"
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Walk:
         self.restarts = 0   # walks ended so far (Sobol starts and trace hops)
         self.sobol = 0      # Sobol starts used so far
         self.consumed = 0   # results consumed in all (orders the asks, so members take turns)
+        self.fixed_at: set[Key] = set()  # where walks ended with nothing to move
         self.trace = Trace()
         self.phase = WAIT
         self.box = Box()
@@ -97,7 +99,7 @@ class Walk:
     def advance(self) -> None:
         """Consume every result of the table this walk is waiting for, as far as they go."""
         for _ in range(4 * len(self.terrain.table) + 100):  # every pass or two consumes a result
-            if self.phase == WAIT:
+            if self.phase in (WAIT, REST):
                 return
             if self.phase == CENTER:
                 obs = self._consume(self.x)
@@ -108,7 +110,17 @@ class Walk:
                     continue
                 self._set_center(obs)
                 if len(self.box) == 0:
+                    # Nothing continuous to move (a space of Ints and Categoricals): the walk
+                    # ends where it starts. Once a start repeats such an end, the starts are
+                    # cycling through known configurations (in a small space, all of them), so
+                    # the member rests and the strategy's fillers explore instead.
+                    key = self.terrain.grid.key(self.x)
+                    repeated = key in self.fixed_at
+                    self.fixed_at.add(key)
                     self._finish("fixed")
+                    if repeated:
+                        self.phase = REST
+                        return
                     continue
             if self.phase == GRADIENT:
                 if not self._estimate():
