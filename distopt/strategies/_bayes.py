@@ -291,6 +291,10 @@ class BayesStrategy(Strategy):
             if key in avoid:
                 pool = SobolStart(self.problem.space.dim, seed).take(
                     0, pool_size, avoid, self.problem)
+                # In a nearly exhausted discrete space the pool is padded with repeats; the
+                # acquisition may prefer one of them to the few configurations left.
+                fresh = np.array([k not in avoid for k in point_keys(pool)])
+                pool = pool[fresh] if fresh.any() else pool
                 pending = [X_pending] if X_pending is not None else []
                 pending += [to_tensor(np.array(chosen), self._device)] if chosen else []
                 point = pool[best_of_pool(acq, to_tensor(pool, self._device),

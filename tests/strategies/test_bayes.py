@@ -200,6 +200,21 @@ def test_pending_points_give_distinct_suggestions() -> None:
     assert distances.min() > 0.01
 
 
+def test_a_small_discrete_space_is_searched_without_repeats() -> None:
+    # 9 configurations, 9 asks: the last must find the one configuration left, not a repeat
+    # the acquisition prefers (issue 19 follow-up: the replacement pool was padded with them).
+    problem = Problem({"cat": {"type": "categorical", "choices": ["a", "b", "c"]},
+                       "k": {"type": "int", "low": 0, "high": 2}}, {"f1": "min", "f2": "min"})
+    strategy = make("bayes", problem, n_initial=3)
+    seen = []
+    for trial_id in range(9):
+        config = strategy.ask(1)[0]
+        seen.append((config["cat"], config["k"]))
+        metrics = {"f1": config["k"], "f2": 2 - config["k"] + (config["cat"] == "a")}
+        strategy.tell([TrialResult(trial_id, config, "COMPLETE", metrics)])
+    assert len(set(seen)) == 9
+
+
 def test_failed_trials_are_fed_as_pending_and_kept_out_of_the_model(spy: list[dict]) -> None:
     problem = Problem(SQUARE, {"f1": "min", "f2": "min"})
     strategy = make("bayes", problem)
