@@ -27,8 +27,18 @@ class ProblemBound:
 
     def bind(self, problem: Problem) -> None:
         """Attach the problem; called once before use. Binding again starts afresh."""
+        self.check(problem)
         self._problem = problem
         self._setup(problem)
+
+    def check(self, problem: Problem) -> None:  # noqa: B027 - optional hook
+        """Raise a :class:`~distopt.ConfigError` naming the field when this plug-in cannot work
+        on ``problem``; the default accepts every problem.
+
+        Cheap and without heavy imports: a :class:`~distopt.Study` calls it when it is made, so
+        that a bad combination fails before anything is written (binding, which may import
+        BoTorch, runs while the store and Ray start); ``bind`` calls it again.
+        """
 
     def _setup(self, problem: Problem) -> None:  # noqa: B027 - optional hook
         """Prepare for ``problem``; the default does nothing."""

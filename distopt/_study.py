@@ -56,6 +56,7 @@ class Study:
         self.ref_point = _check_ref_point(ref_point, self.problem)
         if self.ref_point is not None:
             self.strategy.offer_ref_point(self.ref_point)
+        self.strategy.check(self.problem)
         self._enqueued: list[dict[str, Any]] = []
         #: How the objective was named (``module:function`` or a factory call), kept in the store
         #: so that ``distopt resume STORE`` can import it again.

@@ -417,6 +417,16 @@ def test_given_reference_point_is_kept(ray_local, tmp_path):
 
 # -- bad input ------------------------------------------------------------------------------------
 
+def _cuda_is_allowed_here() -> bool:
+    """Whether ``device: cuda`` would not be refused: torch sees a CUDA device (or is absent,
+    and ``bayes`` cannot run at all)."""
+    try:
+        import torch
+    except ImportError:
+        return True
+    return torch.cuda.is_available()
+
+
 BAD_INPUTS = [
     ({}, {"budget": 0}, "budget"),
     ({}, {"budget": 2.5}, "budget"),
@@ -436,6 +446,11 @@ BAD_INPUTS = [
     ({"strategy": "nope"}, {}, "strategy"),
     ({"strategy": {"name": "random", "opts": {}}}, {}, "strategy"),
     ({"strategy": {"name": "random", "options": {"bogus": 1}}}, {}, "strategy.options"),
+    ({"strategy": {"name": "bayes", "options": {"ref_point": {"f1": 1.0}}}}, {},
+     "strategy.options.ref_point"),
+    pytest.param({"strategy": {"name": "bayes", "options": {"device": "cuda"}}}, {},
+                 "strategy.options.device", marks=pytest.mark.skipif(
+                     _cuda_is_allowed_here(), reason="CUDA is there (or torch is not)")),
     ({"objectives": {"f1": "minimize", "f2": "min"}}, {}, "objectives.f1"),
     ({"objectives": {}}, {}, "objectives"),
     ({"constraints": {"g": ("<", 1.0)}}, {}, "constraints.g"),

@@ -156,16 +156,22 @@ class BayesStrategy(Strategy):
         if self.user_ref_point is None:
             self.user_ref_point = self.ref_point = dict(ref_point)
 
+    def check(self, problem: Problem) -> None:
+        if self.user_ref_point is not None:
+            _check_ref_point(problem, self.user_ref_point)
+        if self.device == "cuda":  # the one case that imports torch this early
+            from ._bayes_model import resolve_device
+
+            try:
+                resolve_device(self.device)
+            except ValueError as error:
+                raise field_error(option_field("strategy", "device"), f"is 'cuda' but {error}",
+                                  "use 'auto' or 'cpu'") from None
+
     def _setup(self, problem: Problem) -> None:
         from ._bayes_model import InputDomain, resolve_device  # torch loads when a search starts
 
-        if self.user_ref_point is not None:
-            _check_ref_point(problem, self.user_ref_point)
-        try:
-            self._device = resolve_device(self.device)
-        except ValueError as error:
-            raise field_error(option_field("strategy", "device"), f"is 'cuda' but {error}",
-                              "use 'auto' or 'cpu'") from None
+        self._device = resolve_device(self.device)  # a 'cuda' without CUDA failed ``check``
         self._entropy = self.seed if self.seed is not None else derive_seed(
             int(np.random.SeedSequence().entropy % 2**31))
         self._domain = InputDomain.of(problem, self._device)
