@@ -5,7 +5,8 @@ orchestrator binds it to a :class:`~distopt.Problem` once, replays every stored 
 ``tell`` when a study resumes (state is rebuilt from data, never unpickled), then alternates
 ``ask`` and ``tell`` as workers free up.
 
-The base class validates; subclasses implement ``_ask`` and ``_tell``.
+The base class validates; subclasses implement ``_ask`` and ``_tell``, and may refuse a problem
+they cannot search in ``check`` (a study calls it when it is made, before anything is written).
 """
 
 from __future__ import annotations
