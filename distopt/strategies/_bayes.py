@@ -29,6 +29,12 @@ log = logging.getLogger("distopt")
 #: the acquisition then expects nothing new from their neighbourhood, which steers suggestions
 #: away from regions that crash without inventing metric values for them.
 MAX_FAILED_AS_PENDING = 8
+#: The default Sobol start is BoTorch's tutorial size ``2 * (dim + 1)`` up to this many points
+#: (Optuna's GPSampler starts from 10 at any size): with 5-7 inputs the tutorial's 12-16 of 40
+#: evaluations left the model too few; at 10, CarSideImpact (7 inputs) gained 0.16 of log10 gap
+#: and VehicleSafety (5) 0.16, C2DTLZ2 and OSY (6) 0.06, DTLZ2 with 3 objectives lost 0.03
+#: (benchmarks/results/exp_effort.md, "Session 27").
+MAX_DEFAULT_INITIAL = 10
 #: Observed points the acquisition's incumbent front is drawn from (the best by constrained
 #: Pareto rank): qLogNEHVI's cost grows with the baseline, and past a few hundred observations
 #: near a front the full baseline made its optimisation cost several GP fits
@@ -58,7 +64,8 @@ class BayesStrategy(Strategy):
 
     Args:
         seed: seed of the Sobol start, the MC samples and the acquisition optimiser.
-        n_initial: Sobol points before the first model (default ``2 * (dim + 1)``).
+        n_initial: Sobol points before the first model (default ``2 * (dim + 1)``, at most
+            ``MAX_DEFAULT_INITIAL``).
         ref_point: reference point of the hypervolume, metric -> value in the metric's own
             units and direction (e.g. ``{"loss": 1.0, "accuracy": 0.5}``); every objective must
             be given (while no observation dominates it and the acquisition is flat there, it
@@ -177,7 +184,8 @@ class BayesStrategy(Strategy):
         self._domain = InputDomain.of(problem, self._device)
         self._history = History(problem)
         self._sobol = SobolStart(problem.space.dim, self._entropy)
-        self._n_initial = self.n_initial or 2 * (problem.space.dim + 1)
+        self._n_initial = self.n_initial or min(2 * (problem.space.dim + 1),
+                                                MAX_DEFAULT_INITIAL)
         # hyperparameters to warm start the next GP fit from, per model (warped inputs or not)
         self._fit_states: dict[bool, Any] = {}
 
