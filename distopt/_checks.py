@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._errors import field_error
@@ -20,6 +20,21 @@ def is_finite_number(value: Any) -> bool:
     """A finite real number: an int or float (NumPy's too), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and \
         math.isfinite(value)
+
+
+def check_ref_point(field: str, ref_point: Any, objectives: Iterable[str]
+                    ) -> dict[str, float] | None:
+    """A reference point as ``{objective: float}`` for exactly ``objectives`` (None passes)."""
+    if ref_point is None:
+        return None
+    names = list(objectives)
+    if not isinstance(ref_point, Mapping) or set(ref_point) != set(names):
+        raise field_error(field, f"must map every objective {names} to a number; got "
+                                 f"{ref_point!r}")
+    for name, value in ref_point.items():
+        if not is_finite_number(value):
+            raise field_error(f"{field}.{name}", f"must be a finite number; got {value!r}")
+    return {name: float(value) for name, value in ref_point.items()}
 
 
 def option_field(plugin: str, name: str) -> str:

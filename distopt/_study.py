@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._budget import Budget, useful_workers
-from ._checks import check_int
+from ._checks import check_int, check_ref_point
 from ._errors import field_error
 from ._front import USER
 from ._preflight import check_store_path
@@ -53,7 +53,7 @@ class Study:
         self.seed = seed
         self.store_path = Path(store) if store is not None else Path(
             "runs", time.strftime("study-%Y%m%d-%H%M%S"))
-        self.ref_point = _check_ref_point(ref_point, self.problem)
+        self.ref_point = check_ref_point("ref_point", ref_point, self.problem.objectives)
         if self.ref_point is not None:
             self.strategy.offer_ref_point(self.ref_point)
         self.strategy.check(self.problem)
@@ -344,19 +344,4 @@ def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:
         raise field_error("resources_per_trial.gpu",
                           f"must be a fraction <= 1 or a whole number; got {gpu}",
                           "e.g. 0.25 packs 4 trials per GPU")
-    return out
-
-
-def _check_ref_point(ref_point: Any, problem: Problem) -> dict[str, float] | None:
-    if ref_point is None:
-        return None
-    if not isinstance(ref_point, Mapping) or set(ref_point) != set(problem.objectives):
-        raise field_error("ref_point", f"must map every objective {list(problem.objectives)} to a "
-                                       f"number; got {ref_point!r}")
-    out = {}
-    for name, value in ref_point.items():
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value)):
-            raise field_error(f"ref_point.{name}", f"must be a finite number; got {value!r}")
-        out[name] = float(value)
     return out

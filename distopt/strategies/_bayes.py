@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_choice, check_int, is_finite_number, option_field
+from .._checks import check_choice, check_int, check_ref_point, option_field
 from .._errors import field_error
 from .._problem import Problem, TrialResult
 from ..pareto import hypervolume, is_non_dominated, reference_point
@@ -447,10 +447,4 @@ def _check_ref_point(problem: Problem, ref_point: dict[str, float]) -> None:
         raise field_error(option_field("strategy", "ref_point"),
                           "only applies to two or more objectives",
                           "remove it for a single-objective study")
-    if set(ref_point) != set(problem.objectives):
-        raise field_error(option_field("strategy", "ref_point"), f"needs exactly the objectives "
-                                             f"{list(problem.objectives)}; got {sorted(ref_point)}")
-    for name, value in ref_point.items():
-        if not is_finite_number(value):
-            raise field_error(option_field("strategy", f"ref_point.{name}"),
-                              f"must be a finite number; got {value!r}")
+    check_ref_point(option_field("strategy", "ref_point"), ref_point, problem.objectives)
