@@ -30,10 +30,9 @@ log = logging.getLogger("distopt")
 #: away from regions that crash without inventing metric values for them.
 MAX_FAILED_AS_PENDING = 8
 #: The default Sobol start is BoTorch's tutorial size ``2 * (dim + 1)`` up to this many points
-#: (Optuna's GPSampler starts from 10 at any size): with 5-7 inputs the tutorial's 12-16 of 40
-#: evaluations left the model too few; at 10, CarSideImpact (7 inputs) gained 0.16 of log10 gap
-#: and VehicleSafety (5) 0.16, C2DTLZ2 and OSY (6) 0.06, DTLZ2 with 3 objectives lost 0.03
-#: (benchmarks/results/exp_effort.md, "Session 27").
+#: (Optuna's GPSampler starts from 10 at any size): with 5-7 inputs the tutorial's 12-16 points
+#: of a 40-evaluation search leave the model too few (benchmarks/results/exp_effort.md,
+#: "Session 27").
 MAX_DEFAULT_INITIAL = 10
 #: Observed points the acquisition's incumbent front is drawn from (the best by constrained
 #: Pareto rank): qLogNEHVI's cost grows with the baseline, and past a few hundred observations
