@@ -49,7 +49,7 @@ def ray_session(address: str | None, *, workers: int,
             ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)
         else:
             check_reachable(address)
-            token = use_cluster_token()
+            token = use_cluster_token(address)
             check_token(address, token)
             try:
                 ray.init(address=address, **quiet)
@@ -102,20 +102,27 @@ def bounded_shutdown(grace: float = SHUTDOWN_GRACE) -> bool:
     return True
 
 
-def use_cluster_token() -> bool:
-    """Send this machine's Ray token when joining a cluster, as ``ray start`` does; True if so.
+def use_cluster_token(address: str) -> bool:
+    """Send this machine's Ray token when joining the cluster at ``address`` if it asks for one;
+    True if so.
 
     ``ray start --head`` turns token authentication on when a token exists (``~/.ray/auth_token``,
     which any embedded Ray creates, or ``RAY_AUTH_TOKEN``), but a driver joining it with
     ``ray.init(address=...)`` sends the token only when ``RAY_AUTH_MODE=token``: so it was
-    refused ("InvalidAuthToken") by a cluster of the same machine and user. An explicit
-    ``RAY_AUTH_MODE`` is respected; a cluster without authentication ignores the token.
+    refused ("InvalidAuthToken") by a cluster of the same machine and user. The other way round
+    fails too: a driver in token mode refuses the calls a cluster without authentication makes
+    back to it, so every worker's creation is cancelled ("The actor never ran"). So the cluster
+    is asked first, without a token (one probe with Ray's GCS client, the call ``ray.init``
+    makes first), and the token is turned on only when it refuses that. An explicit
+    ``RAY_AUTH_MODE`` is respected.
     """
     if "RAY_AUTH_MODE" in os.environ:
         return os.environ["RAY_AUTH_MODE"].strip().lower() == "token"
     try:
         from ray._private.authentication import authentication_token_setup as setup
     except ImportError:  # a Ray without token authentication
+        return False
+    if _probe(address) is not False:  # it answers without a token (or cannot be asked)
         return False
     log = logging.getLogger(setup.__name__)
     level, log.level = log.level, logging.ERROR  # Ray warns as if it started a cluster
@@ -130,26 +137,39 @@ def check_token(address: str, token: bool) -> None:
 
     ``ray.init`` asks the cluster for its id 20 times, one second apart, each refusal a
     ``gcs_client.cc`` warning line on stderr, before it fails with a message that names neither
-    the token nor the fix. One probe with Ray's own GCS client (the call ``ray.init`` makes
-    first) tells the refusal apart in milliseconds; its one warning line goes nowhere. Anything
-    else the probe meets (another kind of address, an older Ray) is left to ``ray.init``.
+    the token nor the fix; :func:`_probe` tells the refusal apart in milliseconds.
     """
+    if _probe(address) is False:
+        raise field_error("address", f"cannot join the Ray cluster at {address!r}: it refused "
+                                     "this machine's authentication token",
+                          _token_fix(token))
+
+
+def _probe(address: str) -> bool | None:
+    """Whether the cluster at ``address`` lets this process in with its current token settings:
+    False when it refuses them, True when it answers, None when it cannot be asked this way
+    (Ray Client's ``ray://``, an older Ray, no cluster found for ``auto``, anything else
+    ``ray.init`` then reports as before). One call of Ray's GCS client; its warning line goes
+    nowhere."""
     if "://" in address:  # Ray Client (ray://): its server is not a GCS
-        return
+        return None
     try:
+        from ray._private.services import canonicalize_bootstrap_address
         from ray._raylet import GcsClient
         from ray.exceptions import AuthenticationError
     except ImportError:
-        return
+        return None
     try:
         with _stderr_silenced():  # the C++ client warns on fd 2, past Python's logging
-            GcsClient(address=address, cluster_id=None)
+            gcs = canonicalize_bootstrap_address(address)  # "auto": RAY_ADDRESS, or ray start's
+            if gcs is None:
+                return None
+            GcsClient(address=gcs, cluster_id=None)
     except AuthenticationError:
-        raise field_error("address", f"cannot join the Ray cluster at {address!r}: it refused "
-                                     "this machine's authentication token",
-                          _token_fix(token)) from None
+        return False
     except Exception:  # noqa: BLE001 - ray.init reports whatever else is wrong, as before
-        return
+        return None
+    return True
 
 
 @contextmanager
