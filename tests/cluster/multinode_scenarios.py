@@ -65,9 +65,10 @@ def spread(cluster, nodes, root):
 
 
 def gpu(cluster, nodes, root):
-    """4 workers at 0.25 GPU each: all packed on B's one GPU, running at the same time."""
+    """4 workers at 0.25 GPU each: all packed on B's one GPU, running at the same time once all
+    four have started (the first trials go to whichever workers are up first)."""
     reader = study(f"{root}/gpu", 2.0).optimize(
-        sleepy, budget=4, workers=4, resources_per_trial={"cpu": 0.25, "gpu": 0.25},
+        sleepy, budget=12, workers=4, resources_per_trial={"cpu": 0.25, "gpu": 0.25},
         address=cluster.address)
     return {"trials": trials(reader)}
 
