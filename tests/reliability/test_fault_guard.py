@@ -123,6 +123,18 @@ def test_an_explicit_ray_auth_mode_is_respected_when_joining(monkeypatch, mode, 
     assert os.environ["RAY_AUTH_MODE"] == mode
 
 
+def test_a_cluster_that_answers_without_a_token_is_joined_without_one(monkeypatch):
+    """A driver in token mode refuses a token-less cluster's calls back to it (every worker's
+    creation cancelled): this machine's token goes only to a cluster that asks for one."""
+    import distopt._ray as ray_setup
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 64)  # a token this machine would send
+    monkeypatch.setattr(ray_setup, "_probe", lambda address: True)  # it answers without one
+    assert ray_setup.use_cluster_token("10.0.0.1:6379") is False
+    assert "RAY_AUTH_MODE" not in os.environ
+
+
 def test_a_fault_before_the_store_exists_says_to_run_again():
     with pytest.raises(InfrastructureError) as caught, guard("runs/new"):
         raise OSError(errno.ENOSPC, "No space left on device")
