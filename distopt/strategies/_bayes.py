@@ -77,8 +77,8 @@ class BayesStrategy(Strategy):
             warm-started fit, 4 restarts from 128 raw samples, 64 MC samples: enough to keep
             many workers busy with cheap trials), ``"thorough"`` (BoTorch's tutorial settings:
             converged fits from the priors, 10 restarts from 512 raw samples, 128 MC samples,
-            plus raw samples around the best points; several times the cost, better on
-            constrained problems), or ``"auto"`` (thorough
+            plus raw samples around the best points; a few times the cost, ahead of
+            ``"fast"`` on some problems and behind on others), or ``"auto"`` (thorough
             while a thorough suggestion takes at most a tenth of the time between two results,
             mean trial seconds / trials running at once, as the orchestrator measures them;
             fast otherwise and whenever that pace is unknown, as in plain ``ask``/``tell``

@@ -527,9 +527,10 @@ def test_auto_effort_spends_the_tutorial_effort_only_when_trials_hide_it() -> No
 
     assert choose("auto", None, {"fast": 0.5}) == "fast"  # pace never told: plain ask/tell
     assert choose("auto", (100.0, 1), {}) == "fast"  # no suggestion measured yet
-    assert choose("auto", (100.0, 1), {"fast": 0.5}) == "thorough"  # 8 x 0.5 s <= 10% of 100 s
-    assert choose("auto", (100.0, 4), {"fast": 0.5}) == "fast"  # 4 s > 10% of 25 s
-    assert choose("auto", (70.0, 1), {"fast": 1.0}) == "fast"  # 8 s > 10% of 70 s
+    assert choose("auto", (100.0, 1), {"fast": 0.5}) == "thorough"  # 5 x 0.5 s <= 10% of 100 s
+    assert choose("auto", (100.0, 8), {"fast": 0.5}) == "fast"  # 2.5 s > 10% of 12.5 s
+    assert choose("auto", (45.0, 1), {"fast": 1.0}) == "fast"  # 5 s > 10% of 45 s
+    assert choose("auto", (55.0, 1), {"fast": 1.0}) == "thorough"  # 5 s <= 10% of 55 s
     assert choose("auto", (100.0, 1), {"fast": 0.5, "thorough": 12.0}) == "fast"  # measured
     assert choose("fast", (1e6, 1), {"fast": 0.1}) == "fast"
     assert choose("thorough", None, {}) == "thorough"
