@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -69,6 +70,10 @@ def ray_session(address: str | None, *, workers: int,
             with _faults.shielded():  # a second Ctrl-C must not leave half of Ray running
                 lost = watchdog.stop() if watchdog is not None else None
                 if lost is None:
+                    if quiet["log_to_driver"]:
+                        # Ray's log monitor forwards the workers' output every 0.1 s or so; the
+                        # objective's last prints are still on their way when the search ends.
+                        time.sleep(LOG_FLUSH_S)
                     ray.shutdown()
                 else:
                     watchdog.reap()  # what is left of the embedded Ray: it cannot recover
@@ -77,6 +82,9 @@ def ray_session(address: str | None, *, workers: int,
                     watchdog.reap()
 
 
+#: Seconds an owned Ray is left running after the search, so that the workers' last output
+#: (the objective's prints) reaches the driver before it disconnects.
+LOG_FLUSH_S = 0.5
 #: Seconds ``ray.shutdown()`` may take once Ray's GCS or raylet is dead.
 SHUTDOWN_GRACE = 5.0
 

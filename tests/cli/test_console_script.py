@@ -29,6 +29,11 @@ def good(config):
 
 def tune_habit(config):  # Ray Tune style: report the final metrics, return nothing
     distopt.report(f1=config["x"], f2=1 - config["x"])
+
+
+def loud(config):
+    print(f"objective says x={config['x']:.4f}")
+    return {"f1": config["x"], "f2": (1 - config["x"]) ** 2}
 '''
 
 STUDY = '''\
@@ -90,3 +95,18 @@ def test_an_objective_next_to_the_study_file_runs_and_resumes_from_elsewhere(tmp
     result = distopt_command(script, elsewhere, "resume", str(store), "--budget", "6")
     assert result.returncode == 0, result.stderr[-3000:]
     assert open_store(store).trials()["status"].to_pylist() == ["COMPLETE"] * 6
+
+
+@pytest.mark.slow
+def test_the_objectives_last_prints_reach_the_screen(tmp_path):
+    """Trials of a millisecond end the search before Ray's log monitor has forwarded what they
+    printed; the embedded Ray is left up for ``LOG_FLUSH_S`` so that none is lost (without it,
+    0 to 4 of these 4 lines arrived). One worker: Ray folds like lines of several workers."""
+    script = console_script(tmp_path)
+    project(tmp_path / "work", "loud", "runs/s")
+    result = distopt_command(script, tmp_path / "work", "run", "mystudy.yaml", "--workers", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    xs = open_store(tmp_path / "work" / "runs" / "s").trials()["config/x"].to_pylist()
+    said = [line.split("objective says ")[1] for line in (result.stdout + result.stderr)
+            .splitlines() if "objective says " in line]
+    assert sorted(said) == sorted(f"x={x:.4f}" for x in xs)
