@@ -157,14 +157,19 @@ class Study:
         check_store_path(self.store_path)
         stored = self._stored_results()
         plan = Budget(budget, stored=len(stored))
+        from ._summary import RunReport, no_trial_completed_error
+
         if plan.done:  # nothing to run: no Ray, nothing written
             _say(plan.nothing_to_run(), progress)
-            return StoreReader(self.store_path)
+            reader = StoreReader(self.store_path)
+            failure = no_trial_completed_error(reader, budget)  # a store of failures only
+            if failure is not None:
+                raise failure
+            return reader
         from ._faults import guard
         from ._orchestrator import Orchestrator
         from ._progress import ProgressBar
         from ._ray import ray_session
-        from ._summary import RunReport, no_trial_completed_error
 
         n_workers = useful_workers(workers, plan.remaining, cohort_size or 1)
         run = {"budget": budget, "workers": workers, "resources_per_trial": resources,
@@ -193,7 +198,9 @@ class Study:
                         trial_timeout=trial_timeout, on_progress=bar.update if bar else None,
                         scheduler=scheduler, cohort_size=cohort_size,
                         enqueued=self._unstored(stored), on_trial=RunReport(
-                            max_consecutive_failures=max_consecutive_failures).trial_ended)
+                            max_consecutive_failures=max_consecutive_failures,
+                            store=self.store_path, stored=plan.stored,
+                            budget=plan.remaining).trial_ended)
                     orchestrator.start_workers()
                     try:
                         # Replaying the store and importing the strategy's libraries overlap
@@ -215,7 +222,7 @@ class Study:
             if bar is not None:
                 bar.close()
         reader = StoreReader(self.store_path)
-        failure = no_trial_completed_error(reader)
+        failure = no_trial_completed_error(reader, budget - plan.stored)
         if failure is not None:
             raise failure
         return reader

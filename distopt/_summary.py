@@ -37,6 +37,21 @@ def cause_key(cause: str) -> str:
     return _NUMBER.sub("#", cause)
 
 
+def resume_command(store: Any, finished: int, more: int | None = None) -> str:
+    """The command that continues a search after its objective is fixed, with why it names a
+    budget: failed trials count towards the budget (``--budget`` is the total wanted), so a plain
+    ``distopt resume`` of a store that holds its budget would run nothing.
+
+    Args:
+        store: the store's path (``STORE`` when unknown).
+        finished: trials in the store, any status.
+        more: trials to run on top (the run's budget; as many again as are stored when None).
+    """
+    budget = finished + max(1, more if more is not None else finished)
+    return (f"`distopt resume {store if store is not None else 'STORE'} --budget {budget}` "
+            f"(failed trials count towards the budget)")
+
+
 def _cause_of(row: Mapping[str, Any]) -> str:
     return error_cause(row.get("error")) or f"{row['status']} with no error message"
 
@@ -55,12 +70,16 @@ class RunReport:
         out: where failure lines go (None: nowhere, e.g. to build a summary from a store).
         max_consecutive_failures: stop the search (raise :class:`DistoptError`) after this many
             consecutive trials failed with the same cause; None never stops.
+        store: the store's path, for the command the stop names.
+        stored: trials in the store before this run; ``budget``: this run's budget.
     """
 
     def __init__(self, out: TextIO | None = sys.stderr,
-                 max_consecutive_failures: int | None = 20):
+                 max_consecutive_failures: int | None = 20, *, store: Any = None,
+                 stored: int = 0, budget: int | None = None):
         self.out = out
         self.max_consecutive_failures = max_consecutive_failures
+        self.store, self.stored, self.budget = store, stored, budget
         self.counts: Counter[str] = Counter()
         self.causes: dict[str, _Cause] = {}
         self._streak_key: str | None = None
@@ -90,9 +109,10 @@ class RunReport:
         self._streak_key = key
         limit = self.max_consecutive_failures
         if limit is not None and self._streak >= limit:
+            finished = self.stored + sum(self.counts.values())
             raise DistoptError(f"stopping: {self._streak} consecutive trials failed with the same "
                                f"cause: {seen.cause}; fix the objective, then "
-                               f"`distopt resume STORE`")
+                               f"{resume_command(self.store, finished, self.budget)}")
 
     def _print(self, line: str) -> None:
         if self.out is not None:
@@ -126,19 +146,20 @@ def report_of(reader_or_rows: Any) -> RunReport:
     return report
 
 
-def no_trial_completed_error(reader_or_rows: Any) -> DistoptError | None:
+def no_trial_completed_error(reader_or_rows: Any,
+                             budget: int | None = None) -> DistoptError | None:
     """An error naming the first failure's cause when trials ran but none is COMPLETE, else None.
 
-    ``reader_or_rows``: a :class:`~distopt.store.StoreReader` or finished-trial rows.
+    ``reader_or_rows``: a :class:`~distopt.store.StoreReader` or finished-trial rows;
+    ``budget``: the run's, which the resume command it names asks for again.
     """
     rows: Iterable[Mapping[str, Any]] = _rows(reader_or_rows)
     rows = list(rows)
     if not rows or any(Status(r["status"]) == COMPLETE for r in rows):
         return None
     first = min(rows, key=lambda r: r["trial_id"])
-    where = getattr(reader_or_rows, "path", None)
-    resume = f"distopt resume {where}" if where is not None else "distopt resume STORE"
+    resume = resume_command(getattr(reader_or_rows, "path", None), len(rows), budget)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(
         Status(r["status"]).value for r in rows).items()))
     return DistoptError(f"no trial completed ({statuses}); trial {first['trial_id']}: "
-                        f"{_cause_of(first)}; fix the objective, then `{resume}`")
+                        f"{_cause_of(first)}; fix the objective, then {resume}")

@@ -60,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                                                                      "(default: plots)")
     plot.add_argument("--format", choices=("png", "svg", "pdf"), default="png")
 
-    dashboard = commands.add_parser("dashboard", help="keep an Optuna storage in sync with a "
-                                    "store (a running search too) and serve optuna-dashboard")
+    dashboard = command("dashboard", help="keep an Optuna storage in sync with a store (a "
+                                          "running search too) and serve optuna-dashboard")
     dashboard.add_argument("store", metavar="STORE")
     dashboard.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite "
                            "file STORE.optuna.db beside the store)")
@@ -77,7 +77,8 @@ def _run_options(parser: argparse.ArgumentParser, *, store: bool = True) -> None
     parser.add_argument("--budget", type=int, help="total finished trials wanted in the store")
     parser.add_argument("--workers", type=int, help="trials run at once")
     if store:
-        parser.add_argument("--store", help="store folder (default: the study file's)")
+        parser.add_argument("--store", help="store folder, relative to the working directory "
+                                            "(default: the study file's store)")
     parser.add_argument("--address", help="Ray cluster to join, e.g. auto (default: local Ray)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -144,16 +145,23 @@ def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> A
     """The store's reader, after saying so, when it already holds the budget (no Ray started;
     ``Study.optimize`` says the same to API users, this prints the front after it)."""
     from ._budget import Budget
+    from ._checks import check_int
     from ._preflight import study_difference
+    from ._summary import no_trial_completed_error
     from .store import open_store
 
     budget = args.budget if args.budget is not None else study_file.run.get("budget")
     if not isinstance(budget, int) or budget < 1 or stored < budget:
         return None  # a bad budget is the run's to refuse, with its own message
+    if args.workers is not None:  # refused here as a run would, though none starts
+        check_int("workers", args.workers, 1)
     reader = open_store(study_file.study.store_path)
     if study_difference(reader.metadata, {"problem": study_file.study.problem.to_dict()}):
         return None  # a different study: the run refuses it with the difference
     print(Budget(budget, stored=stored).nothing_to_run(), file=sys.stderr)
+    failure = no_trial_completed_error(reader, budget)  # a store of failures only
+    if failure is not None:
+        raise failure
     return reader
 
 
@@ -301,10 +309,15 @@ def _dashboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ._checks import check_int, check_number
+    from ._logging import verbosity
     from .interop import optuna as interop
 
     check_int("--port", args.port, 0, maximum=65535)
     check_number("--interval", args.interval, 0.0)
+    if verbosity() < 0:  # -q: errors only, so not Optuna's "A new study created" either
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(args.store)
     url = args.storage or f"sqlite:///{path.resolve().parent / (path.name + '.optuna.db')}"
     added = interop.sync_store(path, url, study_name=args.study_name)   # bad store: fails here

@@ -66,17 +66,34 @@ def test_one_line_per_new_cause_and_a_reminder_for_repeats():
 
 
 def test_a_run_of_the_same_cause_stops_the_search():
-    report = RunReport(out=None, max_consecutive_failures=5)
+    report = RunReport(out=None, max_consecutive_failures=5, store="runs/s", stored=3, budget=30)
     for i in range(4):
         report.trial_ended(failed(i))
     report.trial_ended(complete(4))       # a success resets the run
     report.trial_ended(failed(5, "KeyError: 'lr'"))
     for i in range(6, 10):
         report.trial_ended(failed(i))     # another cause resets it too: 4 in a row
-    with pytest.raises(DistoptError, match=r"^stopping: 5 consecutive trials failed with the same "
-                                           r"cause: ZeroDivisionError: division by zero; fix the "
-                                           r"objective, then `distopt resume STORE`$"):
+    with pytest.raises(DistoptError) as stop:
         report.trial_ended(failed(10))
+    # 3 stored + 11 here: the command asks for the run's 30 on top of the 14 (see below)
+    assert str(stop.value) == (
+        "stopping: 5 consecutive trials failed with the same cause: ZeroDivisionError: division "
+        "by zero; fix the objective, then `distopt resume runs/s --budget 44` (failed trials "
+        "count towards the budget)")
+
+
+def test_the_resume_command_leaves_the_runs_budget_to_run():
+    """--budget is the total wanted and failed trials count towards it, so a plain resume of a
+    store that holds its budget runs nothing: the command names a budget that leaves the run's
+    own (or, unknown, as many trials again as the store holds) still to run."""
+    from distopt._budget import Budget
+    from distopt._summary import resume_command
+
+    for finished, more, expected in [(14, 30, 30), (8, None, 8), (4, 0, 1)]:
+        command = resume_command("runs/s", finished, more)
+        total = int(command.split("--budget ")[1].split("`")[0])
+        assert Budget(total, stored=finished).remaining == expected
+    assert resume_command(None, 2).startswith("`distopt resume STORE --budget 4`")
 
 
 def test_timeouts_count_as_failures_and_pruned_trials_do_not():
@@ -92,9 +109,10 @@ def test_no_trial_completed_names_the_first_cause(tmp_path):
     assert no_trial_completed_error([]) is None
     assert no_trial_completed_error([failed(1), complete(0)]) is None
     store = write_store(tmp_path / "store", [failed(3, "KeyError: 'lr'"), failed(2)])
-    error = no_trial_completed_error(open_store(store))
+    error = no_trial_completed_error(open_store(store), budget=5)
     assert str(error) == (f"no trial completed (2 FAILED); trial 2: ZeroDivisionError: division "
-                          f"by zero; fix the objective, then `distopt resume {store}`")
+                          f"by zero; fix the objective, then `distopt resume {store} --budget 7` "
+                          f"(failed trials count towards the budget)")
 
 
 @pytest.mark.parametrize(("returned", "message"), [
@@ -132,7 +150,8 @@ def test_run_where_no_trial_completed_prints_the_summary_and_exits_2(tmp_path, m
         "trials: 8 FAILED",
         "  8 failed (e.g. trial 0): ZeroDivisionError: division by zero",
         "distopt: error: no trial completed (8 FAILED); trial 0: ZeroDivisionError: division by "
-        f"zero; fix the objective, then `distopt resume {tmp_path / 's'}`"]
+        f"zero; fix the objective, then `distopt resume {tmp_path / 's'} --budget 16` (failed "
+        "trials count towards the budget)"]
 
 
 @pytest.fixture
@@ -190,6 +209,33 @@ def test_a_finished_store_says_nothing_to_run_without_starting_ray(tmp_path, mon
     assert out.splitlines()[-1].startswith("Pareto front: 4 rows  |  trials: 4 COMPLETE")
     code, _, err = run_main(["resume", str(store), "--budget", "3", "--no-progress"])
     assert (code, err) == (0, "nothing to run (4/3 done; raise --budget to continue)\n")
+    code, _, err = run_main(["resume", str(store), "--budget", "4", "--workers", "0",
+                             "--no-progress"])
+    assert (code, err) == (2, "distopt: error: workers: must be an int >= 1; got 0\n")
     monkeypatch.undo()   # the real run: it refuses a budget of 0 before starting anything
     code, _, err = run_main(["resume", str(store), "--budget", "0", "--no-progress"])
     assert code == 2 and err.startswith("distopt: error: budget: ")
+
+
+def test_a_store_of_failures_only_that_holds_its_budget_names_the_budget_to_resume_with(
+        tmp_path, monkeypatch):
+    """The hint after a run where no trial completed used to be a plain `distopt resume`,
+    which then had nothing to run (failed trials count towards the budget) and exited 0."""
+    from distopt import Study, _studyfile, examples
+
+    def optimize(self, **overrides):
+        raise AssertionError("a store that holds the budget must not start a run")
+
+    monkeypatch.setattr(_studyfile.StudyFile, "optimize", optimize)
+    store = write_store(tmp_path / "s", [failed(i) for i in range(4)],
+                        objective="distopt.examples:two_bowls")
+    code, out, err = run_main(["resume", str(store), "--budget", "4", "--no-progress"])
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        "nothing to run (4/4 done; raise --budget to continue)",
+        "distopt: error: no trial completed (4 FAILED); trial 0: ZeroDivisionError: division by "
+        f"zero; fix the objective, then `distopt resume {store} --budget 8` (failed trials count "
+        "towards the budget)"]
+    with pytest.raises(DistoptError, match=r"--budget 8` \(failed trials count"):
+        Study({"x": Float(0.0, 1.0)}, {"f1": "min", "f2": "min"}, store=store).optimize(
+            examples.two_bowls, budget=4)

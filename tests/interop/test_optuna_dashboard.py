@@ -226,6 +226,29 @@ def test_dashboard_once_and_bad_input(tmp_path, capsys):
         assert err.startswith(f"distopt: error: {field}") and err.count("\n") == 1, err
 
 
+def test_dashboard_takes_quiet_like_every_command(tmp_path, capfd, monkeypatch):
+    """-q after the command's own arguments, as README says every command takes it; errors only,
+    so not Optuna's "A new study created" line either."""
+    import logging
+
+    from distopt import _logging
+    from distopt.cli import main
+
+    monkeypatch.delenv(_logging.ENV, raising=False)
+    writer = new_writer(tmp_path / "store")
+    write(writer, range(2))
+    writer.close()
+    url = f"sqlite:///{tmp_path / 'quiet.db'}"
+    optuna_level, distopt_level = optuna.logging.get_verbosity(), logging.getLogger("distopt").level
+    try:
+        assert main(["dashboard", str(tmp_path / "store"), "--storage", url, "--once", "-q"]) == 0
+    finally:
+        optuna.logging.set_verbosity(optuna_level)
+        _logging.set_verbosity(0)
+        logging.getLogger("distopt").setLevel(distopt_level)
+    assert capfd.readouterr() == (f"2 trials synced to {url}\n", "")
+
+
 def test_dashboard_without_optuna_dashboard_says_how_to_start_it(tmp_path):
     (tmp_path / "shadow").mkdir()
     (tmp_path / "shadow" / "optuna_dashboard.py").write_text(
