@@ -146,6 +146,7 @@ class Study:
                                        max_retries=max_retries, trial_timeout=trial_timeout,
                                        cohort_size=cohort_size,
                                        max_consecutive_failures=max_consecutive_failures)
+        _check_cohort_size(objective, cohort_size)
         from .schedulers import make_scheduler
 
         scheduler = make_scheduler(scheduler)
@@ -331,6 +332,19 @@ def check_run_settings(*, budget: Any = 1, workers: Any = 1, resources_per_trial
     if address is not None and not isinstance(address, str):
         raise field_error("address", f"must be a string such as 'auto'; got {address!r}")
     return resources
+
+
+def _check_cohort_size(objective: Objective, cohort_size: int | None) -> None:
+    """A ``cohort_size`` above the batched objective's ``max_size`` is refused (the objective
+    says it cannot take more members per call)."""
+    from .cohort import is_batched
+
+    most = objective.spec.max_size if is_batched(objective) else None
+    if cohort_size is not None and most is not None and cohort_size > most:
+        raise field_error("cohort_size", f"{cohort_size} is more than the objective's "
+                                         f"max_size of {most}",
+                          f"lower cohort_size to {most} or less, or raise "
+                          f"distopt.batched(max_size=...)")
 
 
 def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:

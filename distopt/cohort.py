@@ -36,7 +36,7 @@ class BatchSpec:
     """How large a cohort an objective accepts.
 
     Attributes:
-        max_size: most members per call (None: the orchestrator's ``cohort_size`` decides).
+        max_size: most members per call (a ``cohort_size`` above it is refused).
         memory_per_member: bytes of device memory one member needs; with it, an automatic
             cohort size is ``0.8 * free device memory / memory_per_member`` (capped by max_size).
     """
@@ -45,11 +45,12 @@ class BatchSpec:
     memory_per_member: int | None = None
 
     def size_for(self, free_bytes: int | None, default: int) -> int:
-        """The cohort size for a device with ``free_bytes`` free (None: unknown, e.g. a CPU)."""
-        size = self.max_size or default
+        """The cohort size for a device with ``free_bytes`` free (None: unknown, e.g. a CPU):
+        what the memory holds, capped by ``max_size``; else ``max_size``, else ``default``."""
         if free_bytes and self.memory_per_member:
-            size = min(size, max(1, int(0.8 * free_bytes // self.memory_per_member)))
-        return max(1, size)
+            size = max(1, int(0.8 * free_bytes // self.memory_per_member))
+            return min(size, self.max_size) if self.max_size else size
+        return max(1, self.max_size or default)
 
 
 class BatchedObjective:
