@@ -16,6 +16,7 @@ trials at the rung are strictly better than it.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -87,6 +88,8 @@ class MOASHA(Scheduler):
         self._stopped: dict[int, int] = {}               # trial id -> milestone it stopped at
         self._latest: dict[int, dict[str, float]] = {}   # trial id -> latest value per metric
         self._replaying = False
+        self._ranked_once = False   # whether any report had a metric to rank on
+        self._warned = False
 
     def _setup(self, problem: Problem) -> None:
         if self.metrics_spec is None:
@@ -138,7 +141,9 @@ class MOASHA(Scheduler):
         if trial_id in self._stopped:
             return True
         if not any(m in metrics for m in self.metrics):
+            self._warn_unranked(trial_id, step, metrics)
             return False  # a row of other metrics (e.g. train_loss only): nothing to rank on
+        self._ranked_once = True
         # Metrics may come in different report() calls (val_mse every epoch, an expensive one
         # every few): a trial's point is the latest value of each.
         latest = self._latest.setdefault(trial_id, {})
@@ -159,6 +164,20 @@ class MOASHA(Scheduler):
                 return True
         self._next_rung[trial_id] = k
         return False
+
+    def _warn_unranked(self, trial_id: int, step: int, metrics: Mapping[str, float]) -> None:
+        """Say once when reports reach the first milestone without any metric to rank on: the
+        default metrics are the study's objectives, which an objective often returns only at the
+        end, and then nothing is ever stopped."""
+        first = self.milestone(0)
+        if self._ranked_once or self._warned or self._replaying or first is None or step < first:
+            return
+        self._warned = True
+        logging.getLogger("distopt").warning(
+            "distopt: moasha ranks trials on %s, but trial %d reported up to step %d without "
+            "them (%s), so no trial can be stopped; set the scheduler's metrics to what is "
+            "reported each step, e.g. metrics={%r: 'min'}", sorted(self.metrics), trial_id,
+            step, ", ".join(sorted(metrics)) or "nothing", next(iter(sorted(metrics)), "val_loss"))
 
     def replay(self, rows: Any, ended: Mapping[int, str]) -> None:
         """Rebuild the rungs from stored rows: each ended trial is recorded at every rung its

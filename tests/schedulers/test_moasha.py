@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -114,6 +115,27 @@ def test_metrics_reported_in_separate_calls_are_combined():
     assert s.on_report(1, 3, {"f1": 0.0})           # once stopped, always stopped
     assert not s.on_report(2, 2, {"loss": 0.0})     # no ranked metric in the row: ignored
     assert s.rung_sizes == {2: 2}
+
+
+def test_reports_without_a_ranked_metric_say_so_once(caplog):
+    """The default metrics are the objectives, which an objective often returns only at the
+    end: then no trial could ever be stopped, and the run used to say nothing."""
+    s = bound(grace_period=1, reduction_factor=2)      # ranks f1 and f2
+    with caplog.at_level(logging.WARNING, logger="distopt"):
+        assert not s.on_report(0, 0, {"val_mse": 0.5})  # before the first milestone: quiet
+        for step in (1, 2):
+            assert not s.on_report(0, step, {"val_mse": 0.5})
+        assert not s.on_report(1, 1, {"val_mse": 0.4})
+    assert [r.getMessage() for r in caplog.records] == [
+        "distopt: moasha ranks trials on ['f1', 'f2'], but trial 0 reported up to step 1 without "
+        "them (val_mse), so no trial can be stopped; set the scheduler's metrics to what is "
+        "reported each step, e.g. metrics={'val_mse': 'min'}"]
+    caplog.clear()
+    ranked = bound(grace_period=1, reduction_factor=2)
+    with caplog.at_level(logging.WARNING, logger="distopt"):
+        ranked.on_report(0, 1, {"f1": 1.0})
+        ranked.on_report(1, 3, {"loss": 0.0})           # rows of other metrics: fine
+    assert caplog.records == []
 
 
 def test_nan_ranks_last():
