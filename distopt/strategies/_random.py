@@ -6,6 +6,7 @@ from typing import Any
 
 from .._problem import TrialResult
 from ._base import Strategy
+from ._sobol import draw
 
 
 class RandomStrategy(Strategy):
@@ -42,7 +43,7 @@ class RandomStrategy(Strategy):
 
     def _ask(self, n: int, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self._catch_up(pending)
-        points = self._sobol.random(n)
+        points = draw(self._sobol, n)
         self._drawn += n
         configs = self.problem.space.decode(points)
         self._known.update(self._key(c) for c in configs)

@@ -12,6 +12,15 @@ from ..space import point_keys
 from ._points import snap
 
 
+def draw(engine: Any, n: int) -> np.ndarray:
+    """The next ``n`` points of a scipy Sobol engine, ``n x dim``. Its warning that balance
+    needs a power of 2 is not for a search, which uses every prefix of the sequence."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The balance properties of Sobol",
+                                category=UserWarning)
+        return engine.random(n)
+
+
 class SobolStart:
     """Points of one scrambled Sobol sequence in ``[0, 1]^dim``, addressed by position.
 
@@ -40,9 +49,7 @@ class SobolStart:
         chosen: list[np.ndarray] = []
         seen = set(avoid)
         for _ in range(64):
-            with warnings.catch_warnings():  # scrambled Sobol prefixes are fine at any length
-                warnings.simplefilter("ignore", UserWarning)
-                draws = snap(problem, engine.random(max(n, 8)))
+            draws = snap(problem, draw(engine, max(n, 8)))
             for point, key in zip(draws, point_keys(draws), strict=True):
                 if key not in seen:
                     seen.add(key)
