@@ -33,3 +33,18 @@ def test_sobol_start_skips_known_configurations() -> None:
     again = start.take(0, 4, set(point_keys(first[:2])), problem)
     assert not set(point_keys(again)) & set(point_keys(first[:2]))
     np.testing.assert_array_equal(again[:2], first[2:])
+
+
+def test_random_asks_of_any_size_show_no_sobol_balance_warning():
+    """scipy warns that Sobol balance needs a power of 2; a search uses every prefix on purpose,
+    so a user running 3 or 4 workers should not see it."""
+    import warnings
+
+    import distopt
+    from distopt.strategies._random import RandomStrategy
+
+    strategy = RandomStrategy(seed=0)
+    strategy.bind(distopt.Problem({"x": distopt.Float(0, 1)}, {"f": "min"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(strategy.ask(3, [])) == 3
