@@ -145,16 +145,17 @@ def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> A
     """The store's reader, after saying so, when it already holds the budget (no Ray started;
     ``Study.optimize`` says the same to API users, this prints the front after it)."""
     from ._budget import Budget
-    from ._checks import check_int
     from ._preflight import study_difference
+    from ._study import check_run_settings
     from ._summary import no_trial_completed_error
     from .store import open_store
 
     budget = args.budget if args.budget is not None else study_file.run.get("budget")
     if not isinstance(budget, int) or budget < 1 or stored < budget:
         return None  # a bad budget is the run's to refuse, with its own message
-    if args.workers is not None:  # refused here as a run would, though none starts
-        check_int("workers", args.workers, 1)
+    # bad run settings are refused here as a run would refuse them, though none starts
+    given = {"budget": budget, "workers": args.workers, "address": args.address}
+    check_run_settings(**{**study_file.run, **{k: v for k, v in given.items() if v is not None}})
     reader = open_store(study_file.study.store_path)
     if study_difference(reader.metadata, {"problem": study_file.study.problem.to_dict()}):
         return None  # a different study: the run refuses it with the difference
