@@ -257,8 +257,8 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool, view: str | None = No
     view = view or ("all" if show_all else "front")
     table = _view(reader, view)
     hv = reader.hypervolume()
-    counts = reader.trials()["status"].value_counts().to_pylist()
     if fmt == "json":
+        counts = reader.trials()["status"].value_counts().to_pylist()
         print(json.dumps({"hypervolume": hv, "ref_point": reader.ref_point_in_use(),
                           "ref_point_recorded": reader.ref_point is not None,
                           "trials": {c["values"]: c["counts"] for c in counts},
@@ -271,13 +271,15 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool, view: str | None = No
         pacsv.write_csv(table, sys.stdout.buffer)
         return
     _print_table(table)
-    status = ", ".join(f"{c['counts']} {c['values']}" for c in counts)
-    label = {"front": "Pareto front", "all": "trials", "failed": "failed trials"}[view]
+    status = _status_counts(reader)
+    # every trial is a row of the "all" view: its counts say it once, not "6 rows | 6 COMPLETE"
+    head = (f"trials: {table.num_rows} rows ({status})" if view == "all" else
+            f"{'Pareto front' if view == 'front' else 'failed trials'}: {table.num_rows} rows"
+            f"  |  trials: {status}")
     ref = reader.ref_point  # recorded once a search has 2(d+1) feasible trials
     origin = f"ref_point {ref}" if ref is not None else (
         f"ref_point {reader.ref_point_in_use()}, inferred from this front: none recorded yet")
-    print(f"\n{label}: {table.num_rows} rows  |  trials: {status}  |  hypervolume: {hv:.6g}  "
-          f"({origin})")
+    print(f"\n{head}  |  hypervolume: {hv:.6g}  ({origin})")
 
 
 def _print_table(table: Any) -> None:

@@ -114,7 +114,7 @@ def test_show_table(ran, capsys):
     header, rows, summary = parse_table(capsys.readouterr().out)
     assert header[:2] == ["trial_id", "status"]
     assert [int(r[0]) for r in rows] == list(range(BUDGET))
-    assert summary.startswith(f"trials: {BUDGET} rows")
+    assert summary.startswith(f"trials: {BUDGET} rows ({BUDGET} COMPLETE)  |  hypervolume")
 
 
 def test_show_csv(ran, capsys):
