@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ._errors import DistoptError
-from .trial import COMPLETE, Status
+from .trial import COMPLETE, Status, status_counts
 
 #: Repeats of one cause between two "(same cause ...)" reminder lines.
 REMIND_EVERY = 10
@@ -125,7 +125,7 @@ class RunReport:
 
     def summary(self) -> str:
         """Counts by status, then each distinct failure cause with its count and one trial id."""
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
+        counts = status_counts(self.counts.elements())
         lines = [f"trials: {counts or 'none'}"]
         for cause in sorted(self.causes.values(), key=lambda c: -c.count):
             lines.append(f"  {cause.count} failed (e.g. trial {cause.example}): {cause.cause}")
@@ -159,7 +159,6 @@ def no_trial_completed_error(reader_or_rows: Any,
         return None
     first = min(rows, key=lambda r: r["trial_id"])
     resume = resume_command(getattr(reader_or_rows, "path", None), len(rows), budget)
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(Counter(
-        Status(r["status"]).value for r in rows).items()))
+    statuses = status_counts(r["status"] for r in rows)
     return DistoptError(f"no trial completed ({statuses}); trial {first['trial_id']}: "
                         f"{_cause_of(first)}; fix the objective, then {resume}")

@@ -12,10 +12,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ._errors import DistoptError
-from .trial import CONFIG_PREFIX, Status
+from .trial import CONFIG_PREFIX, Status, status_counts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -211,23 +212,26 @@ def _plot(args: argparse.Namespace) -> int:
     from .store import open_store
 
     reader = open_store(args.store)
-    if reader.pareto_front().num_rows == 0:  # every plot is about the front: empty axes help no one
-        raise DistoptError(f"{args.store} has no COMPLETE feasible trial yet, so nothing to plot "
-                           f"({_status_counts(reader) or 'no trials'}); see "
-                           f"`distopt show {args.store} --failed`")
     try:
         from . import plot  # lazy: matplotlib is only needed here
     except ImportError as error:
         raise DistoptError(f"distopt plot needs matplotlib ({error}); pip install matplotlib") \
             from None
-    for path in plot.save_all(reader, args.out, fmt=args.format):
+    try:  # every plot is about the front: empty axes help no one
+        plot.require_trials(reader, feasible=True)
+    except ValueError as error:
+        raise DistoptError(str(error)) from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DistoptError(f"--out: {out} is a file; name a folder (it is created if missing)")
+    try:
+        written = plot.save_all(reader, out, fmt=args.format)
+    except OSError as error:  # e.g. a parent that is a file, or no permission
+        raise DistoptError(f"--out: cannot write plots into {out} ({error.strerror}); name a "
+                           f"folder you can write to") from None
+    for path in written:
         print(path)
     return 0
-
-
-def _status_counts(reader: Any) -> str:
-    counts = reader.trials()["status"].value_counts().to_pylist()
-    return ", ".join(f"{c['counts']} {c['values']}" for c in counts)
 
 
 def _view(reader: Any, view: str) -> Any:
@@ -271,14 +275,16 @@ def _print_front(reader: Any, fmt: str, *, show_all: bool, view: str | None = No
         pacsv.write_csv(table, sys.stdout.buffer)
         return
     _print_table(table)
-    status = _status_counts(reader)
+    status = status_counts(reader.trials()["status"].to_pylist()) or "none yet"
     # every trial is a row of the "all" view: its counts say it once, not "6 rows | 6 COMPLETE"
     head = (f"trials: {table.num_rows} rows ({status})" if view == "all" else
             f"{'Pareto front' if view == 'front' else 'failed trials'}: {table.num_rows} rows"
             f"  |  trials: {status}")
-    ref = reader.ref_point  # recorded once a search has 2(d+1) feasible trials
-    origin = f"ref_point {ref}" if ref is not None else (
-        f"ref_point {reader.ref_point_in_use()}, inferred from this front: none recorded yet")
+    ref, in_use = reader.ref_point, reader.ref_point_in_use()
+    # recorded once a search has 2(d+1) feasible trials; until then each call infers its own
+    origin = (f"ref_point {ref}" if ref is not None else
+              f"ref_point {in_use}, inferred from this front: none recorded yet"
+              if in_use is not None else "no ref_point: no feasible trial yet")
     print(f"\n{head}  |  hypervolume: {hv:.6g}  ({origin})")
 
 
@@ -288,7 +294,7 @@ def _print_table(table: Any) -> None:
     header = [c.removeprefix(CONFIG_PREFIX) for c in table.column_names]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
-    last = header[-1] == "error" and len(header) - 1
+    last = len(header) - 1 if header[-1] == "error" else None  # not False: False == 0
 
     def line(cells: list[str]) -> str:
         return "  ".join(v.ljust(w) if i == last else v.rjust(w)
@@ -307,9 +313,21 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _check_storage(url: str) -> None:
+    """Open ``--storage`` once, so that a URL Optuna cannot use is one line, not a traceback."""
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        optuna.storages.RDBStorage(url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        cause = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise DistoptError(f"--storage: Optuna cannot open {url} ({cause}); give an SQLAlchemy "
+                           f"URL it can write, e.g. sqlite:///runs/study.optuna.db") from None
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import threading
-    from pathlib import Path
 
     from ._checks import check_int, check_number
     from ._logging import verbosity
@@ -323,8 +341,12 @@ def _dashboard(args: argparse.Namespace) -> int:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(args.store)
     url = args.storage or f"sqlite:///{path.resolve().parent / (path.name + '.optuna.db')}"
-    added = interop.sync_store(path, url, study_name=args.study_name)   # bad store: fails here
-    print(f"{added} trials synced to {url}", flush=True)   # flushed: a pipe may be watching
+    from .store import open_store
+
+    reader = open_store(path)  # a bad store fails here, before the storage is created
+    _check_storage(url)
+    added = interop.sync_store(reader, url, study_name=args.study_name)
+    print(f"{added} new trials synced to {url}", flush=True)   # flushed: a pipe may be watching
     if args.once:
         return 0
     try:

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from . import pareto
 from ._plottext import axis_ticks, finite_range, fit_title
 from .store import StoreReader
-from .trial import COMPLETE, CONFIG_PREFIX, CURVE_COLUMNS
+from .trial import COMPLETE, CONFIG_PREFIX, CURVE_COLUMNS, status_counts
 
 Store = StoreReader | str | os.PathLike
 
@@ -80,6 +80,17 @@ def _points(reader: StoreReader, table: pa.Table, objectives: Sequence[str]) -> 
     return np.stack([_column(table, m) for m in objectives], axis=1)
 
 
+def require_trials(reader: StoreReader, *, feasible: bool = False) -> None:
+    """Refuse, in one line, a plot with nothing to draw (not empty axes): no COMPLETE trial, or
+    with ``feasible`` no COMPLETE feasible one."""
+    table = reader.pareto_front() if feasible else reader.trials().filter(
+        pc.equal(reader.trials()["status"], COMPLETE.value))
+    if table.num_rows == 0:
+        status = status_counts(reader.trials()["status"].to_pylist()) or "no trials"
+        raise ValueError(f"{reader.path} has no COMPLETE {'feasible ' * feasible}trial yet, so "
+                         f"nothing to plot ({status}); see `distopt show {reader.path} --failed`")
+
+
 def front_sets(store: Store, objectives: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """The three point sets :func:`pareto_front` draws: ``{FRONT, FEASIBLE, INFEASIBLE}`` ->
     ``(n, n_objectives)`` arrays of COMPLETE trials (feasible dominated ones exclude the front)."""
@@ -107,6 +118,7 @@ def pareto_front(store: Store, objectives: Sequence[str] | None = None):
     """
     reader = _reader(store)
     objectives = list(objectives or reader.problem.objectives)
+    require_trials(reader)
     sets = front_sets(reader, objectives)
     styles = {FEASIBLE: {"color": FEASIBLE_COLOR, "marker": "o", "s": 18},
               INFEASIBLE: {"color": INFEASIBLE_COLOR, "marker": "x", "s": 22},
@@ -209,6 +221,7 @@ def _seconds(table: pa.Table, column: str) -> np.ndarray:
 def hypervolume(store: Store):
     """Hypervolume of the feasible front over finished trials (left) and over time (right)."""
     reader = _reader(store)
+    require_trials(reader, feasible=True)  # else zero throughout
     trace = hypervolume_trace(reader)
     fig = _figure(figsize=(10, 3.8), layout="constrained")
     by_trial, by_time = fig.subplots(1, 2, sharey=True)
@@ -241,6 +254,7 @@ def parallel_coordinates(store: Store, params: Sequence[str] | None = None,
     space = reader.problem.space
     params = list(params or space.names)
     metrics = list(metrics or reader.problem.objectives)
+    require_trials(reader)
     table = reader.trials()
     table = table.filter(pc.equal(table["status"], COMPLETE.value))
     columns, labels = [], []
@@ -380,12 +394,18 @@ def learning_curves(store: Store, metric: str | None = None, *, log: bool | None
 def breaking_levels(store: Store) -> dict[str, float]:
     """True breaking level per symmetry of a mixed-symmetry store: the ``alphas`` its objective
     was built with (``objective: {call: ...make_task, with: {alphas: {...}}}``); candidates with
-    a ``lam.<group>`` parameter that are not named get 0 (exact), as in ``make_task``."""
+    a ``lam.<group>`` parameter that are not named get 0 (exact), as in ``make_task``.
+
+    Empty when the store records no such call (an objective built in Python, or another task's):
+    the levels are then unknown, not 0.
+    """
     reader = _reader(store)
     spec = reader.metadata.get("objective")
-    alphas = {}
-    if isinstance(spec, Mapping):
-        alphas = dict((spec.get("with") or {}).get("alphas") or {})
+    given = (spec.get("with") or {}) if isinstance(spec, Mapping) else {}
+    if not (isinstance(spec, Mapping) and ("alphas" in given
+                                           or "mixed_symmetry" in str(spec.get("call")))):
+        return {}
+    alphas = dict(given.get("alphas") or {})
     groups = [n[4:] for n in reader.problem.space.names if n.startswith("lam.")]
     return {g: float(alphas.get(g, 0.0)) for g in groups}
 
@@ -402,8 +422,9 @@ def symmetry_strengths(store: Store, alphas: Mapping[str, float] | None = None):
     levels = dict(alphas) if alphas is not None else breaking_levels(reader)
     groups = [g for g in levels if f"lam.{g}" in reader.problem.space.params]
     if not groups:
-        raise ValueError("no lam.<group> parameter with a known breaking level; this plot is for "
-                         "the mixed-symmetry task (pass alphas={group: level} otherwise)")
+        raise ValueError("no lam.<group> parameter with a known breaking level (the store "
+                         "records none unless its study file built the mixed-symmetry task); "
+                         "pass alphas={group: level}")
     front = reader.pareto_front()
     fig = _figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.add_subplot()
@@ -483,4 +504,4 @@ def save_all(store: Store, out: str | os.PathLike, *, fmt: str = "png",
 
 __all__ = ["FEASIBLE", "FRONT", "INFEASIBLE", "breaking_levels", "curve_metrics", "front_sets",
            "hypervolume", "hypervolume_trace", "learning_curves", "parallel_coordinates",
-           "pareto_front", "save_all", "symmetry_strengths"]
+           "pareto_front", "require_trials", "save_all", "symmetry_strengths"]

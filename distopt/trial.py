@@ -8,7 +8,8 @@ strategies and the analysis read ``status`` against :class:`Status`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -38,6 +39,13 @@ class Status(str, Enum):
 
 
 COMPLETE, FAILED, TIMEOUT, PRUNED = Status.COMPLETE, Status.FAILED, Status.TIMEOUT, Status.PRUNED
+
+
+def status_counts(statuses: Iterable[str]) -> str:
+    """``"6 COMPLETE, 2 FAILED"``: how many trials ended each way, in :class:`Status` order (the
+    same order in every summary); empty for no trials."""
+    counts = Counter(Status(s) for s in statuses)
+    return ", ".join(f"{counts[s]} {s}" for s in Status if counts[s])
 
 #: Prefix of a parameter's column in the store's tables (``config/lr``), so that a metric may
 #: share a parameter's name without a clash.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import pareto
+from .._checks import check_ref_point
+from .._errors import field_error
 from .._problem import Problem, TrialResult
 from ..trial import COMPLETE, CONFIG_PREFIX, TRIAL_HEAD_COLUMNS, TRIAL_TAIL_COLUMNS
 from ._lock import StoreLock
@@ -190,12 +193,15 @@ class StoreReader:
             if not np.isfinite(points).all(axis=1).any():
                 return None
             return pareto.reference_point(points, maximize=self.problem.maximize)
-        if isinstance(ref_point, dict):
-            missing = set(self.problem.objectives) - set(ref_point)
-            if missing:
-                raise ValueError(f"ref_point lacks objectives {sorted(missing)}")
-            return np.array([float(ref_point[m]) for m in self.problem.objectives])
-        return np.asarray(ref_point, dtype=float)
+        if isinstance(ref_point, Mapping):  # exactly the objectives: a stray key is a typo
+            ref_point = check_ref_point("ref_point", ref_point, self.problem.objectives)
+            return np.array([ref_point[m] for m in self.problem.objectives])
+        vector = np.asarray(ref_point, dtype=float)
+        if vector.shape != (len(self.problem.objectives),):
+            raise field_error("ref_point", f"has {vector.size} values for the "
+                              f"{len(self.problem.objectives)} objectives "
+                              f"{list(self.problem.objectives)}", "give one per objective")
+        return vector
 
     # -- the names Optuna and Ray Tune users reach for ------------------------------------------
 

@@ -239,3 +239,48 @@ def test_a_store_of_failures_only_that_holds_its_budget_names_the_budget_to_resu
     with pytest.raises(DistoptError, match=r"--budget 8` \(failed trials count"):
         Study({"x": Float(0.0, 1.0)}, {"f1": "min", "f2": "min"}, store=store).optimize(
             examples.two_bowls, budget=4)
+
+
+def test_plot_out_that_is_not_a_folder_is_one_line(tmp_path):
+    store = write_store(tmp_path / "store", [complete(0), complete(1)])
+    (tmp_path / "afile").write_text("")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        code, stdout, err = run_main(["plot", str(store), "--out", str(out)])
+        assert (code, stdout) == (2, "")
+        assert err.startswith("distopt: error: --out: ") and err.count("\n") == 1, err
+
+
+def test_show_of_a_store_without_trials_says_none_yet(tmp_path):
+    store = write_store(tmp_path / "store", [])
+    code, out, err = run_main(["show", str(store)])
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == ("Pareto front: 0 rows  |  trials: none yet  |  hypervolume: 0"
+                                    "  (no ref_point: no feasible trial yet)")
+    code, out, _ = run_main(["show", str(store), "--all"])
+    assert out.splitlines()[-1].startswith("trials: 0 rows (none yet)  |")
+
+
+def test_show_right_aligns_every_column_but_the_error(tmp_path):
+    store = write_store(tmp_path / "store", [complete(i) for i in range(12)])
+    _, out, _ = run_main(["show", str(store)])
+    header, first = out.splitlines()[:2]
+    assert header.startswith("trial_id") and first.startswith("       0 ")   # under the "d"
+
+
+def test_statuses_are_counted_in_one_order_everywhere(tmp_path):
+    rows = [failed(0), complete(1), failed(2)]
+    store = write_store(tmp_path / "store", rows)
+    report = RunReport(out=io.StringIO(), max_consecutive_failures=None)
+    for row in rows:
+        report.trial_ended(row)
+    assert report.summary().splitlines()[0] == "trials: 1 COMPLETE, 2 FAILED"
+    _, out, _ = run_main(["show", str(store)])
+    assert "|  trials: 1 COMPLETE, 2 FAILED  |" in out.splitlines()[-1]
+
+
+def test_a_reference_point_names_exactly_the_objectives(tmp_path):
+    reader = open_store(write_store(tmp_path / "store", [complete(0), complete(1)]))
+    assert reader.hypervolume({"f1": 2.0, "f2": 2.0}) == reader.hypervolume([2.0, 2.0]) > 0
+    for bad in ({"f1": 2.0, "f2": 2.0, "f3": 1.0}, {"f1": 2.0}, [2.0, 2.0, 1.0]):
+        with pytest.raises(DistoptError, match="^ref_point"):
+            reader.hypervolume(bad)

@@ -200,7 +200,7 @@ def test_distopt_dashboard_command(tmp_path):
         out, err = process.communicate(timeout=30)
     assert trials is not None and len(trials) == 8, (out, err)
     assert process.returncode == 0, err
-    assert "5 trials synced to sqlite:///" in out and f"127.0.0.1:{port}" in out
+    assert "5 new trials synced to sqlite:///" in out and f"127.0.0.1:{port}" in out
     assert (tmp_path / "store.optuna.db").exists()
 
 
@@ -214,16 +214,23 @@ def test_dashboard_once_and_bad_input(tmp_path, capsys):
     assert main(["dashboard", str(tmp_path / "store"), "--storage", url, "--once"]) == 0
     assert main(["dashboard", str(tmp_path / "store"), "--storage", url, "--once"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"4 trials synced to {url}", f"0 trials synced to {url}"]
+    assert out == [f"4 new trials synced to {url}", f"0 new trials synced to {url}"]
     study = optuna.load_study(storage=url, study_name="store")
     assert distopt_ids(study) == [0, 1, 2, 3]
     for argv, field in [(["dashboard", str(tmp_path / "nowhere"), "--once"], ""),
                         (["dashboard", str(tmp_path / "store"), "--port", "70000"], "--port"),
                         (["dashboard", str(tmp_path / "store"), "--interval", "-1"],
-                         "--interval")]:
+                         "--interval"),
+                        (["dashboard", str(tmp_path / "store"), "--once", "--storage",
+                          "bogus://x"], "--storage: Optuna cannot open bogus://x"),
+                        (["dashboard", str(tmp_path / "store"), "--once", "--storage",
+                          f"sqlite:///{tmp_path / 'no' / 'such.db'}"], "--storage"),
+                        (["dashboard", str(tmp_path / "nowhere"), "--once", "--storage",
+                          f"sqlite:///{tmp_path / 'nowhere.db'}"], "")]:
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"distopt: error: {field}") and err.count("\n") == 1, err
+    assert not (tmp_path / "nowhere.db").exists()   # a bad store creates no storage
 
 
 def test_dashboard_takes_quiet_like_every_command(tmp_path, capfd, monkeypatch):
@@ -246,7 +253,7 @@ def test_dashboard_takes_quiet_like_every_command(tmp_path, capfd, monkeypatch):
         optuna.logging.set_verbosity(optuna_level)
         _logging.set_verbosity(0)
         logging.getLogger("distopt").setLevel(distopt_level)
-    assert capfd.readouterr() == (f"2 trials synced to {url}\n", "")
+    assert capfd.readouterr() == (f"2 new trials synced to {url}\n", "")
 
 
 def test_dashboard_without_optuna_dashboard_says_how_to_start_it(tmp_path):
@@ -269,7 +276,7 @@ def test_dashboard_without_optuna_dashboard_says_how_to_start_it(tmp_path):
         writer.close()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
-    assert lines[0] == f"2 trials synced to {url}\n", (lines, err)
+    assert lines[0] == f"2 new trials synced to {url}\n", (lines, err)
     assert "pip install optuna-dashboard" in lines[1]
     assert lines[2].strip() == f"optuna-dashboard {url} --host 127.0.0.1 --port 8080"
     assert ids == list(range(5)), err
@@ -419,7 +426,7 @@ def test_trials_in_flight_when_a_search_stopped_wait_for_its_resume(tmp_path, ca
     # A dashboard started on the stopped search never shows them running either.
     once = f"sqlite:///{tmp_path / 'once.db'}"
     assert main(["dashboard", str(tmp_path / "store"), "--storage", once, "--once"]) == 0
-    assert capsys.readouterr().out == f"3 trials synced to {once}\n"
+    assert capsys.readouterr().out == f"3 new trials synced to {once}\n"
     fresh = by_distopt_id(optuna.load_study(storage=once, study_name="store"))
     assert {i: t.state.name for i, t in fresh.items()} == {0: "COMPLETE", 1: "WAITING",
                                                            2: "WAITING"}

@@ -254,3 +254,38 @@ def test_every_title_fits_its_figure_and_no_plot_warns(two_objective_store, symm
             for title in titles:
                 box = title.get_window_extent(renderer)
                 assert box.x0 >= 0 and box.x1 <= fig.bbox.width, title.get_text()
+
+
+def test_a_store_without_a_recorded_task_has_no_true_levels(tmp_path):
+    """A Python-built objective records no call: its breaking levels are unknown, not 0, so the
+    strength plot is refused (and left out of save_all) instead of stacking every group at 0."""
+    space = {f"lam.{g}": distopt.Float(1e-3, 10.0, log=True) for g in ("rotation", "scaling")}
+    study = distopt.Study(space, {"test_mse": "min", "equiv_err.rotation": "min"})
+    trials = [row(i, {"lam.rotation": 0.1 * (i + 1), "lam.scaling": 1.0 / (i + 1)},
+                  {"test_mse": 0.1 * i, "equiv_err.rotation": 1.0 - 0.1 * i}) for i in range(4)]
+    reader = write_store(tmp_path / "s", study, trials)
+    assert dplot.breaking_levels(reader) == {}
+    with pytest.raises(ValueError, match="pass alphas"):
+        dplot.symmetry_strengths(reader)
+    assert "symmetry_strengths" not in {p.stem for p in dplot.save_all(reader, tmp_path / "o")}
+    fig = dplot.symmetry_strengths(reader, alphas={"rotation": 0.0, "scaling": 0.5})
+    medians = [c for c in fig.axes[0].collections if c.get_gid() == "median"]
+    assert sorted(float(c.get_offsets()[0][0]) for c in medians) == [0.0, 0.5]
+
+
+def test_plots_with_nothing_to_draw_are_refused_in_one_line(tmp_path):
+    study = distopt.Study({"x": distopt.Float(0, 1)}, {"f1": "min", "f2": "min"},
+                          constraints={"g": ("<=", 0.0)})
+    failed = write_store(tmp_path / "failed", study,
+                         [row(0, {"x": 0.1}, {}, status="FAILED")])
+    infeasible = write_store(tmp_path / "infeasible", study,
+                             [row(0, {"x": 0.1}, {"f1": 1.0, "f2": 2.0, "g": 1.0})])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no matplotlib "No artists with labels" either
+        for plot in (dplot.pareto_front, dplot.parallel_coordinates, dplot.hypervolume):
+            with pytest.raises(ValueError, match=r"no COMPLETE (feasible )?trial yet, so "
+                                                 r"nothing to plot \(1 FAILED\)"):
+                plot(failed)
+        with pytest.raises(ValueError, match="no COMPLETE feasible trial yet"):
+            dplot.hypervolume(infeasible)
+        assert dplot.pareto_front(infeasible).axes   # infeasible points are worth a look
