@@ -8,9 +8,11 @@ dots (``resources_per_trial.gpu``), and a plug-in's option as it sits in a study
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._errors import field_error
@@ -35,6 +37,35 @@ def check_ref_point(field: str, ref_point: Any, objectives: Iterable[str]
         if not is_finite_number(value):
             raise field_error(f"{field}.{name}", f"must be a finite number; got {value!r}")
     return {name: float(value) for name, value in ref_point.items()}
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``" (did you mean 'cpu'?)"`` for the closest of ``names`` to a mistyped ``name``, else
+    ``""``: a name it abbreviates (``grace`` for ``grace_period``), else difflib's closest."""
+    names = [str(n) for n in names]
+    close = [n for n in names if n.startswith(str(name))][:1] or difflib.get_close_matches(
+        str(name), names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keywords(field: str, target: Callable[..., Any], given: Iterable[str], *,
+                   skip: Iterable[str] = ()) -> None:
+    """Refuse a keyword ``target`` does not take, naming the closest and the ones it takes (a
+    ``TypeError`` from the call would name Python's internals instead). ``field`` is the
+    mapping's path (``strategy.options``); ``skip``: keywords distopt passes itself."""
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the call will tell
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    skip = set(skip)
+    names = [p.name for p in parameters if p.name not in skip and p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    for key in given:
+        if key not in names:
+            raise field_error(f"{field}.{key}", f"is not an option{did_you_mean(key, names)}",
+                              f"the options are {', '.join(names) or 'none'}")
 
 
 def option_field(plugin: str, name: str) -> str:

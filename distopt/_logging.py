@@ -29,8 +29,18 @@ def set_verbosity(level: int) -> None:
     logger.setLevel(_LEVELS[level])
     if not logger.handlers:  # without a handler, INFO would not reach the terminal
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("distopt: %(message)s"))
+        handler.setFormatter(_Prefixed("%(message)s"))
         logger.addHandler(handler)
+
+
+class _Prefixed(logging.Formatter):
+    """``distopt: `` before each line, once: the warnings a user must see carry it themselves,
+    so that they read the same under Python's last-resort handler (a script or notebook that
+    never configured logging), and this handler must not print it twice."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if text.startswith("distopt: ") else f"distopt: {text}"
 
 
 def verbosity() -> int:

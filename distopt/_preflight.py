@@ -18,9 +18,13 @@ from ._errors import StoreError, field_error
 def check_store_path(path: str | os.PathLike[str]) -> None:
     """Raise a one-line ConfigError (field ``store``) when ``path`` cannot be a store folder.
 
-    Refused: a file where the folder should be, a path under a file, a folder (or the nearest
-    existing parent of a new one) that this process cannot write.
+    Refused: a file where the folder should be, a path under a file, a folder that holds other
+    files and no study (the store would be written in among them, the working directory say), a
+    folder (or the nearest existing parent of a new one) that this process cannot write.
     """
+    from .store import METADATA_FILE  # lazy: the store's writer imports this module
+    from .store._writer import STORE_NAMES
+
     try:
         path = Path(path)
         if "\0" in str(path):  # pathlib answers "does not exist" for it; mkdir would raise
@@ -32,6 +36,13 @@ def check_store_path(path: str | os.PathLike[str]) -> None:
     if exists and not is_dir:
         raise field_error("store", f"{path} is a file, not a folder", "give a folder path")
     if exists:
+        others = [] if (path / METADATA_FILE).exists() else sorted(
+            n.name for n in path.iterdir()
+            if n.name not in STORE_NAMES and not n.name.endswith(".tmp"))
+        if others:
+            raise field_error("store", f"{path} holds other files ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}) and no study",
+                              "give a new or empty folder, e.g. runs/my-study")
         if not os.access(path, os.W_OK | os.X_OK):
             raise field_error("store", f"{path} is not writable by this user",
                               "choose a folder you can write, or fix its permissions")

@@ -45,7 +45,9 @@ class Study:
                  store: str | os.PathLike[str] | None = None, seed: int | None = 0,
                  ref_point: Mapping[str, float] | None = None):
         self.problem = Problem(space, objectives, constraints)
-        if store is not None and not isinstance(store, (str, os.PathLike)):
+        # "" would be Path("") == ".": the store's files loose in the working directory
+        if store is not None and (not isinstance(store, (str, os.PathLike))
+                                  or not os.fspath(store).strip()):
             raise field_error("store", f"must be a folder path; got {store!r}",
                               "e.g. runs/my-study")
         self.strategy_spec = strategy
@@ -335,16 +337,27 @@ def check_run_settings(*, budget: Any = 1, workers: Any = 1, resources_per_trial
 
 
 def _check_cohort_size(objective: Objective, cohort_size: int | None) -> None:
-    """A ``cohort_size`` above the batched objective's ``max_size`` is refused (the objective
-    says it cannot take more members per call)."""
+    """A ``cohort_size`` for a plain objective is refused (it would only cut the workers), and
+    so is one above a batched objective's ``max_size`` (it cannot take more members per call)."""
     from .cohort import is_batched
 
+    if cohort_size is not None and not is_batched(objective):
+        raise field_error("cohort_size", "is for a batched objective, and this one takes one "
+                                         "config per call",
+                          "remove cohort_size, or wrap the objective with @distopt.batched "
+                          "(docs/cohorts.md)")
     most = objective.spec.max_size if is_batched(objective) else None
     if cohort_size is not None and most is not None and cohort_size > most:
         raise field_error("cohort_size", f"{cohort_size} is more than the objective's "
                                          f"max_size of {most}",
                           f"lower cohort_size to {most} or less, or raise "
                           f"distopt.batched(max_size=...)")
+
+
+#: Keys of ``resources_per_trial`` that mean ``cpu`` or ``gpu`` in Ray's other APIs.
+MISSPELLED_RESOURCES = {f"{prefix}{kind}{suffix}": kind for kind in ("cpu", "gpu")
+                        for prefix in ("", "num_") for suffix in ("", "s")
+                        if prefix or suffix} | {"CPU": "cpu", "GPU": "gpu"}
 
 
 def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:
@@ -355,6 +368,12 @@ def _check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:
                           f"must be a mapping like {{'cpu': 1, 'gpu': 0.5}}; got {resources!r}")
     out = {"cpu": 1.0, "gpu": 0.0}
     for key, amount in resources.items():
+        # Ray's own spellings of the two keys (num_cpus, "CPU"): a custom resource by that name
+        # would silently ask the cluster for something no node has
+        if str(key) in MISSPELLED_RESOURCES:
+            right = MISSPELLED_RESOURCES[str(key)]
+            raise field_error(f"resources_per_trial.{key}", f"is not a resource (did you mean "
+                                                            f"{right!r}?)", f"write {right}")
         if (isinstance(amount, bool) or not isinstance(amount, (int, float))
                 or not math.isfinite(amount) or amount < 0):
             raise field_error(f"resources_per_trial.{key}",

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _yaml
+from ._checks import check_keywords, did_you_mean
 from ._errors import ConfigError, field_error
 from ._study import Study, check_run_settings
 
@@ -85,7 +86,12 @@ def import_object(spec: str, *, field_name: str = "objective") -> Any:
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise field_error(field_name, f"module {module_name!r} has no attribute {attribute!r}")
+            public = [n for n in dir(target) if not n.startswith("_")
+                      and callable(getattr(target, n, None))]
+            raise field_error(field_name, f"{getattr(target, '__name__', module_name)!r} has no "
+                                          f"{part!r}{did_you_mean(part, public)}",
+                              f"name one of its functions: {', '.join(public[:8]) or 'none'}"
+                              f"{', ...' if len(public) > 8 else ''}")
         target = getattr(target, part)
     if (inspect.isroutine(target) or inspect.isclass(target)) and _is_stdlib(
             getattr(target, "__module__", None) or ""):
@@ -115,6 +121,7 @@ def resolve_objective(spec: Any) -> Callable[[dict[str, Any]], Any]:
         factory = import_object(spec["call"], field_name="objective.call")
         if not callable(factory):
             raise field_error("objective.call", f"{spec['call']} is not callable")
+        check_keywords("objective.with", factory, kwargs)
         try:
             objective = factory(**kwargs)
         except (TypeError, ValueError) as error:
@@ -123,7 +130,8 @@ def resolve_objective(spec: Any) -> Callable[[dict[str, Any]], Any]:
     else:
         objective = import_object(spec)
     if not callable(objective):
-        raise field_error("objective", f"{spec!r} does not give a callable objective")
+        raise field_error("objective", f"{spec!r} gives a {type(objective).__name__}, not a "
+                                       f"callable", "name a function config -> {metric: number}")
     return objective
 
 

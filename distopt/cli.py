@@ -13,22 +13,29 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._errors import DistoptError
 from .trial import CONFIG_PREFIX, Status, status_counts
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other bad input (its usage lines pushed
+    the error below a screenful of options); ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity = _Parser(add_help=False)
     verbosity.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
                            help="print only errors (no progress bar, no Ray output)")
     verbosity.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                            help="print distopt's and Ray's info and warnings (-vv: debug)")
-    parser = argparse.ArgumentParser(prog="distopt", description=__doc__.splitlines()[0],
-                                     parents=[verbosity])
+    parser = _Parser(prog="distopt", description=__doc__.splitlines()[0], parents=[verbosity])
     parser.add_argument("--version", action="version", version=f"distopt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .._checks import check_keywords
 from .._errors import field_error
 from .._plugin import split_spec
 from ._base import Scheduler
@@ -27,6 +28,7 @@ def make_scheduler(spec: str | Mapping[str, Any] | Scheduler | None) -> Schedule
     if not isinstance(spec, str) or spec not in REGISTRY:
         raise field_error("scheduler", f"unknown scheduler {spec!r}",
                           f"choose one of {', '.join(REGISTRY)}")
+    check_keywords("scheduler.options", REGISTRY[spec], options)
     try:
         return REGISTRY[spec](**options)
     except TypeError as error:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import pareto
+from .._checks import check_choice, check_int, option_field
 from .._errors import field_error
 from .._problem import DIRECTIONS, Problem
 from ..trial import Status
@@ -55,27 +56,27 @@ class MOASHA(Scheduler):
                  grace_period: int = 1, reduction_factor: float = 3, max_step: int | None = None,
                  tie_break: str = "crowding"):
         super().__init__()
-        if isinstance(grace_period, bool) or not isinstance(grace_period, int) or grace_period < 0:
-            raise field_error("scheduler.grace_period",
-                              f"must be an int >= 0; got {grace_period!r}")
+        # rungs sit at grace_period * reduction_factor**k: a grace period of 0 puts every rung
+        # at step 0, where no trial could ever pass one
+        check_int(option_field("scheduler", "grace_period"), grace_period, 1)
         if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, (int, float)) \
                 or not reduction_factor > 1:
-            raise field_error("scheduler.reduction_factor",
+            raise field_error(option_field("scheduler", "reduction_factor"),
                               f"must be a number > 1; got {reduction_factor!r}", "3 is usual")
         if max_step is not None and (isinstance(max_step, bool) or not isinstance(max_step, int)
                                      or max_step <= grace_period):
-            raise field_error("scheduler.max_step", f"must be an int > grace_period "
-                                                    f"({grace_period}) or None; got {max_step!r}")
-        if tie_break not in TIE_BREAKS:
-            raise field_error("scheduler.tie_break", f"must be one of {', '.join(TIE_BREAKS)}; "
-                                                     f"got {tie_break!r}")
+            raise field_error(option_field("scheduler", "max_step"),
+                              f"must be an int > grace_period ({grace_period}) or None; "
+                              f"got {max_step!r}")
+        check_choice(option_field("scheduler", "tie_break"), tie_break, TIE_BREAKS)
         if metrics is not None and not isinstance(metrics, (Mapping, list, tuple)):
-            raise field_error("scheduler.metrics", f"must be a mapping of metric to min/max or a "
-                                                   f"list of objectives; got {metrics!r}")
+            raise field_error(option_field("scheduler", "metrics"),
+                              f"must be a mapping of metric to min/max or a list of objectives; "
+                              f"got {metrics!r}")
         if isinstance(metrics, Mapping):
             for name, direction in metrics.items():
                 if direction not in DIRECTIONS:
-                    raise field_error(f"scheduler.metrics.{name}",
+                    raise field_error(f"{option_field('scheduler', 'metrics')}.{name}",
                                       f"must be 'min' or 'max'; got {direction!r}")
         self.metrics_spec = metrics
         self.grace_period = grace_period

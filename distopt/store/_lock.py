@@ -20,12 +20,15 @@ from typing import Any
 
 from .._errors import StoreError
 
+#: The lock file's name inside a store folder.
+LOCK_FILE = "LOCK"
+
 
 class StoreLock:
     """Exclusive lock on a store folder, held for the lifetime of a writer."""
 
     def __init__(self, folder: Path):
-        self.path = folder / "LOCK"
+        self.path = folder / LOCK_FILE
         self._file = None
 
     def acquire(self) -> None:
@@ -61,7 +64,7 @@ class StoreLock:
         """Whether a live process holds the lock of ``folder`` right now (read-only: the file
         names its holder; a holder on another host is taken to be alive)."""
         try:
-            text = (folder / "LOCK").read_text()
+            text = (folder / LOCK_FILE).read_text()
         except OSError:
             return False
         if not text.strip():

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._errors import StoreError
 from .._preflight import different_study_error
-from ._lock import StoreLock
+from ._lock import LOCK_FILE, StoreLock
 from ._metadata import METADATA_FILE, read_metadata, write_metadata
 from ._reader import _last_per_trial
 from ._recover import recover
@@ -24,6 +24,8 @@ from ._schema import curve_batch, dispatch_batch, trial_batch
 from ._table import PUBLISH_INTERVAL, TableWriter
 
 TABLES = ("curves", "dispatched", "trials")  # published in this order: a trial after its curve
+#: Every name a store folder holds, a merge's temporary files aside (``.trials.parquet.tmp``).
+STORE_NAMES = frozenset({METADATA_FILE, LOCK_FILE, *TABLES, *(f"{t}.parquet" for t in TABLES)})
 #: Seconds between fsyncs of the journals (trial rows are fsynced at once if FSYNC_TRIALS).
 SYNC_INTERVAL = 1.0
 #: Fsync every ``add_trials`` (with the curves before it) before it returns, so that a trial

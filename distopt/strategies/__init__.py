@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .._checks import check_keywords
 from .._errors import field_error
 from .._plugin import split_spec
 from ._base import Strategy
@@ -84,8 +85,9 @@ def make_strategy(spec: str | Strategy | Mapping[str, Any], *, seed: int | None 
     if not isinstance(spec, str):
         raise field_error("strategy", f"must be a name, a mapping or a Strategy; got {spec!r}")
     cls = strategy_class(spec)
-    try:
-        return cls(seed=seed, **options)
+    check_keywords("strategy.options", cls, options)
+    try:  # a seed among the options is the strategy's own and wins over the study's
+        return cls(**{"seed": seed, **options})
     except TypeError as error:
         raise field_error("strategy.options", f"{spec}: {error}",
                           "check the option names in the strategy's docstring") from None

@@ -79,6 +79,7 @@ trace along the front in :mod:`._jacobian_trace`, the point grid and the results
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,8 @@ from ._sobol import SobolPoints
 
 #: Sobol streams: the design and every start; the fillers handed out while every member waits.
 _STARTS, _FILLERS = 0, 1
+
+log = logging.getLogger("distopt")
 
 
 class JacobianStrategy(Strategy):
@@ -192,6 +195,9 @@ class JacobianStrategy(Strategy):
     def _setup(self, problem: Problem) -> None:
         options, dim = self.options, problem.space.dim
         grid, table, rows = Grid(problem), Table(problem), Rows(problem)
+        if not grid.floats:  # searchable (test_jacobian), but the user likely wants another
+            log.warning("distopt: jacobian walks Float parameters and this space has none, so "
+                        "every trial is a Sobol point; strategy random, nsga2 or bayes suits it")
         self._terrain = Terrain(
             options=options, rows=rows, grid=grid, table=table,
             estimator=Estimator(rows, grid, table.lookup, source=options.source, h=options.h,

@@ -89,6 +89,19 @@ def test_quiet_before_the_command_too(verbosity, tmp_path):
     assert _logging.verbosity() == -1
 
 
+def test_a_warning_says_distopt_once(verbosity, capfd):
+    """The warnings a user must see start with "distopt: " (Python's last-resort handler prints
+    them bare); the CLI's handler prefixes the others, and never both."""
+    logger = logging.getLogger("distopt")
+    logger.handlers[:] = []
+    _logging.set_verbosity(0)
+    logger.warning("distopt: 4 workers x 1 CPU asked on a machine with 2 cores")
+    logger.warning("bayes: trials take 1 s")
+    assert capfd.readouterr().err.splitlines() == [
+        "distopt: 4 workers x 1 CPU asked on a machine with 2 cores",
+        "distopt: bayes: trials take 1 s"]
+
+
 def test_report_outside_a_trial_warns_once(monkeypatch):
     monkeypatch.setattr(_context, "_warned_outside", False)
     monkeypatch.setattr(_context, "last_reports", [])
@@ -145,3 +158,15 @@ def test_trials_dataframe_has_optunas_columns(store):
     front = store.front_dataframe()
     assert list(front.columns) == list(frame.columns)
     assert front["number"].tolist() == [0, 1]
+
+
+def test_argument_errors_are_one_line(capsys):
+    for argv, line in [(["run", "s.yaml", "--seed", "x"],
+                        "distopt run: error: argument --seed: invalid int value: 'x'; see "
+                        "`distopt run --help`"),
+                       (["show"], "distopt show: error: the following arguments are required: "
+                                  "STORE; see `distopt show --help`")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [line]

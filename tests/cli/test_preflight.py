@@ -83,3 +83,63 @@ def test_the_store_refusal_names_the_one_difference(tmp_path):
     assert "holds a different study: space.y.high: stored 1.0, given 2.0; use a new store" \
         in message
     assert "\n" not in message and "'x'" not in message   # not the whole space
+
+
+def test_a_folder_of_other_files_is_not_a_store(tmp_path):
+    """The store is never written in among a user's files (an empty --store was the working
+    directory); a store's own folder, even one cut short before its study.json, is fine."""
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ConfigError, match=r"^store: .* holds other files \(data, notes.txt\) and "
+                                          r"no study; give a new or empty folder"):
+        check_store_path(tmp_path)
+    StoreWriter(tmp_path / "s", metadata(Problem({"x": Float(0, 1)}, {"f": "min"}))).close()
+    (tmp_path / "s" / "notes.txt").write_text("a store may hold a user's notes")
+    check_store_path(tmp_path / "s")
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "LOCK").write_text("")
+    (cut / "trials").mkdir()
+    check_store_path(cut)
+    for empty in ("", "  "):
+        with pytest.raises(ConfigError, match=r"^store: must be a folder path; got"):
+            distopt.Study({"x": Float(0, 1)}, {"f": "min"}, store=empty)
+
+
+def test_cohort_size_is_for_batched_objectives(tmp_path):
+    study = distopt.Study({"x": Float(0, 1)}, {"f": "min"}, store=tmp_path / "s")
+    with pytest.raises(ConfigError, match=r"^cohort_size: is for a batched objective.*"
+                                          r"@distopt.batched"):
+        study.optimize(lambda c: {"f": c["x"]}, budget=2, workers=2, cohort_size=4)
+    assert not (tmp_path / "s").exists()
+
+
+def test_misspelled_names_get_the_closest_and_the_choices(tmp_path, monkeypatch):
+    from distopt._studyfile import resolve_objective
+    from distopt.schedulers import make_scheduler
+    from distopt.strategies import make_strategy
+
+    with pytest.raises(ConfigError, match=r"^strategy\.options\.n_init: is not an option \(did "
+                                          r"you mean 'n_initial'\?\); the options are seed, "):
+        make_strategy({"name": "bayes", "options": {"n_init": 3}})
+    assert make_strategy({"name": "random", "options": {"seed": 3}}, seed=0).seed == 3
+    with pytest.raises(ConfigError, match=r"^scheduler\.options\.grace: is not an option \(did "
+                                          r"you mean 'grace_period'\?\)"):
+        make_scheduler({"name": "moasha", "options": {"grace": 2}})
+    (tmp_path / "myobj.py").write_text("import math\n\ndef objective(config):\n    return {}\n\n"
+                                       "def make(scale=1.0):\n    return objective\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^objective: 'myobj' has no 'objectiv' \(did you mean "
+                                          r"'objective'\?\); name one of its functions: make, "
+                                          r"objective$"):
+        resolve_objective("myobj:objectiv")
+    with pytest.raises(ConfigError, match=r"^objective: 'myobj:math' gives a module, not a "
+                                          r"callable; name a function config -> "):
+        resolve_objective("myobj:math")
+    with pytest.raises(ConfigError, match=r"^objective\.with\.scal: is not an option \(did you "
+                                          r"mean 'scale'\?\)"):
+        resolve_objective({"call": "myobj:make", "with": {"scal": 2.0}})
+    with pytest.raises(ConfigError, match=r"^resources_per_trial\.cpus: is not a resource \(did "
+                                          r"you mean 'cpu'\?\)"):
+        distopt.Study({"x": Float(0, 1)}, {"f": "min"}, store=tmp_path / "r").optimize(
+            lambda c: {"f": 0.0}, budget=1, resources_per_trial={"cpus": 1})

@@ -32,12 +32,13 @@ def test_rungs_are_geometric_and_capped():
 @pytest.mark.parametrize("kwargs, field", [
     ({"reduction_factor": 1}, "reduction_factor"),
     ({"grace_period": -1}, "grace_period"),
+    ({"grace_period": 0}, "grace_period"),   # every rung at step 0: on_report never returned
     ({"grace_period": 4, "max_step": 4}, "max_step"),
     ({"tie_break": "random"}, "tie_break"),
     ({"metrics": {"val": "lowest"}}, "metrics.val"),
 ])
 def test_bad_options_name_the_field(kwargs, field):
-    with pytest.raises(distopt.ConfigError, match=f"scheduler.{field}"):
+    with pytest.raises(distopt.ConfigError, match=rf"^scheduler\.options\.{field}: "):
         MOASHA(**kwargs)
 
 

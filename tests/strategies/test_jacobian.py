@@ -5,6 +5,7 @@ In-process ask/tell on analytic problems (no Ray), plus one end-to-end Study on 
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 
@@ -470,11 +471,15 @@ def test_registry_options_and_validation():
         make_strategy({"name": "jacobian", "options": {"nonsense": 1}})
 
 
-def test_max_steps_and_spaces_without_continuous_coordinates():
+def test_max_steps_and_spaces_without_continuous_coordinates(caplog):
     problem = Problem({"k": distopt.Int(0, 9), "c": distopt.Categorical(["a", "b"])},
                       {"f1": "min", "f2": "min"})
     strategy = JacobianStrategy(seed=0, population=2)
-    strategy.bind(problem)
+    with caplog.at_level(logging.WARNING, logger="distopt"):
+        strategy.bind(problem)
+    assert [r.getMessage() for r in caplog.records] == [
+        "distopt: jacobian walks Float parameters and this space has none, so every trial is a "
+        "Sobol point; strategy random, nsga2 or bayes suits it"]
     configs = []
     for trial in range(24):  # 20 configurations: on past the point where every one is known
         config = strategy.ask(1)[0]
