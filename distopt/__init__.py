@@ -7,6 +7,7 @@ The data flow is space -> strategy -> orchestrator -> worker -> store -> analysi
     reader.pareto_front()
 """
 
+from . import schedulers, strategies  # distopt.schedulers.MOASHA works after `import distopt`
 from ._context import TrialPruned, device, report, should_stop
 from ._errors import ConfigError, DistoptError, StoreError
 from ._problem import Problem, TrialResult
@@ -38,5 +39,7 @@ __all__ = [
     "load_study_file",
     "open_store",
     "report",
+    "schedulers",
     "should_stop",
+    "strategies",
 ]

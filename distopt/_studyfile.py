@@ -187,6 +187,8 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
         if key not in data:
             raise field_error(key, "is missing", "every study file needs objective, space and "
                                                  "objectives")
+    # before the Study: a strategy named by "module:Class" may live beside the objective
+    add_code_folders([Path.cwd(), *([base] if base is not None else [])])
     study = Study(_resolve_space(data["space"], base), data["objectives"],
                   data.get("constraints"), strategy=data.get("strategy", "random"),
                   store=data.get("store"), seed=data.get("seed", 0),
@@ -197,7 +199,6 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
            if key in data}
     run.setdefault("budget", 32)
     check_run_settings(**run)
-    add_code_folders([Path.cwd(), *([base] if base is not None else [])])
     objective = resolve_objective(data["objective"])
     study.objective_spec = data["objective"]
     study.study_file = str(path.resolve()) if path is not None else None

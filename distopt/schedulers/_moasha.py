@@ -91,6 +91,7 @@ class MOASHA(Scheduler):
         self._replaying = False
         self._ranked_once = False   # whether any report had a metric to rank on
         self._warned = False
+        self._warned_partial = False
 
     def _setup(self, problem: Problem) -> None:
         if self.metrics_spec is None:
@@ -157,6 +158,8 @@ class MOASHA(Scheduler):
                 break
             while len(self._rungs) <= k:
                 self._rungs.append({})
+            if np.isnan(vector).any():
+                self._warn_partial(trial_id, milestone, latest)
             self._rungs[k][trial_id] = vector
             k += 1
             if not self._replaying and not self._goes_on(self._rungs[k - 1], trial_id):
@@ -165,6 +168,20 @@ class MOASHA(Scheduler):
                 return True
         self._next_rung[trial_id] = k
         return False
+
+    def _warn_partial(self, trial_id: int, milestone: int, latest: Mapping[str, float]) -> None:
+        """Say once when a trial reaches a rung without some ranked metric: no point with a
+        missing value dominates or is dominated, so such a trial is never stopped (the benchmark's
+        ``equiv_err.*`` every few epochs is fine; one reported only at the end is not)."""
+        if self._warned_partial or self._replaying:
+            return
+        self._warned_partial = True
+        missing = [m for m in self.metrics if m not in latest]
+        logging.getLogger("distopt").warning(
+            "distopt: moasha ranks trials on %s, but trial %d reached the rung at step %d "
+            "without reporting %s, so it cannot be ranked there and goes on; report it at least "
+            "once per rung, or leave it out of the scheduler's metrics", sorted(self.metrics),
+            trial_id, milestone, ", ".join(missing))
 
     def _warn_unranked(self, trial_id: int, step: int, metrics: Mapping[str, float]) -> None:
         """Say once when reports reach the first milestone without any metric to rank on: the

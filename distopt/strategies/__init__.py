@@ -43,11 +43,16 @@ def register(name: str, strategy: type[Strategy] | str) -> None:
     REGISTRY[name] = strategy
 
 
+#: The names every process knows; a name registered at run time is known only where it was.
+BUILTIN: dict[str, str] = dict(REGISTRY)  # type: ignore[arg-type]
+
+
 def registered_name(cls: type[Strategy]) -> str:
-    """The name ``cls`` is registered under, else its import path ``module:Class``."""
+    """The built-in name of ``cls``, else its import path ``module:Class`` (what a later
+    process, ``distopt resume`` say, can rebuild it from without the ``register`` call)."""
     path = f"{cls.__module__}:{cls.__qualname__}"
-    for name, entry in REGISTRY.items():
-        if entry is cls or entry == path:
+    for name, entry in BUILTIN.items():
+        if entry == path:
             return name
     return path
 
@@ -69,7 +74,8 @@ def strategy_class(name: str) -> type[Strategy]:
             raise field_error("strategy", f"{name!r} is not available in this version") from None
         if entry is None:
             raise field_error("strategy", f"cannot import module {module_name!r} of {name!r}",
-                              "check the path, or run from the folder that holds it") from None
+                              "put it in the working directory or the study file's folder, or "
+                              "install it") from None
         raise
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):

@@ -110,10 +110,11 @@ class JacobianStrategy(Strategy):
             (non-dominated and feasible first, spread along the front). None: ``2 * population``,
             so that walks start from the better half of a design (``population``: every member
             starts at its own point at once).
-        source: ``"auto"`` (hypergradients where trials return them, central differences for the
-            rest; differences are run speculatively beside a center unless the space has a truthy
-            ``hypergrad`` constant or a trial already returned ``grad/`` keys), ``"hypergrad"`` (the
-            same, never speculating) or ``"fd"`` (central differences only, keys ignored).
+        source: ``"auto"`` (hypergradients where trials return them, differences (as
+            ``differences`` says) for the rest; differences are run speculatively beside a center
+            unless the space has a truthy ``hypergrad`` constant or a trial already returned
+            ``grad/`` keys), ``"hypergrad"`` (the same, never speculating) or ``"fd"``
+            (differences only, keys ignored).
         h: difference step in the encoded cube.
         differences: ``"central"`` (``x +- h e_j``: ``2 d`` trials per Jacobian, second-order
             accurate) or ``"forward"`` (``x + h e_j``, backward at an upper bound: ``d`` trials
@@ -197,7 +198,7 @@ class JacobianStrategy(Strategy):
         grid, table, rows = Grid(problem), Table(problem), Rows(problem)
         if not grid.floats:  # searchable (test_jacobian), but the user likely wants another
             log.warning("distopt: jacobian walks Float parameters and this space has none, so "
-                        "every trial is a Sobol point; strategy random, nsga2 or bayes suits it")
+                        "every trial is a Sobol point; strategy random, pareto or bayes suits it")
         self._terrain = Terrain(
             options=options, rows=rows, grid=grid, table=table,
             estimator=Estimator(rows, grid, table.lookup, source=options.source, h=options.h,

@@ -38,8 +38,7 @@ class TPEStrategy(Strategy):
     bottom 10% decodes to the ``off`` value, exactly as every other distopt strategy sees it.
 
     Args:
-        seed: seed of the sampler; each ask reseeds it from ``seed`` and the number of trials
-            in the study, so suggestions depend on the data, not on the process history.
+        seed: seed of the one TPE sampler this strategy uses for its whole life.
         n_startup_trials: random trials before TPE starts modelling.
         n_ei_candidates: candidates scored per suggestion.
         constant_liar: treat running trials as bad observations (spreads parallel asks).

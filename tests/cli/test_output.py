@@ -170,3 +170,13 @@ def test_argument_errors_are_one_line(capsys):
             main(argv)
         assert exit_.value.code == 2
         assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_the_documented_dotted_names_work_after_import_distopt():
+    """README writes distopt.schedulers.MOASHA and distopt.strategies.register; in a fresh
+    process (other tests import the subpackages, which would hide a missing import here)."""
+    import subprocess
+    import sys
+
+    code = "import distopt; distopt.schedulers.MOASHA; distopt.strategies.register"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -143,3 +143,28 @@ def test_misspelled_names_get_the_closest_and_the_choices(tmp_path, monkeypatch)
                                           r"you mean 'cpu'\?\)"):
         distopt.Study({"x": Float(0, 1)}, {"f": "min"}, store=tmp_path / "r").optimize(
             lambda c: {"f": 0.0}, budget=1, resources_per_trial={"cpus": 1})
+
+
+def test_a_strategy_class_beside_the_study_file_is_found(tmp_path, monkeypatch):
+    """strategy: module:Class finds its module where the objective's is found (the study file's
+    folder), and is recorded by that path, so a resume in a fresh process rebuilds it."""
+    import sys
+
+    from distopt import _studyfile
+    from distopt._studyfile import load_study_file
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(_studyfile, "_added_folders", [])
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "mystrat.py").write_text(
+        "from distopt.strategies import RandomStrategy\n\n"
+        "class Mine(RandomStrategy):\n    pass\n\n"
+        "def objective(config):\n    return {'f': config['x']}\n")
+    (folder / "study.yaml").write_text(
+        "objective: mystrat:objective\nspace: {x: {type: float, low: 0, high: 1}}\n"
+        "objectives: {f: min}\nstrategy: {name: 'mystrat:Mine'}\nstore: runs/s\n")
+    monkeypatch.chdir(tmp_path)   # not the study file's folder
+    study = load_study_file(folder / "study.yaml").study
+    assert type(study.strategy).__name__ == "Mine"
+    assert study.strategy.to_dict() == {"name": "mystrat:Mine", "options": {}}

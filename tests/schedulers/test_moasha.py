@@ -134,8 +134,31 @@ def test_reports_without_a_ranked_metric_say_so_once(caplog):
     caplog.clear()
     ranked = bound(grace_period=1, reduction_factor=2)
     with caplog.at_level(logging.WARNING, logger="distopt"):
-        ranked.on_report(0, 1, {"f1": 1.0})
+        ranked.on_report(0, 1, {"f1": 1.0, "f2": 2.0})
         ranked.on_report(1, 3, {"loss": 0.0})           # rows of other metrics: fine
+    assert caplog.records == []
+
+
+def test_a_rung_reached_without_one_ranked_metric_says_so_once(caplog):
+    """With one of two metrics never reported per step (an equivariance error returned only at
+    the end), no trial could be stopped, and the run said nothing (only the case of none
+    reported was caught)."""
+    s = bound(grace_period=1, reduction_factor=2)      # ranks f1 and f2
+    with caplog.at_level(logging.WARNING, logger="distopt"):
+        for trial in range(4):
+            for step in (1, 2, 3):
+                assert not s.on_report(trial, step, {"f1": float(trial)})   # never stopped
+    assert [r.getMessage() for r in caplog.records] == [
+        "distopt: moasha ranks trials on ['f1', 'f2'], but trial 0 reached the rung at step 1 "
+        "without reporting f2, so it cannot be ranked there and goes on; report it at least once "
+        "per rung, or leave it out of the scheduler's metrics"]
+    caplog.clear()
+    every_other = bound(grace_period=2, reduction_factor=2)   # f2 every 2nd step: ranked
+    with caplog.at_level(logging.WARNING, logger="distopt"):
+        for trial in range(4):
+            for step in (1, 2, 3, 4):
+                every_other.on_report(trial, step, {"f1": float(trial), **(
+                    {"f2": float(-trial)} if step % 2 == 0 else {})})
     assert caplog.records == []
 
 

@@ -479,7 +479,7 @@ def test_max_steps_and_spaces_without_continuous_coordinates(caplog):
         strategy.bind(problem)
     assert [r.getMessage() for r in caplog.records] == [
         "distopt: jacobian walks Float parameters and this space has none, so every trial is a "
-        "Sobol point; strategy random, nsga2 or bayes suits it"]
+        "Sobol point; strategy random, pareto or bayes suits it"]
     configs = []
     for trial in range(24):  # 20 configurations: on past the point where every one is known
         config = strategy.ask(1)[0]
