@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._codepath import ShippedObjective, code_folders
 from ._errors import DistoptError
 from ._worker import TrialWorker
 
@@ -96,7 +98,8 @@ class WorkerPool:
         import ray
 
         self._fits = self.warn_capacity()
-        self._objective_ref = ray.put(self.objective)  # shipped once, not once per actor
+        # shipped once, not once per actor, with the folders its module may live in
+        self._objective_ref = ray.put(ShippedObjective(self.objective, code_folders()))
         self._down_since = self._started_at = time.monotonic()
         for index in range(self.n_workers):
             slot = Slot(index, self._spawn(index))
@@ -218,6 +221,13 @@ def _amount(value: float) -> str:
 
 
 def cause(error: BaseException) -> str:
-    """The last line of an error's text: what a user needs of a Ray error."""
+    """The last line of an error's text: what a user needs of a Ray error. A worker process
+    that died is one line of Ray's of about 600 characters (exit type, detail, then three
+    guesses); it is cut to the exit type and the detail's first sentence."""
     text = str(error).strip().splitlines()
-    return text[-1] if text else type(error).__name__
+    line = text[-1] if text else type(error).__name__
+    died = re.search(r"Worker exit type: (\w+)(?: Worker exit detail: ([^.]*))?", line)
+    if died is None:
+        return line
+    detail = f": {died.group(2).strip()}" if died.group(2) else ""
+    return f"the worker process died ({died.group(1)}{detail})"

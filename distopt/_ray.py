@@ -7,7 +7,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from ._errors import field_error
@@ -47,25 +47,30 @@ def ray_session(address: str | None, *, workers: int,
                     "distopt: %d workers x %g CPU asked on a machine with %d cores: they share "
                     "the cores (lower --workers for less contention)", workers,
                     resources.get("cpu", 1), cores)
-            ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)
+            with _terminable():
+                ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)
         else:
             check_reachable(address)
             token = use_cluster_token(address)
             check_token(address, token)
             try:
-                ray.init(address=address, **quiet)
+                with _terminable():
+                    ray.init(address=address, **quiet)
             except (ConnectionError, TimeoutError, ValueError) as error:
                 raise field_error("address", f"cannot join a Ray cluster at {address!r} ({error})",
                                   _join_fix(token)) from None
         owned = True
         _faults.install_sigterm()  # ray.init replaced distopt's SIGTERM handler with its own
         watchdog = Watchdog.start(address)
+    restore = _quiet_raylet_errors() if _logging.verbosity() < 0 else None
     try:
         # A cluster joined by address may grow (autoscaling, nodes added by hand): a resource
         # it lacks now is waited for; an embedded or already running local Ray cannot grow.
         check_resources(workers, resources, growable=address is not None)
         yield
     finally:
+        if restore is not None:
+            restore()
         if owned:
             with _faults.shielded():  # a second Ctrl-C must not leave half of Ray running
                 lost = watchdog.stop() if watchdog is not None else None
@@ -80,6 +85,51 @@ def ray_session(address: str | None, *, workers: int,
                     bounded_shutdown()
                 if watchdog is not None:
                     watchdog.reap()
+
+
+def _quiet_raylet_errors() -> Callable[[], None] | None:
+    """With ``-q``, drop the error messages Ray's driver thread prints for the cluster ("(raylet)
+    A worker died or was killed ..."), which neither ``log_to_driver`` nor a log level reaches;
+    distopt reports those deaths itself (a retry, or a FAILED row with the cause). Returns what
+    undoes it (None when this Ray has no such printer: then nothing was changed)."""
+    from ray._private import worker
+
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None:
+        return None
+
+    def printer(data: dict, *args: object, **kwargs: object) -> None:
+        if data.get("pid") != "raylet":
+            original(data, *args, **kwargs)
+
+    worker.print_to_stdstream = printer
+
+    def restore() -> None:
+        worker.print_to_stdstream = original
+
+    return restore
+
+
+@contextmanager
+def _terminable() -> Iterator[None]:
+    """Around ``ray.init``: a SIGTERM in its seconds of start-up meets Ray's own handler, which
+    exits with status 15 and no word (``sys.exit(signum)``), or distopt's; either way what Ray
+    started so far is stopped, and it ends as distopt's :class:`~distopt._faults.Terminated`,
+    which the CLI reports with exit 143 and the resume hint."""
+    import signal
+
+    from ._faults import Terminated
+
+    try:
+        yield
+    except SystemExit as exit_:
+        if exit_.code != signal.SIGTERM:
+            raise
+        bounded_shutdown()
+        raise Terminated from None
+    except KeyboardInterrupt:
+        bounded_shutdown()
+        raise
 
 
 #: Seconds an owned Ray is left running after the search, so that the workers' last output
@@ -230,15 +280,42 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     if not sep or not port.isdigit() or not host:
         return
     host = host.strip("[]")  # IPv6 literal
+    fix = ("check the head node's address and port ('ray status' on the head prints it), or "
+           "leave --address out for a local Ray")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
+        connection = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as error:
         reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
         raise field_error("address", f"nothing answers at {address!r} ({reason} after trying "
-                                     f"for up to {timeout:g} s)",
-                          "check the head node's address and port ('ray status' on the head "
-                          "prints it), or leave --address out for a local Ray") from None
+                                     f"for up to {timeout:g} s)", fix) from None
+    with connection:
+        if not _speaks_grpc(connection, timeout):
+            raise field_error("address", f"{address!r} answers, but not as a Ray cluster (no "
+                                         f"gRPC handshake, which Ray's GCS and client server "
+                                         f"give at once)", fix)
+
+
+#: An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the Ray
+#: Client server) answers with its own SETTINGS frame at once.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_grpc(connection: socket.socket, timeout: float) -> bool:
+    """Whether the server at the other end of ``connection`` answers an HTTP/2 handshake.
+
+    Ray's GCS client has no handshake timeout: against a port where something else listens (a
+    web server, a typo'd port of another service) ``ray.init`` waited silently for minutes. With
+    TLS on (``RAY_USE_TLS``) a plain preface is no test, so it passes.
+    """
+    if os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true"):
+        return True
+    try:
+        connection.settimeout(timeout)
+        connection.sendall(_HTTP2_PREFACE)
+        reply = connection.recv(9)
+    except OSError:
+        return False
+    return len(reply) >= 4 and reply[3] == 4  # frame type 4: SETTINGS
 
 
 def dashboard_options() -> dict[str, object]:

@@ -18,7 +18,14 @@ from ._front import USER
 from ._preflight import check_store_path
 from ._problem import Problem
 from .space import Space
-from .store import METADATA_FILE, StoreReader, StoreWriter, configs_from_table, library_versions
+from .store import (
+    METADATA_FILE,
+    StoreReader,
+    StoreWriter,
+    check_free,
+    configs_from_table,
+    library_versions,
+)
 from .strategies import Strategy, make_strategy
 
 Objective = Callable[[dict[str, Any]], Mapping[str, float]]
@@ -158,6 +165,7 @@ class Study:
             self.objective_spec = _import_path(objective)
 
         check_store_path(self.store_path)
+        check_free(self.store_path)
         stored = self._stored_results()
         plan = Budget(budget, stored=len(stored))
         from ._summary import RunReport, no_trial_completed_error

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -37,6 +36,7 @@ from typing import Any
 
 from . import _yaml
 from ._checks import check_keywords, did_you_mean
+from ._codepath import add_code_folders
 from ._errors import ConfigError, field_error
 from ._study import Study, check_run_settings
 
@@ -130,8 +130,9 @@ def resolve_objective(spec: Any) -> Callable[[dict[str, Any]], Any]:
     else:
         objective = import_object(spec)
     if not callable(objective):
-        raise field_error("objective", f"{spec!r} gives a {type(objective).__name__}, not a "
-                                       f"callable", "name a function config -> {metric: number}")
+        raise field_error("objective", f"{spec!r} does not give a callable objective (it gives "
+                                       f"a {type(objective).__name__})",
+                          "name a function config -> {metric: number}")
     return objective
 
 
@@ -203,37 +204,6 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
     study.objective_spec = data["objective"]
     study.study_file = str(path.resolve()) if path is not None else None
     return StudyFile(path, study, objective, data["objective"], run)
-
-
-#: Folders added to ``sys.path`` for objectives: the working directory and the study file's.
-_added_folders: list[str] = []
-
-
-def add_code_folders(folders: list[Path]) -> None:
-    """Let ``module:function`` objectives be found in ``folders``, here and in Ray workers.
-
-    ``python -m distopt`` has the working directory on ``sys.path`` but the ``distopt`` console
-    script has its own bin folder there instead, so the working directory and the study file's
-    folder are appended (after installed packages, so they never shadow one). Workers of the
-    embedded Ray inherit ``PYTHONPATH``; Ray itself adds the driver's working directory to every
-    worker, also on a cluster (a study file's folder on a cluster: see :func:`code_folders`).
-    """
-    for folder in folders:
-        text = str(folder.resolve())
-        if text not in sys.path:
-            sys.path.append(text)
-        if text not in _added_folders:
-            _added_folders.append(text)
-    importlib.invalidate_caches()  # a module written after the last import attempt
-    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    extra = [p for p in _added_folders if p not in current]
-    if extra:
-        os.environ["PYTHONPATH"] = os.pathsep.join(current + extra)
-
-
-def code_folders() -> list[str]:
-    """The folders added for objectives so far (for a Ray ``runtime_env`` on a cluster)."""
-    return list(_added_folders)
 
 
 def load_study_file(path: str | Path, **overrides: Any) -> StudyFile:

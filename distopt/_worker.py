@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._codepath import ShippedObjective
 from ._context import (
     TrialContext,
     TrialPruned,
@@ -82,9 +83,10 @@ def check_metrics(returned: Any, required: Sequence[str],
 class TrialWorker:
     """Runs trials of one objective; created once per worker slot as a Ray actor."""
 
-    def __init__(self, objective: Callable[[dict[str, Any]], Any], required: Sequence[str],
-                 reserved: frozenset[str], name: str):
-        self._objective = objective
+    def __init__(self, objective: Callable[[dict[str, Any]], Any] | ShippedObjective,
+                 required: Sequence[str], reserved: frozenset[str], name: str):
+        self._objective = objective.load() if isinstance(objective, ShippedObjective) \
+            else objective
         self._required = list(required)
         self._reserved = reserved
         self._name = name

@@ -127,7 +127,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _optimize(study_file: Any, args: argparse.Namespace) -> int:
-    from ._faults import Terminated, guard
+    from ._faults import Terminated, guard, resume_hint
 
     store = study_file.study.store_path
     stored = _stored_trials(store)
@@ -138,8 +138,7 @@ def _optimize(study_file: Any, args: argparse.Namespace) -> int:
                 progress=_progress_wanted(args))
     except KeyboardInterrupt as stop:
         cause = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-        print(f"\n{cause}: finished trials are safe in {store}; continue with\n"
-              f"  distopt resume {store}", file=sys.stderr)
+        print(f"\n{cause}: {resume_hint(store)}", file=sys.stderr)   # no store yet: run again
         return 143 if isinstance(stop, Terminated) else 130
     except DistoptError:
         _print_failures(store, stored)  # what the trials did, before the error line

@@ -242,3 +242,51 @@ def test_creating_a_worker_outside_ray_does_not_start_ray():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["0", "None", "cpu"]
+
+
+def test_a_shipped_objective_loads_where_its_folder_is_not_on_the_path(tmp_path):
+    """A worker of a cluster lacks the study file's folder on sys.path; Ray unpickled the
+    objective before any distopt code ran there (ModuleNotFoundError). Shipped with the
+    folders, it loads in a fresh interpreter that knows only distopt."""
+    import pickle
+    from pathlib import Path
+
+    from distopt._codepath import ShippedObjective
+
+    folder = tmp_path / "study_folder"
+    folder.mkdir()
+    (folder / "objmod_shipped.py").write_text("def f(config):\n    return {'y': 2 * config['x']}\n")
+    sys.path.insert(0, str(folder))
+    try:
+        import objmod_shipped  # as the driver has it: imported, so pickled by reference
+
+        for folders in ([str(folder)], []):
+            shipped = ShippedObjective(objmod_shipped.f, folders)
+            (tmp_path / f"shipped{len(folders)}.pkl").write_bytes(pickle.dumps(shipped))
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("objmod_shipped", None)
+    root = Path(distopt.__file__).resolve().parents[1]
+    code = ("import pickle, sys; shipped = pickle.load(open(sys.argv[1], 'rb'));"
+            "print(shipped.load()({'x': 21}))")
+    for folders, expected in (([str(folder)], "{'y': 42}"), ([], "ModuleNotFoundError")):
+        path = tmp_path / f"shipped{len(folders)}.pkl"
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                              text=True, cwd=tmp_path, env={"PYTHONPATH": str(root)}, timeout=120)
+        assert expected in done.stdout + done.stderr
+
+
+def test_a_dead_worker_s_cause_is_short():
+    """Ray's one line for a worker process that died is ~600 characters (three guesses at the
+    end); every FAILED row and the summary repeated it."""
+    from distopt._pool import cause
+
+    ray_text = ("The actor died unexpectedly before finishing this task.\n\tclass_name: "
+                "TrialWorker\nThe actor is dead because its worker process has died. Worker exit "
+                "type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a "
+                "connection error code 2. End of LOG stream. (1) The process is killed by SIGKILL "
+                "by OOM killer due to high memory usage. (2) ray stop --force is called. (3) The "
+                "worker is crashed unexpectedly due to SIGSEGV or other unexpected errors.")
+    assert cause(RuntimeError(ray_text)) == ("the worker process died (SYSTEM_ERROR: Worker "
+                                             "unexpectedly exits with a connection error code 2)")
+    assert cause(RuntimeError("Traceback ...\nValueError: bad")) == "ValueError: bad"

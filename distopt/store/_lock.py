@@ -38,11 +38,9 @@ class StoreLock:
             _flock_retrying(handle)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "an unknown process"
+            holder = handle.read().strip()
             handle.close()
-            raise StoreError(
-                f"store {self.path.parent} is being written by {holder}; wait for that search to "
-                f"finish, stop it, or choose another store path") from None
+            raise busy_error(self.path.parent, holder) from None
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
@@ -83,6 +81,23 @@ class StoreLock:
         except PermissionError:
             return True
         return True
+
+
+def busy_error(folder: Path, holder: str) -> StoreError:
+    """The refusal of a second writer, naming the first (the LOCK file's text)."""
+    return StoreError(f"store {folder} is being written by {holder or 'an unknown process'}; "
+                      f"wait for that search to finish, stop it, or choose another store path")
+
+
+def check_free(folder: Path) -> None:
+    """Refuse, before Ray starts, a store another live process writes (``acquire`` would, but
+    only after the seconds Ray takes to start)."""
+    if StoreLock.is_held(folder):
+        try:
+            holder = (folder / LOCK_FILE).read_text().strip()
+        except OSError:
+            holder = ""
+        raise busy_error(folder, holder)
 
 
 def _flock_retrying(handle: Any, tries: int = 20, pause: float = 0.005) -> None:

@@ -25,14 +25,7 @@ from ..trial import COMPLETE, CONFIG_PREFIX, TRIAL_HEAD_COLUMNS, TRIAL_TAIL_COLU
 from ._lock import StoreLock
 from ._metadata import read_metadata
 from ._rows import read_rows
-from ._schema import (
-    CURVE_HEAD,
-    TRIAL_HEAD,
-    TRIAL_TAIL,
-    config_fields,
-    configs_from_table,
-    metric_columns,
-)
+from ._schema import configs_from_table, empty_table, metric_columns
 
 
 class StoreReader:
@@ -72,9 +65,7 @@ class StoreReader:
             warnings.warn(message, RuntimeWarning, stacklevel=5)
 
     def _empty_trials(self) -> pa.Table:
-        fields = TRIAL_HEAD + config_fields(self.metadata["config_types"]) + [
-            (m, pa.float64()) for m in self.metadata.get("metric_order", [])] + TRIAL_TAIL
-        return pa.schema(fields).empty_table()
+        return empty_table("trials", self.metadata)
 
     def trials(self) -> pa.Table:
         """One row per finished trial, sorted by ``trial_id``.
@@ -97,7 +88,7 @@ class StoreReader:
         """
         table = self._read("curves")
         if table is None:
-            table = pa.schema(CURVE_HEAD).empty_table()
+            table = empty_table("curves", self.metadata)
         if "attempt" not in table.column_names:  # written before curves carried the attempt
             table = table.add_column(3, "attempt", pa.array([1] * table.num_rows, pa.int64()))
         if trial_id is not None:

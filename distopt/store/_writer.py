@@ -20,7 +20,7 @@ from ._metadata import METADATA_FILE, read_metadata, write_metadata
 from ._reader import _last_per_trial
 from ._recover import recover
 from ._rows import read_rows
-from ._schema import curve_batch, dispatch_batch, trial_batch
+from ._schema import curve_batch, dispatch_batch, empty_table, trial_batch
 from ._table import PUBLISH_INTERVAL, TableWriter
 
 TABLES = ("curves", "dispatched", "trials")  # published in this order: a trial after its curve
@@ -160,9 +160,9 @@ class StoreWriter:
         for name in ("trials", "curves"):
             # damage is reported by readers and set aside by the next writer, not here again
             table = read_rows(self.path / name, report=lambda message: None)
-            if table is None:
-                continue
-            if name == "trials":  # the same rows the reader gives: last row per trial, in order
+            if table is None:  # none yet: the file still exists, for tools that read it by name
+                table = empty_table(name, self.metadata)
+            elif name == "trials":  # the same rows the reader gives: last row per trial, in order
                 table = _last_per_trial(table).sort_by("trial_id")
             tmp = self.path / f".{name}.parquet.tmp"
             pq.write_table(table, tmp)

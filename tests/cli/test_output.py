@@ -180,3 +180,24 @@ def test_the_documented_dotted_names_work_after_import_distopt():
 
     code = "import distopt; distopt.schedulers.MOASHA; distopt.strategies.register"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_quiet_drops_rays_raylet_error_lines(capsys):
+    """Ray's driver prints "(raylet) A worker died ..." past log_to_driver and log levels; with
+    -q (errors only, no Ray output) ray_session drops those lines, and puts Ray back after."""
+    from ray._private import worker
+
+    from distopt._ray import _quiet_raylet_errors
+
+    original = worker.print_to_stdstream
+    restore = _quiet_raylet_errors()
+    try:
+        worker.print_to_stdstream({"lines": ["A worker died or was killed"], "pid": "raylet",
+                                   "is_err": False}, ignore_prefix=False)
+        worker.print_to_stdstream({"lines": ["objective says hi"], "pid": 42, "is_err": False,
+                                   "ip": "127.0.0.1"}, ignore_prefix=True)
+    finally:
+        restore()
+    out = capsys.readouterr()
+    assert "worker died" not in out.out + out.err and "objective says hi" in out.out + out.err
+    assert worker.print_to_stdstream is original

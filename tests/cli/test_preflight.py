@@ -133,8 +133,9 @@ def test_misspelled_names_get_the_closest_and_the_choices(tmp_path, monkeypatch)
                                           r"'objective'\?\); name one of its functions: make, "
                                           r"objective$"):
         resolve_objective("myobj:objectiv")
-    with pytest.raises(ConfigError, match=r"^objective: 'myobj:math' gives a module, not a "
-                                          r"callable; name a function config -> "):
+    with pytest.raises(ConfigError, match=r"^objective: 'myobj:math' does not give a callable "
+                                          r"objective \(it gives a module\); name a function "
+                                          r"config -> "):
         resolve_objective("myobj:math")
     with pytest.raises(ConfigError, match=r"^objective\.with\.scal: is not an option \(did you "
                                           r"mean 'scale'\?\)"):
@@ -150,11 +151,11 @@ def test_a_strategy_class_beside_the_study_file_is_found(tmp_path, monkeypatch):
     folder), and is recorded by that path, so a resume in a fresh process rebuilds it."""
     import sys
 
-    from distopt import _studyfile
+    from distopt import _codepath
     from distopt._studyfile import load_study_file
 
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(_studyfile, "_added_folders", [])
+    monkeypatch.setattr(_codepath, "_added", [])
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "mystrat.py").write_text(

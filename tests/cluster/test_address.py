@@ -31,13 +31,51 @@ def test_a_closed_port_is_an_error_naming_the_address():
     assert message.startswith("address: ") and address in message and "--address" in message
 
 
-def test_a_listening_port_passes_with_or_without_a_scheme():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
+def serving(reply: bytes | None):
+    """A localhost server that answers each connection with ``reply`` (None: says nothing)."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(64)
+                if reply is not None:
+                    connection.sendall(reply)
+                time.sleep(0.5)
+
+    threading.Thread(target=answer, daemon=True).start()
+    return server
+
+
+#: What a gRPC server (Ray's GCS) sends first: an HTTP/2 SETTINGS frame (type 4).
+SETTINGS = bytes([0, 0, 0x18, 4, 0, 0, 0, 0, 0])
+
+
+def test_a_grpc_port_passes_with_or_without_a_scheme():
+    with serving(SETTINGS) as server:
         port = server.getsockname()[1]
         check_reachable(f"127.0.0.1:{port}", timeout=2.0)
         check_reachable(f"ray://127.0.0.1:{port}", timeout=2.0)
+
+
+@pytest.mark.parametrize("reply", [b"HTTP/1.0 400 Bad Request\r\n\r\n", None])
+def test_a_port_where_something_else_listens_is_refused_fast(reply):
+    """ray.init waited minutes, silently, at a web server's port (no handshake timeout)."""
+    with serving(reply) as server:
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match=rf"^address: '{address}' answers, but not as a "
+                                              r"Ray cluster"):
+            check_reachable(address, timeout=2.0)
+        assert time.monotonic() - start < 10
 
 
 @pytest.mark.parametrize("address", ["auto", "local", "localhost"])

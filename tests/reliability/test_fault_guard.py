@@ -168,3 +168,39 @@ def test_ctrl_c_that_also_stops_the_embedded_ray_is_not_reported_as_a_fault():
             assert ray_lost("the embedded Ray's gcs_server (pid 1) died") is False
     assert type(caught.value) is KeyboardInterrupt
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("stop", [SystemExit(signal.SIGTERM), Terminated()])
+def test_a_sigterm_while_ray_starts_is_a_clean_terminated(monkeypatch, stop):
+    """Ray's handler, installed inside ray.init, exits 15 without a word; distopt's raises
+    Terminated. Either way what Ray started is stopped and the CLI gets Terminated (exit 143)."""
+    import ray
+
+    from distopt import _ray
+
+    def init(**kwargs):
+        raise stop
+
+    stopped = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(_ray, "bounded_shutdown", lambda: stopped.append(True))
+    with pytest.raises(Terminated), _ray.ray_session(None, workers=1, resources={"cpu": 1}):
+        pass
+    assert stopped == [True]
+
+
+def test_the_cli_names_no_resume_for_a_store_never_made(tmp_path, monkeypatch, capsys):
+    from distopt import _studyfile, cli
+
+    (tmp_path / "study.yaml").write_text(
+        "objective: distopt.examples:two_bowls\nspace: {x: {type: float, low: 0, high: 1}}\n"
+        "objectives: {f1: min, f2: min}\nstore: runs/new\nbudget: 2\n")
+
+    def optimize(self, **overrides):
+        raise Terminated
+
+    monkeypatch.setattr(_studyfile.StudyFile, "optimize", optimize)
+    assert cli.main(["run", str(tmp_path / "study.yaml"), "--no-progress"]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "terminated (SIGTERM): nothing was stored in runs/new yet; run the study again"]

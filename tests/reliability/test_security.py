@@ -21,6 +21,9 @@ FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
 FORBIDDEN_MODULES = {"pickle", "cloudpickle", "dill", "marshal", "shelve", "joblib"}
 #: Files allowed to use pickle, and why (never for a distopt store or a study file).
 PICKLE_ALLOWED = {
+    "_codepath.py": "the objective, pickled by the driver for its own workers (as Ray pickles "
+                    "every actor argument) so that they unpickle it after adding its folders; "
+                    "never stored data",
     "interop/tune.py": "Ray Tune's Searcher.save/restore checkpoint, written and read by Tune",
     "testing.py": "the contract suite checks that a strategy survives pickling, as Ray needs; "
                   "it pickles the strategy it was given, never stored data",

@@ -217,7 +217,11 @@ def test_a_writer_sigkilled_mid_append_loses_at_most_the_batch_being_written(
     assert _read_trials(path) == (table, [])
 
 
-def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
+def test_a_second_writer_is_refused_with_the_holder_named(tmp_path, monkeypatch):
+    def ray_session(*args, **kwargs):
+        raise AssertionError("a held store is refused before Ray starts (seconds)")
+
+    monkeypatch.setattr("distopt._ray.ray_session", ray_session)
     path = tmp_path / "store"
     _write_store(path, 2)
     before = {p.name: p.read_bytes() for p in (path / "trials").iterdir()}

@@ -218,6 +218,11 @@ def test_empty_store_reads_empty_tables(tmp_path, problem):
     assert reader.pareto_front().num_rows == 0
     assert reader.hypervolume() == 0.0
     assert reader.results() == []
+    # the one-file copies exist too, with the same columns: a tool reading them by name
+    # (README's polars line) found no curves.parquet after a search that never reported
+    assert pq.read_table(store / "trials.parquet").schema == trials.schema
+    assert pq.read_table(store / "curves.parquet").column_names == ["trial_id", "step", "time",
+                                                                    "attempt"]
 
 
 # -- Parquet snapshots ----------------------------------------------------------------------------
