@@ -87,7 +87,7 @@ class Instrumented:
         original = runner.fit
         name = f"equiv_err.{self.group}"
 
-        def fit(model, terms, plan, settings, n_train, *, generator, on_epoch=None):
+        def fit(model, terms, plan, settings, n_train, *, generator, on_epoch=None, **more):
             def on_epoch_too(epoch, summary):
                 extra = {}
                 if self.symmetry and epoch % self.every == 0:
@@ -99,7 +99,7 @@ class Instrumented:
                     on_epoch(epoch, summary)
 
             return original(model, terms, plan, settings, n_train, generator=generator,
-                            on_epoch=on_epoch_too)
+                            on_epoch=on_epoch_too, **more)  # device=, and what comes later
 
         runner.fit = fit
         try:
@@ -162,11 +162,14 @@ def main() -> None:
                              "epoch ~0.15 s, closer to real training than the 0.25 s decision "
                              "latency)")
     parser.add_argument("--arms", nargs="+", default=["none", "moasha-val", "moasha-2d"])
+    parser.add_argument("--name", default="bench_early_stopping",
+                        help="results/<name>.md and .json (default: the committed results)")
     args = parser.parse_args()
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # its own Ray, never a cluster another process left recorded on the machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     folder = Path(tempfile.mkdtemp(prefix="distopt-es-"))
     runs: dict[tuple[str, int], dict[str, Any]] = {}
     try:
@@ -237,8 +240,8 @@ def main() -> None:
     print()
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_early_stopping.md").write_text(text)
-    (RESULTS / "bench_early_stopping.json").write_text(json.dumps(
+    (RESULTS / f"{args.name}.md").write_text(text)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(
         {"ref_point": ref.tolist(), "arms": {arm: per_seed for arm, per_seed in rows}},
         indent=2))
 

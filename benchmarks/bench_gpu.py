@@ -196,6 +196,9 @@ def main() -> None:
                         help="also time one lone trial on the CPU with every core")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA device here; run it on a GPU "
+                     "machine, or leave --device out")
 
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     device = torch.device("cuda" if cuda else "cpu")

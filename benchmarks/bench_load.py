@@ -58,7 +58,7 @@ class Recorder:
     checkpoints: tuple[int, ...] = CHECKPOINTS
     started = 0.0
 
-    def __init__(self, budget: int):
+    def __init__(self, budget: int, stored: int = 0):  # ProgressBar's signature
         self.budget = budget
 
     def update(self, progress) -> None:

@@ -128,7 +128,9 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=max(2, args.workers), include_dashboard=False, log_to_driver=False)
+    # its own Ray, never a cluster another process left recorded on the machine
+    ray.init(address="local", num_cpus=max(2, args.workers), include_dashboard=False,
+             log_to_driver=False)
     folder = tempfile.mkdtemp(prefix="distopt-bench-")
     try:
         pool = bench_actor_pool(args.trials, args.workers)

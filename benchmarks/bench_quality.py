@@ -411,7 +411,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"gap@{c}"] = float(np.median(at)) if len(at) == len(group) else None
         for key, column in (("ask_seconds", "suggest_ms"), ("ask_cpu", "suggest_cpu_ms")):
             row[column] = 1000 * float(np.mean(
-                [np.sum(r.get(key, [np.nan])[:TIME_WINDOW]) / TIME_WINDOW for r in group]))
+                [np.sum(r.get(key, [np.nan])[:TIME_WINDOW])
+                 / min(TIME_WINDOW, len(r.get(key, [])) or 1) for r in group]))
         rows.append(row)
     order = {m: i for i, m in enumerate(METHODS)}
     rows.sort(key=lambda r: (r["workers"], list(SUITE).index(r["problem"]),
@@ -500,7 +501,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 seeds, BraninCurrin only")
     parser.add_argument("--targets", nargs="+", default=["bayes"],
                         help="methods whose targets are tabulated (e.g. bayes bayes:thorough)")
-    parser.add_argument("--name", default="bench_quality", help="results/<name>.md and .json")
+    parser.add_argument("--name", default=None, help="results/<name>.md and .json (default: "
+                        "bench_quality, or bench_quality_quick with --quick)")
     parser.add_argument("--note", default="", help="a sentence for the header (how it was run)")
     parser.add_argument("--include", nargs="+", default=[], type=Path,
                         help="runs (.json of earlier invocations) to tabulate with these; "
@@ -510,6 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.problems = 2, ["BraninCurrin"]
+    # a quick look must not overwrite the committed results (docs/benchmarks.md cites them)
+    args.name = args.name or ("bench_quality_quick" if args.quick else "bench_quality")
     options = dict(args.options, **({"_budget": args.budget} if args.budget else {}),
                    **({"_cohort": True} if args.cohort else {}))
     jobs = [(p, m, s, w, options) for w in args.workers for p in args.problems
@@ -539,8 +543,8 @@ def main(argv: list[str] | None = None) -> None:
         taken |= {group(r) for r in older}
     table = render(summarize(runs), tuple(args.targets))
     header = (f"# {args.name}\n\nlog10(max_hv - hv) after n evaluations, median over the "
-              f"seeds (lower is better); suggest_ms/eval: time to propose over the "
-              f"first {TIME_WINDOW} evaluations / {TIME_WINDOW}, one torch thread"
+              f"seeds (lower is better); suggest_ms/eval: time to propose per evaluation over "
+              f"the first {TIME_WINDOW} (all, when fewer), one torch thread"
               + (f", {args.jobs} run(s) in parallel on {os.cpu_count()} CPUs" if jobs else "")
               + f". {args.note}\n\n")
     print(table)

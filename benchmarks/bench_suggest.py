@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch
 
+    if "cuda" in (args.devices or []) and not torch.cuda.is_available():
+        parser.error("--devices cuda, but torch sees no CUDA device here; run it on a GPU "
+                     "machine, or leave --devices out")
+
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     RESULTS.mkdir(parents=True, exist_ok=True)
