@@ -59,8 +59,16 @@ class ShippedObjective:
     def __init__(self, objective: Callable[..., Any], folders: Iterable[str]):
         import cloudpickle  # Ray's own pickler (by reference for importable functions)
 
+        from ._errors import field_error
+
         self.folders = list(folders)
-        self.payload = cloudpickle.dumps(objective)
+        try:
+            self.payload = cloudpickle.dumps(objective)
+        except Exception as error:  # noqa: BLE001 - whatever the pickler refuses, said once
+            raise field_error("objective", f"cannot be sent to the workers ({type(error).__name__}"
+                                           f": {error})",
+                              "create locks, open files and clients inside the objective, not "
+                              "in what it refers to") from None
 
     def load(self) -> Callable[..., Any]:
         import cloudpickle

@@ -88,7 +88,7 @@ class Orchestrator:
                  on_progress: Callable[[Progress], None] | None = None,
                  on_trial: Callable[[dict[str, Any]], None] | None = None,
                  scheduler: Any = None, cohort_size: int | None = None,
-                 enqueued: Sequence[Mapping[str, Any]] = ()):
+                 enqueued: Sequence[Mapping[str, Any]] = (), shipped: Any = None):
         self.problem = problem
         self.strategy = strategy
         self.writer = writer
@@ -103,7 +103,7 @@ class Orchestrator:
         self.curves = CurveFollower(scheduler)
         self.cohort_size = cohort_size
         self.pool = WorkerPool(objective, problem.metric_names, RESERVED, workers=workers,
-                               resources=resources)
+                               resources=resources, shipped=shipped)
         self.front = FrontTracker(problem, self.budget.total,
                                   ref_point=writer.metadata.get("ref_point"), record=writer.record)
         self.suggester: Suggester | None = None

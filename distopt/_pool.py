@@ -54,8 +54,10 @@ class WorkerPool:
     """``n_workers`` :class:`~distopt._worker.TrialWorker` actors for ``objective``."""
 
     def __init__(self, objective: Any, required: list[str], reserved: frozenset[str], *,
-                 workers: int, resources: Mapping[str, float]):
+                 workers: int, resources: Mapping[str, float],
+                 shipped: ShippedObjective | None = None):
         self.objective = objective
+        self.shipped = shipped  # made (and checked) before anything was written, if given
         self.required = list(required)
         self.reserved = reserved
         self.n_workers = workers
@@ -99,7 +101,8 @@ class WorkerPool:
 
         self._fits = self.warn_capacity()
         # shipped once, not once per actor, with the folders its module may live in
-        self._objective_ref = ray.put(ShippedObjective(self.objective, code_folders()))
+        self._objective_ref = ray.put(self.shipped or ShippedObjective(self.objective,
+                                                                       code_folders()))
         self._down_since = self._started_at = time.monotonic()
         for index in range(self.n_workers):
             slot = Slot(index, self._spawn(index))

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._budget import Budget, useful_workers
 from ._checks import check_int, check_ref_point
+from ._codepath import ShippedObjective, code_folders
 from ._errors import field_error
 from ._front import USER
 from ._preflight import check_store_path
@@ -177,6 +178,9 @@ class Study:
             if failure is not None:
                 raise failure
             return reader
+        # pickled once, here: an objective the workers cannot receive is one line before Ray
+        # starts or anything is written
+        shipped = ShippedObjective(objective, code_folders())
         from ._faults import guard
         from ._orchestrator import Orchestrator
         from ._progress import ProgressBar
@@ -207,7 +211,7 @@ class Study:
                         self.problem, self.strategy, writer, objective, budget=plan,
                         workers=n_workers, resources=resources, max_retries=max_retries,
                         trial_timeout=trial_timeout, on_progress=bar.update if bar else None,
-                        scheduler=scheduler, cohort_size=cohort_size,
+                        scheduler=scheduler, cohort_size=cohort_size, shipped=shipped,
                         enqueued=self._unstored(stored), on_trial=RunReport(
                             max_consecutive_failures=max_consecutive_failures,
                             store=self.store_path, stored=plan.stored,

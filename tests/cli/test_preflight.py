@@ -169,3 +169,24 @@ def test_a_strategy_class_beside_the_study_file_is_found(tmp_path, monkeypatch):
     study = load_study_file(folder / "study.yaml").study
     assert type(study.strategy).__name__ == "Mine"
     assert study.strategy.to_dict() == {"name": "mystrat:Mine", "options": {}}
+
+
+def test_an_objective_the_workers_cannot_receive_is_one_line(tmp_path, monkeypatch):
+    import threading
+
+    def ray_session(*args, **kwargs):
+        raise AssertionError("refused before Ray starts")
+
+    monkeypatch.setattr("distopt._ray.ray_session", ray_session)
+    lock = threading.Lock()
+
+    def objective(config):
+        with lock:
+            return {"f": config["x"]}
+
+    study = distopt.Study({"x": Float(0, 1)}, {"f": "min"}, store=tmp_path / "s")
+    with pytest.raises(ConfigError, match=r"^objective: cannot be sent to the workers \("
+                                          r"TypeError: cannot pickle '_thread.lock' object\); "
+                                          r"create locks"):
+        study.optimize(objective, budget=2)
+    assert not (tmp_path / "s").exists()
