@@ -353,13 +353,15 @@ def _check_cohort_size(objective: Objective, cohort_size: int | None) -> None:
     so is one above a batched objective's ``max_size`` (it cannot take more members per call)."""
     from .cohort import is_batched
 
-    if cohort_size is not None and not is_batched(objective):
+    if cohort_size is None:
+        return
+    if not is_batched(objective):
         raise field_error("cohort_size", "is for a batched objective, and this one takes one "
                                          "config per call",
                           "remove cohort_size, or wrap the objective with @distopt.batched "
                           "(docs/cohorts.md)")
-    most = objective.spec.max_size if is_batched(objective) else None
-    if cohort_size is not None and most is not None and cohort_size > most:
+    most = objective.spec.max_size
+    if most is not None and cohort_size > most:
         raise field_error("cohort_size", f"{cohort_size} is more than the objective's "
                                          f"max_size of {most}",
                           f"lower cohort_size to {most} or less, or raise "

@@ -100,8 +100,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ._front import user_ref_point
     from ._studyfile import study_from_dict
     from .store import read_metadata
@@ -181,8 +179,6 @@ def _progress_wanted(args: argparse.Namespace) -> bool:
 
 def _stored_trials(store: Any) -> int:
     """Trials in ``store`` before a run (0 for a new or unreadable one)."""
-    from pathlib import Path
-
     from .store import open_store
 
     if not (Path(store) / "study.json").is_file():

@@ -83,10 +83,10 @@ def _points(reader: StoreReader, table: pa.Table, objectives: Sequence[str]) -> 
 def require_trials(reader: StoreReader, *, feasible: bool = False) -> None:
     """Refuse, in one line, a plot with nothing to draw (not empty axes): no COMPLETE trial, or
     with ``feasible`` no COMPLETE feasible one."""
-    table = reader.pareto_front() if feasible else reader.trials().filter(
-        pc.equal(reader.trials()["status"], COMPLETE.value))
-    if table.num_rows == 0:
-        status = status_counts(reader.trials()["status"].to_pylist()) or "no trials"
+    statuses = reader.trials()["status"].to_pylist()
+    found = reader.pareto_front().num_rows if feasible else statuses.count(COMPLETE.value)
+    if found == 0:
+        status = status_counts(statuses) or "no trials"
         raise ValueError(f"{reader.path} has no COMPLETE {'feasible ' * feasible}trial yet, so "
                          f"nothing to plot ({status}); see `distopt show {reader.path} --failed`")
 
