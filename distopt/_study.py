@@ -26,6 +26,7 @@ from .store import (
     check_free,
     configs_from_table,
     library_versions,
+    settle,
 )
 from .strategies import Strategy, make_strategy
 
@@ -171,8 +172,9 @@ class Study:
         plan = Budget(budget, stored=len(stored))
         from ._summary import RunReport, no_trial_completed_error
 
-        if plan.done:  # nothing to run: no Ray, nothing written
+        if plan.done:  # nothing to run: no Ray, no trial; what a killed search left published
             _say(plan.nothing_to_run(), progress)
+            settle(self.store_path)
             reader = StoreReader(self.store_path)
             failure = no_trial_completed_error(reader, budget)  # a store of failures only
             if failure is not None:
@@ -288,12 +290,11 @@ def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int,
     max_id = max(finished, default=-1)
     table = reader.dispatched()
     latest: dict[int, tuple[dict, int]] = {}
-    if table is not None:
-        for trial_id, attempt, config in zip(table["trial_id"].to_pylist(),
-                                             table["attempt"].to_pylist(),
-                                             configs_from_table(table), strict=True):
-            latest[trial_id] = (config, attempt)
-            max_id = max(max_id, trial_id)
+    for trial_id, attempt, config in zip(table["trial_id"].to_pylist(),
+                                         table["attempt"].to_pylist(),
+                                         configs_from_table(table), strict=True):
+        latest[trial_id] = (config, attempt)
+        max_id = max(max_id, trial_id)
     if "dispatched" in reader.damaged:
         untraced = sorted(set(reader.curves(all_attempts=True)["trial_id"].to_pylist())
                           - finished - set(latest))

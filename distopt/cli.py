@@ -153,7 +153,7 @@ def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> A
     from ._preflight import study_difference
     from ._study import check_run_settings
     from ._summary import no_trial_completed_error
-    from .store import open_store
+    from .store import open_store, settle
 
     budget = args.budget if args.budget is not None else study_file.run.get("budget")
     if not isinstance(budget, int) or budget < 1 or stored < budget:
@@ -165,6 +165,7 @@ def _nothing_to_run(study_file: Any, args: argparse.Namespace, stored: int) -> A
     if study_difference(reader.metadata, {"problem": study_file.study.problem.to_dict()}):
         return None  # a different study: the run refuses it with the difference
     print(Budget(budget, stored=stored).nothing_to_run(), file=sys.stderr)
+    settle(reader.path)  # what a killed search left unpublished, for DuckDB, polars, pyarrow
     failure = no_trial_completed_error(reader, budget)  # a store of failures only
     if failure is not None:
         raise failure
@@ -261,6 +262,7 @@ def _view(reader: Any, view: str) -> Any:
 
 def _print_front(reader: Any, fmt: str, *, show_all: bool, view: str | None = None) -> None:
     view = view or ("all" if show_all else "front")
+    reader = reader.snapshot()  # one read: the rows, counts and hypervolume of a live store agree
     table = _view(reader, view)
     hv = reader.hypervolume()
     if fmt == "json":
@@ -342,7 +344,8 @@ def _dashboard(args: argparse.Namespace) -> int:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(args.store)
-    url = args.storage or f"sqlite:///{path.resolve().parent / (path.name + '.optuna.db')}"
+    where = path.resolve()  # "." names its folder
+    url = args.storage or f"sqlite:///{where.parent / (where.name + '.optuna.db')}"
     from .store import open_store
 
     reader = open_store(path)  # a bad store fails here, before the storage is created

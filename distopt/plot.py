@@ -47,7 +47,9 @@ FRONT, FEASIBLE, INFEASIBLE = "Pareto front", "feasible (dominated)", "infeasibl
 
 
 def _reader(store: Store) -> StoreReader:
-    return store if isinstance(store, StoreReader) else StoreReader(store)
+    """A snapshot: a plot of a live store reads it once, so its parts agree (its title's counts,
+    its points)."""
+    return (store if isinstance(store, StoreReader) else StoreReader(store)).snapshot()
 
 
 class PlotFigure(matplotlib.figure.Figure):

@@ -143,9 +143,11 @@ def test_a_finished_store_has_nothing_to_run(ray_local, tmp_path, capsys):
     study = Study({"x": Float(0.0, 1.0)}, OBJECTIVES, store=tmp_path / "s", seed=0)
     study.optimize(quick, budget=3, workers=1)
     capsys.readouterr()
+    (tmp_path / "s" / "trials.parquet").unlink()  # as a search killed outright leaves a store
     reader = study.optimize(quick, budget=3, workers=1, progress=True)
     assert "nothing to run (3/3 done; raise --budget to continue)" in capsys.readouterr().err
     assert reader.trials().num_rows == 3
+    assert (tmp_path / "s" / "trials.parquet").exists()  # published again for every tool
 
 
 def test_workers_beyond_capacity_wait_and_the_search_runs(ray_local, tmp_path, caplog):

@@ -183,10 +183,17 @@ def _open_study(reader: StoreReader, storage: Any, study_name: str | None, snaps
     import optuna
 
     problem = reader.problem
-    name = study_name or reader.path.name
+    name = study_name or reader.path.resolve().name  # "." is the folder it names
     directions = ["maximize" if d == "max" else "minimize" for d in problem.objectives.values()]
-    study = optuna.create_study(storage=storage, study_name=name, directions=directions,
-                                load_if_exists=load_if_exists)
+    study = None
+    if load_if_exists:  # quietly: create_study logs "Using an existing study" at every sync
+        try:
+            study = optuna.load_study(storage=storage, study_name=name)
+        except KeyError:
+            pass
+    if study is None:
+        study = optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                    load_if_exists=load_if_exists)
     if [d.name.lower() for d in study.directions] != directions:
         raise field_error("study_name", f"Optuna study {name!r} has directions "
                           f"{[d.name.lower() for d in study.directions]}, not the store's "

@@ -6,6 +6,7 @@ each call reads the parts and journals as they are on disk at that moment, every
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import warnings
@@ -42,6 +43,7 @@ class StoreReader:
         self.problem = Problem.from_dict(self.metadata["problem"])
         self.damaged: set[str] = set()
         self._reported: set[str] = set()
+        self._frozen: dict[str, pa.Table | None] | None = None
 
     def __repr__(self) -> str:
         return f"StoreReader({str(self.path)!r})"
@@ -51,12 +53,28 @@ class StoreReader:
         """Whether a search holds the store's writer lock now (it is being written)."""
         return StoreLock.is_held(self.path)
 
+    def snapshot(self) -> StoreReader:
+        """This store as it is now: each table is read once, at the first call that needs it,
+        and every later call on the snapshot sees those same rows, so that the front, the counts
+        and the hypervolume of a store a search is writing agree with each other. A snapshot's
+        snapshot is itself."""
+        if self._frozen is not None:
+            return self
+        frozen = copy.copy(self)
+        frozen._frozen = {}
+        return frozen
+
     def _read(self, name: str) -> pa.Table | None:
         def report(message: str) -> None:
             self.damaged.add(name)
             self._report(message)
 
-        return read_rows(self.path / name, live=self.live, report=report)
+        if self._frozen is not None and name in self._frozen:
+            return self._frozen[name]
+        table = read_rows(self.path / name, live=self.live, report=report)
+        if self._frozen is not None:
+            self._frozen[name] = table
+        return table
 
     def _report(self, message: str) -> None:
         """Warn of damage once per reader (a store is read many times by one session)."""
@@ -76,7 +94,7 @@ class StoreReader:
         table = self._read("trials")
         if table is None:
             return self._empty_trials()
-        return _last_per_trial(table).sort_by("trial_id")
+        return trial_rows(table)
 
     def curves(self, trial_id: int | None = None, *, all_attempts: bool = False) -> pa.Table:
         """``distopt.report`` rows (``trial_id``, ``step``, ``time``, metrics), optionally one
@@ -100,9 +118,10 @@ class StoreReader:
         table = table.filter(pa.array(_last_attempt_mask(table))).drop_columns(["attempt"])
         return table.sort_by([("trial_id", "ascending"), ("step", "ascending")])
 
-    def dispatched(self) -> pa.Table | None:
+    def dispatched(self) -> pa.Table:
         """Every hand-out of a trial to a worker (``trial_id``, ``attempt``, ``time``, config)."""
-        return self._read("dispatched")
+        table = self._read("dispatched")
+        return empty_table("dispatched", self.metadata) if table is None else table
 
     def results(self) -> list[TrialResult]:
         """Finished trials as strategies consume them (used to rebuild a strategy on resume)."""
@@ -257,6 +276,20 @@ def _last_attempt_mask(table: pa.Table) -> np.ndarray:
     last = np.full(ids.max() + 1 - ids.min(), -1)
     np.maximum.at(last, ids - ids.min(), attempts)
     return attempts == last[ids - ids.min()]
+
+
+def trial_rows(table: pa.Table) -> pa.Table:
+    """The trial rows of a store as every reader gives them: the last row of each trial, in
+    ``trial_id`` order, with the columns in the documented order (a metric first returned after
+    some parts were written is the last column of the parts after them)."""
+    table = _last_per_trial(table).sort_by("trial_id")
+    names = table.column_names
+    tail = [c for c in TRIAL_TAIL_COLUMNS if c in names]
+    head = [c for c in TRIAL_HEAD_COLUMNS if c in names]
+    configs = [c for c in names if c.startswith(CONFIG_PREFIX)]
+    metrics = [c for c in names if c not in (*head, *tail, *configs)]
+    order = head + configs + metrics + tail
+    return table if order == names else table.select(order)
 
 
 def _last_per_trial(table: pa.Table) -> pa.Table:

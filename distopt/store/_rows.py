@@ -6,6 +6,7 @@ Reading needs no write access and takes no lock.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,11 @@ from ._segments import read_segments, read_stream
 from ._table import journal_paths
 
 #: Listings retried when a part or journal vanished, or indices were missing, while reading
-#: (a publication or compaction ran meanwhile; a directory listing is not atomic).
-_RETRIES = 5
+#: (a publication or compaction ran meanwhile; a directory listing is not atomic), with a
+#: pause growing to _PAUSE_MAX seconds: one publication takes milliseconds, so a pause lets it
+#: end even when a writer publishes many times a second.
+_RETRIES = 12
+_PAUSE_MAX = 0.05
 
 
 def read_rows(folder: Path, *, live: bool = False,
@@ -29,15 +33,16 @@ def read_rows(folder: Path, *, live: bool = False,
     damage. ``report`` receives each damage message (default: a ``RuntimeWarning``).
     """
     report = report or _warn
-    for _ in range(_RETRIES):
+    for attempt in range(_RETRIES):
         try:
             pieces, complete = _read_once(folder, live, report)
         except FileNotFoundError:
-            continue
-        if complete:
+            if attempt == _RETRIES - 1:
+                raise
+            complete = False
+        if complete or attempt == _RETRIES - 1:
             break
-    else:
-        pieces, _ = _read_once(folder, live, report)
+        time.sleep(min(0.001 * 2 ** attempt, _PAUSE_MAX))
     if pieces is None:
         return read_segments(folder)
     tables = [table for _, table in sorted(pieces, key=lambda piece: piece[0])]

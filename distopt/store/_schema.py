@@ -46,10 +46,13 @@ def config_fields(config_types: Mapping[str, str]) -> list[tuple[str, pa.DataTyp
 
 
 def empty_table(name: str, metadata: Mapping[str, Any]) -> pa.Table:
-    """The ``trials`` or ``curves`` table of a store without rows of it yet: its columns as
-    the study defines them (curves: only the fixed ones; each metric is a column once reported)."""
+    """A table (``trials``, ``curves`` or ``dispatched``) of a store without rows of it yet: its
+    columns as the study defines them (curves: only the fixed ones; each metric is a column once
+    reported)."""
     if name == "curves":
         return pa.schema(CURVE_HEAD).empty_table()
+    if name == "dispatched":
+        return pa.schema(DISPATCH_HEAD + config_fields(metadata["config_types"])).empty_table()
     fields = TRIAL_HEAD + config_fields(metadata["config_types"]) + [
         (m, pa.float64()) for m in metadata.get("metric_order", [])] + TRIAL_TAIL
     return pa.schema(fields).empty_table()

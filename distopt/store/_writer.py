@@ -17,11 +17,11 @@ from .._errors import StoreError
 from .._preflight import different_study_error
 from ._lock import LOCK_FILE, StoreLock
 from ._metadata import METADATA_FILE, read_metadata, write_metadata
-from ._reader import _last_per_trial
+from ._reader import trial_rows
 from ._recover import recover
 from ._rows import read_rows
 from ._schema import curve_batch, dispatch_batch, empty_table, trial_batch
-from ._table import PUBLISH_INTERVAL, TableWriter
+from ._table import PUBLISH_INTERVAL, TableWriter, compact, journal_paths
 
 TABLES = ("curves", "dispatched", "trials")  # published in this order: a trial after its curve
 #: Every name a store folder holds, a merge's temporary files aside (``.trials.parquet.tmp``).
@@ -155,18 +155,7 @@ class StoreWriter:
     def snapshot(self) -> None:
         """Write ``trials.parquet`` and ``curves.parquet``: one file each for tools that want
         one (atomic rename). The parts are the live data; these are written at close."""
-        import pyarrow.parquet as pq
-
-        for name in ("trials", "curves"):
-            # damage is reported by readers and set aside by the next writer, not here again
-            table = read_rows(self.path / name, report=lambda message: None)
-            if table is None:  # none yet: the file still exists, for tools that read it by name
-                table = empty_table(name, self.metadata)
-            elif name == "trials":  # the same rows the reader gives: last row per trial, in order
-                table = _last_per_trial(table).sort_by("trial_id")
-            tmp = self.path / f".{name}.parquet.tmp"
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.path / f"{name}.parquet")
+        write_snapshots(self.path, self.metadata)
 
     def close(self) -> None:
         """Publish every row, merge each table's parts into one, write the snapshots and release
@@ -191,3 +180,53 @@ class StoreWriter:
         self.close()
 
 
+def write_snapshots(path: Path, metadata: Mapping[str, Any]) -> None:
+    """``trials.parquet`` (the rows :meth:`StoreReader.trials` gives) and ``curves.parquet``
+    (every attempt's rows) of the store at ``path``, each renamed into place whole."""
+    import pyarrow.parquet as pq
+
+    for name in ("trials", "curves"):
+        # damage is reported by readers and set aside by the next writer, not here again
+        table = read_rows(path / name, report=lambda message: None)
+        if table is None:  # none yet: the file still exists, for tools that read it by name
+            table = empty_table(name, metadata)
+        elif name == "trials":
+            table = trial_rows(table)
+        tmp = path / f".{name}.parquet.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, path / f"{name}.parquet")
+
+
+def settle(path: str | os.PathLike[str]) -> bool:
+    """Publish what a search killed mid-write left unpublished in the store at ``path``: its
+    journals (rows only :func:`~distopt.open_store` reads; DuckDB, polars and pyarrow read the
+    Parquet parts), temporary files and missing snapshots, as the next search would before
+    appending. Does nothing while a search holds the store (it publishes its own rows) or when
+    nothing was left. Returns whether anything was settled (damage found is warned of, as
+    :func:`~distopt.store._recover.recover` does for every writer)."""
+    path = Path(path)
+    if not _unsettled(path):
+        return False
+    lock = StoreLock(path)
+    try:
+        lock.acquire()
+    except (StoreError, OSError):  # a search holds it, or the store is read-only
+        return False
+    try:
+        recover(path, TABLES)
+        for name in TABLES:
+            if (path / name).is_dir():
+                compact(path / name, small_only=False)
+        write_snapshots(path, read_metadata(path))
+    finally:
+        lock.release()
+    return True
+
+
+def _unsettled(path: Path) -> bool:
+    """Whether a writer left the store without closing it (a kill): journals, temporary files or
+    no snapshot."""
+    if not (path / "trials.parquet").exists() or any(path.glob(".*.tmp")):
+        return True
+    return any(journal_paths(path / name) or any((path / name).glob(".*.tmp"))
+               for name in TABLES if (path / name).is_dir())

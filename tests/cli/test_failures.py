@@ -207,8 +207,10 @@ def test_a_finished_store_says_nothing_to_run_without_starting_ray(tmp_path, mon
     code, out, err = run_main(["run", str(study), "--no-progress"])
     assert (code, err) == (0, "nothing to run (4/4 done; raise --budget to continue)\n")
     assert out.splitlines()[-1].startswith("Pareto front: 4 rows  |  trials: 4 COMPLETE")
+    (store / "trials.parquet").unlink()  # as a search killed outright leaves a store
     code, _, err = run_main(["resume", str(store), "--budget", "3", "--no-progress"])
     assert (code, err) == (0, "nothing to run (4/3 done; raise --budget to continue)\n")
+    assert (store / "trials.parquet").exists()  # what the kill left is published for every tool
     code, _, err = run_main(["resume", str(store), "--budget", "4", "--workers", "0",
                              "--no-progress"])
     assert (code, err) == (2, "distopt: error: workers: must be an int >= 1; got 0\n")

@@ -233,6 +233,35 @@ def test_dashboard_once_and_bad_input(tmp_path, capsys):
     assert not (tmp_path / "nowhere.db").exists()   # a bad store creates no storage
 
 
+def test_dashboard_of_the_working_folder_and_syncs_that_repeat(tmp_path, capsys, caplog,
+                                                              monkeypatch):
+    """``distopt dashboard .`` inside the store names the storage and the study after the store
+    (it wrote ``.optuna.db`` and a study named ''), and a sync that finds its study says nothing
+    (Optuna's "Using an existing study" came once a second)."""
+    from distopt.cli import main
+
+    writer = new_writer(tmp_path / "store")
+    write(writer, range(3))
+    writer.close()
+    monkeypatch.chdir(tmp_path / "store")
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level("INFO", logger="optuna"):
+            assert main(["dashboard", ".", "--once"]) == 0
+            caplog.clear()
+            assert main(["dashboard", ".", "--once"]) == 0
+    finally:
+        optuna.logging.disable_propagation()
+        optuna.logging.set_verbosity(level)
+    assert not [r.getMessage() for r in caplog.records], "a repeated sync logged"
+    url = f"sqlite:///{tmp_path / 'store.optuna.db'}"
+    assert capsys.readouterr().out.splitlines() == [f"3 new trials synced to {url}",
+                                                    f"0 new trials synced to {url}"]
+    assert distopt_ids(optuna.load_study(storage=url, study_name="store")) == [0, 1, 2]
+
+
 def test_dashboard_takes_quiet_like_every_command(tmp_path, capfd, monkeypatch):
     """-q after the command's own arguments, as README says every command takes it; errors only,
     so not Optuna's "A new study created" line either."""

@@ -101,7 +101,7 @@ def test_a_read_only_store_is_read_shown_plotted_and_exported(tmp_path, state, c
         curves = reader.curves()
         assert curves.filter(pc.equal(curves["trial_id"], 2)).num_rows == 1  # attempt 2's row
         assert reader.curves(all_attempts=True).num_rows == curves.num_rows + 2
-        assert reader.dispatched() is None
+        assert reader.dispatched().num_rows == 0  # none: like trials() and curves(), a table
         assert reader.pareto_front().num_rows >= 1 and reader.hypervolume() >= 0.0
         assert StoreLock.is_held(store) == (state != "closed")
 
