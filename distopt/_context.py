@@ -107,6 +107,8 @@ def report(step: int | None = None, **metrics: Any) -> None:
 
     Args:
         step: the epoch or iteration, an int >= 0; by default one more than the previous report.
+            A step reported again adds another row (an Optuna export, one value per step,
+            keeps the last).
         **metrics: metric name to number (Python, NumPy or 0-d torch values). NaN is allowed here
             (a diverging curve is information); only the objective's return value must be finite.
 

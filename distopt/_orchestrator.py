@@ -14,6 +14,7 @@ stopped (its actor killed and replaced) and recorded TIMEOUT.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -140,8 +141,15 @@ class Orchestrator:
         """Rebuild from a store: tell the strategy every stored trial, re-run the in-flight ones
         (each as its next attempt: the run lost with the driver counts)."""
         results = list(results)
-        self.strategy.tell(results)
-        self._resumed = results
+        space = self.problem.space
+        learnable = [r for r in results if space.gives_every_param(r.config)]
+        if len(learnable) < len(results):
+            logging.getLogger("distopt").warning(
+                "distopt: %d stored trials lack a parameter of the space (imported from a "
+                "define-by-run Optuna study?): the strategy learns from the other %d",
+                len(results) - len(learnable), len(learnable))
+        self.strategy.tell(learnable)
+        self._resumed = learnable
         self.budget.finished = max(self.budget.finished, len(results))
         self.n_failed = sum(r.status not in (COMPLETE, PRUNED) for r in results)
         for result in results:

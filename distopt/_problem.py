@@ -97,6 +97,10 @@ class Problem:
         if clash and not shared_names:
             raise field_error("objectives", f"{sorted(clash)} are also parameter names",
                               "rename the metric or the parameter")
+        clash = [c for c in self.constraints if c in self.space.params]
+        if clash and not shared_names:
+            raise field_error(f"constraints.{clash[0]}", "is also a parameter name",
+                              "rename the metric or the parameter")
 
     @property
     def metric_names(self) -> list[str]:

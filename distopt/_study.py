@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._budget import Budget, useful_workers
-from ._checks import check_int, check_ref_point
+from ._checks import check_int, check_ref_point, did_you_mean
 from ._codepath import ShippedObjective, code_folders
 from ._errors import field_error
 from ._front import USER
@@ -83,11 +83,22 @@ class Study:
         """Run ``config`` before any suggestion of the strategy (Optuna's ``enqueue_trial``,
         Ray Tune's ``points_to_evaluate``); its result is told to the strategy like any other.
 
-        ``config`` gives every searched parameter (constants may be left out). A configuration
+        ``config`` gives every searched parameter (constants may be left out; any other key is
+        refused: it would reach the objective unrecorded). A configuration
         already in the store is not run again.
         """
-        full = {**self.problem.space.constants, **dict(config)}
-        self.problem.space.validate(full, where="enqueue")
+        space = self.problem.space
+        for name, value in dict(config).items():  # a typo would reach the objective, unstored
+            if name in space.constants and value != space.constants[name]:
+                raise field_error(f"enqueue.{name}", f"is a constant of the space "
+                                  f"({space.constants[name]!r}); got {value!r}",
+                                  "leave it out, or make it a parameter")
+            if name not in space.constants and name not in space.params:
+                raise field_error(f"enqueue.{name}", "is not a parameter of the space"
+                                  + did_you_mean(name, space.params),
+                                  f"give {', '.join(space.params)}")
+        full = {**space.constants, **dict(config)}
+        space.validate(full, where="enqueue")
         self._enqueued.append(full)
 
     def metadata(self, run: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +272,9 @@ class Study:
         """The enqueued configurations the store does not hold yet."""
         if not self._enqueued:
             return []
-        known = set(self.problem.space.config_keys([r.config for r in stored]))
+        space = self.problem.space
+        known = set(space.config_keys([r.config for r in stored
+                                       if space.gives_every_param(r.config)]))
         keys = self.problem.space.config_keys(self._enqueued)
         return [c for c, k in zip(self._enqueued, keys, strict=True) if k not in known]
 

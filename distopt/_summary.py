@@ -25,10 +25,23 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def error_cause(error: str | None) -> str | None:
-    """The last non-empty line of an error text (the exception line of a traceback)."""
+    """The exception line of a traceback (``ValueError: bad things``), else the last non-empty
+    line of an error text.
+
+    The exception line is the first unindented line after the last frame (``  File ...``): a
+    message can go on over several lines, and notes (``add_note``, PyTorch's CUDA hints)
+    follow it, so the text's last line is often not the cause.
+    """
     if not error:
         return None
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = str(error).splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if frames:
+        cause = next((line.strip() for line in lines[frames[-1] + 1:]
+                      if line.strip() and not line[0].isspace()), None)
+        if cause is not None:
+            return cause
+    lines = [line.strip() for line in lines if line.strip()]
     return lines[-1] if lines else None
 
 

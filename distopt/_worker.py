@@ -60,7 +60,11 @@ def check_metrics(returned: Any, required: Sequence[str],
     metrics: dict[str, float] = {}
     problems = []
     for name, value in returned.items():
-        if not isinstance(name, str) or name in reserved or is_reserved(name):
+        if not isinstance(name, str):
+            problems.append(f"metric name {name!r} is not a string "
+                            f"({type(name).__name__}); name metrics with strings")
+            continue
+        if name in reserved or is_reserved(name):
             problems.append(f"metric name {name!r} is reserved; rename it")
             continue
         number = _number(value)
@@ -121,7 +125,7 @@ class TrialWorker:
             if len(results) != len(trials):
                 shared = (f"batched objective returned {len(results)} results for "
                           f"{len(trials)} configs; return one per config, in order")
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # as in run_one
             if is_device_fault(exc):
                 raise
             results, shared = [None] * len(trials), _clip(
@@ -162,7 +166,8 @@ class TrialWorker:
         except TrialPruned as exc:  # a scheduler stopped it: keep its latest reported metrics
             status, error = PRUNED, str(exc)
             metrics = dict(context.latest_metrics)
-        except Exception as exc:  # the user's objective failed: record it, keep the study going
+        except (Exception, SystemExit) as exc:  # the objective failed (sys.exit too, which
+            # would end this worker and be retried as a dead one): recorded, the study goes on
             if is_device_fault(exc):
                 raise  # the driver replaces this process and retries the trial (max_retries)
             error = _clip("".join(traceback.format_exception(exc)).strip())

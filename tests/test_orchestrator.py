@@ -130,6 +130,15 @@ def test_enqueued_configurations_run_first(ray_local, tmp_path):
     study.enqueue({"x": 0.5})
     with pytest.raises(distopt.ConfigError, match=r"enqueue\.x"):
         study.enqueue({"x": 3.0})
+    # a typo reached the objective and was never stored; a constant is the space's
+    with pytest.raises(distopt.ConfigError, match=r"^enqueue\.xx: is not a parameter of the "
+                                                  r"space \(did you mean 'x'\?\); give x$"):
+        study.enqueue({"x": 0.5, "xx": 1})
+    constant = Study({"x": Float(0.0, 1.0), "epochs": 3}, OBJECTIVES, store=tmp_path / "c")
+    constant.enqueue({"x": 0.5, "epochs": 3})
+    with pytest.raises(distopt.ConfigError, match=r"^enqueue\.epochs: is a constant of the "
+                                                  r"space \(3\); got 4"):
+        constant.enqueue({"x": 0.5, "epochs": 4})
     reader = study.optimize(quick, budget=5, workers=1)
     rows = _rows(reader)
     assert [rows[0]["config/x"], rows[1]["config/x"]] == [0.125, 0.5]

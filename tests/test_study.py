@@ -456,6 +456,10 @@ BAD_INPUTS = [
     ({"constraints": {"g": ("<", 1.0)}}, {}, "constraints.g"),
     ({"constraints": {"g": ("<=", "1")}}, {}, "constraints.g"),
     ({"seed": "0"}, {}, "seed"),
+    ({"seed": -1}, {}, "seed"),           # scipy's Sobol raised once the store was written
+    ({"seed": 2**32}, {}, "seed"),        # Optuna's samplers raised
+    ({"space": {"x": Float(0, 1)}, "objectives": {"f1": "min"}, "constraints": {"x": (">=", 0.5)}},
+     {}, "constraints.x"),                # two columns titled x
     ({"ref_point": {"f1": 1.0}}, {}, "ref_point"),
     ({"ref_point": {"f1": 1.0, "f2": math.inf}}, {}, "ref_point.f2"),
     ({"space": {"x": {"type": "float", "low": 1, "high": 0}}}, {}, "space.x"),

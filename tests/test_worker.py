@@ -49,7 +49,7 @@ def test_zero_dim_arrays_and_tensors_are_numbers():
     ({"f1": [1.0, 2.0], "f2": 1.0}, "metric 'f1' is not a number"),
     ({"f1": 1.0, "f2": 1.0, "status": 0.0}, "metric name 'status' is reserved"),
     ({"f1": 1.0, "f2": 1.0, "config/x": 0.0}, "metric name 'config/x' is reserved"),
-    ({"f1": 1.0, "f2": 1.0, 3: 0.0}, "metric name 3 is reserved"),
+    ({"f1": 1.0, "f2": 1.0, 3: 0.0}, "metric name 3 is not a string (int)"),
 ])
 def test_bad_returns_give_a_reason(returned, reason):
     _, error = check_metrics(returned, REQUIRED, RESERVED)
@@ -131,6 +131,7 @@ def raising(config):
     (lambda c: {"f1": 0.0}, "did not return metric(s) ['f2']"),
     (lambda c: {"f1": "high", "f2": 0.0}, "is not a number"),
     (lambda c: 1 / 0, "ZeroDivisionError"),
+    (lambda c: sys.exit(3), "SystemExit: 3"),  # was a dead worker, restarted 3 times
 ])
 def test_failures_become_failed_rows(objective, reason):
     [result] = make_worker(objective).run([(0, {"x": 0.5}, 1)])

@@ -41,6 +41,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .._checks import check_number, is_finite_number
@@ -70,10 +71,15 @@ def _param(distribution: Any) -> Any:
 
     if isinstance(distribution, od.CategoricalDistribution):
         return Categorical(list(distribution.choices))
-    if isinstance(distribution, od.IntDistribution):
-        return Int(distribution.low, distribution.high, log=distribution.log)
-    if isinstance(distribution, od.FloatDistribution):
-        return Float(distribution.low, distribution.high, log=distribution.log)
+    if isinstance(distribution, (od.IntDistribution, od.FloatDistribution)):
+        kind = Int if isinstance(distribution, od.IntDistribution) else Float
+        step = distribution.step
+        if step is not None and step != 1:  # distopt's ranges have no step
+            warnings.warn(f"an Optuna {type(distribution).__name__} with step={step} is imported "
+                          f"as {kind.__name__}({distribution.low}, {distribution.high}): a "
+                          f"distopt strategy continuing it may propose values between the steps",
+                          RuntimeWarning, stacklevel=4)
+        return kind(distribution.low, distribution.high, log=distribution.log)
     raise TypeError(f"no distopt parameter for {distribution!r}")
 
 
@@ -256,13 +262,22 @@ def _constraints(trial: Any) -> dict[str, float]:
 def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> StoreReader:
     """Write the finished trials of an Optuna study into a new distopt store; return its reader.
 
-    RUNNING and WAITING trials are skipped. Raises ``StoreError`` if ``store`` already holds a
-    different study.
+    RUNNING and WAITING trials are skipped. A parameter that a define-by-run study suggested in
+    some trials only is empty (null) in the others, and a search continued from the store
+    learns from the trials that have every parameter. Raises ``ConfigError`` if ``store``
+    already holds a study (an import writes a whole store: importing into one would overwrite
+    its trials).
     """
     import optuna
 
+    from .._preflight import check_store_path
     from .._study import Study
+    from ..store import METADATA_FILE
 
+    check_store_path(store)  # a file, a folder of other files, a folder it cannot write
+    if (Path(store) / METADATA_FILE).exists():
+        raise field_error("store", f"{store} already holds a study",
+                          "import into a new folder")
     study = optuna.load_study(storage=storage, study_name=study_name)
     problem, info = _problem_of(study)
     distopt_study = Study(problem.space, problem.objectives,
@@ -304,6 +319,12 @@ def import_study(storage: Any, study_name: str, store: str | os.PathLike) -> Sto
                 continue  # a live sync's blank for a step only an earlier attempt reported
             curves.append({"trial_id": trial_id, "step": int(step), "time": end or 0.0,
                            curve_metric: float(value)})
+    partial = sorted({n for r in rows for n in problem.space.names if n not in r["config"]})
+    if partial:
+        warnings.warn(f"parameters {partial} are absent from some trials of {study_name!r} (a "
+                      f"define-by-run study): they are null there, and a search continued from "
+                      f"{store} learns from the trials that have every parameter",
+                      RuntimeWarning, stacklevel=2)
     writer = StoreWriter(store, metadata)
     try:
         writer.add_curves(curves)

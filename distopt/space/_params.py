@@ -83,9 +83,12 @@ def _check_bounds(kind: str, low: Any, high: Any, log: bool) -> None:
         if isinstance(value, str) and _looks_numeric(value):
             raise field_error(f"{kind}.{name}", f"must be a number; got the text {value!r}",
                               _yaml_number_fix(value))
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
+        if (isinstance(value, (bool, np.bool_))
+                or not isinstance(value, (int, float, np.integer, np.floating))
                 or not math.isfinite(value)):
             raise field_error(f"{kind}.{name}", f"must be a finite number; got {value!r}")
+    if not isinstance(log, (bool, np.bool_)):  # bool("false") is True
+        raise field_error(f"{kind}.log", f"must be True or False; got {log!r}")
     if not low < high:
         raise field_error(f"{kind}", f"needs low < high; got low={low!r}, high={high!r}",
                           "swap them or widen the range")
@@ -110,7 +113,8 @@ class Float(Param):
 
     def __init__(self, low: float, high: float, *, log: bool = False, off: float | None = None):
         _check_bounds("Float", low, high, log)
-        if off is not None and (isinstance(off, bool) or not isinstance(off, (int, float))):
+        if off is not None and (isinstance(off, (bool, np.bool_))
+                                or not isinstance(off, (int, float, np.integer, np.floating))):
             raise field_error("Float.off", f"must be a number or None; got {off!r}")
         self.low, self.high, self.log = float(low), float(high), bool(log)
         self.off = None if off is None else float(off)
@@ -236,6 +240,8 @@ class Categorical(Param):
         if isinstance(choices, (str, bytes)) or not isinstance(choices, (list, tuple)):
             raise field_error("Categorical.choices", f"must be a list; got {choices!r}",
                               'e.g. Categorical(["relu", "gelu"])')
+        # numpy scalars (list(np.arange(3))) as Python's: what the store records and compares
+        choices = [c.item() if isinstance(c, np.generic) else c for c in choices]
         if len(choices) == 0:
             raise field_error("Categorical.choices", "is empty", "give at least one choice")
         self.arrow_type = arrow_type_of(list(choices), "Categorical.choices")
@@ -255,6 +261,8 @@ class Categorical(Param):
         return (self.index(value) + 0.5) / len(self.choices)
 
     def contains(self, value: Any) -> bool:
+        if isinstance(value, np.generic):  # np.int64(2) is the choice 2, as for Int
+            value = value.item()
         return any(value == c and type(value) is type(c) for c in self.choices) or (
             self.arrow_type == "float64" and value in self.choices)
 

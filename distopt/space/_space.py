@@ -41,9 +41,23 @@ def param_from_spec(name: str, spec: Any) -> Param | Any:
                           LARGE_DATA_FIX)
     if isinstance(spec, (str, int, float, bool)):
         return spec
+    if type(spec).__module__.startswith(("ray.tune", "optuna")):  # a Tune or Optuna habit
+        library = "Ray Tune" if type(spec).__module__.startswith("ray") else "Optuna"
+        raise field_error(field, f"is a {library} {type(spec).__name__}, not a distopt "
+                                 f"parameter",
+                          "use distopt.Float(low, high, log=...), distopt.Int(low, high) or "
+                          "distopt.Categorical([...])")
+    if isinstance(spec, (list, tuple)):
+        raise field_error(field, f"is a list ({spec!r}), not a constant (one str, int, float "
+                                 f"or bool)", "to search among these values, use "
+                                              "{type: categorical, choices: [...]}")
     if not isinstance(spec, Mapping):
         raise field_error(field, f"must be a mapping like {{type: float, low: 0, high: 1}} or a "
                                  f"constant; got {spec!r}")
+    if "type" not in spec:
+        raise field_error(f"{field}.type", f"is missing (got {dict(spec)!r}): a parameter is "
+                                           f"{{type: float, int or categorical, ...}}, and a "
+                                           f"constant one str, int, float or bool")
     kind = spec.get("type")
     if not isinstance(kind, str) or kind not in _SPEC_KEYS:
         raise field_error(f"{field}.type", f"must be one of float, int, categorical; got {kind!r}")
@@ -137,6 +151,11 @@ class Space:
     def config_keys(self, configs: Sequence[Mapping[str, Any]]) -> list[tuple[float, ...]]:
         """:func:`point_keys` of configurations: equal keys mean the same configuration."""
         return point_keys(self.encode(configs)) if len(configs) else []
+
+    def gives_every_param(self, config: Mapping[str, Any]) -> bool:
+        """Whether ``config`` has a value for every searched parameter (a trial imported from a
+        define-by-run Optuna study may lack one: distopt's spaces are not conditional)."""
+        return all(config.get(name) is not None for name in self.names)
 
     def validate(self, config: Mapping[str, Any], *, where: str = "config") -> None:
         """Raise a ConfigError naming the first parameter whose value is outside its domain."""

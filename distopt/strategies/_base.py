@@ -19,6 +19,9 @@ from .._errors import DistoptError, field_error
 from .._plugin import ProblemBound
 from .._problem import TrialResult
 
+#: The largest seed every library a strategy seeds (numpy, scipy, torch, Optuna) takes.
+MAX_SEED = 2**32 - 1
+
 
 class Strategy(ProblemBound, ABC):
     """Proposes configurations and learns from finished trials.
@@ -49,8 +52,10 @@ class Strategy(ProblemBound, ABC):
         return self
 
     def __init__(self, *, seed: int | None = 0):
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise field_error("seed", f"must be an int or None; got {seed!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or not 0 <= seed <= MAX_SEED):
+            # the range numpy, scipy's Sobol and Optuna's samplers take (they raise later)
+            raise field_error("seed", f"must be an int in [0, 2**32 - 1] or None; got {seed!r}")
         self.seed = seed
 
     def to_dict(self) -> dict[str, Any]:

@@ -46,6 +46,22 @@ def test_the_cause_is_the_exception_line():
     assert error_cause(failed(0)["error"]) == "ZeroDivisionError: division by zero"
     assert error_cause("\n\n  ValueError: bad  \n\n") == "ValueError: bad"
     assert error_cause(None) is None and error_cause("") is None
+    import traceback
+
+    def text_of(error: BaseException) -> str:  # as a worker stores it
+        try:
+            raise error
+        except BaseException as raised:  # noqa: BLE001
+            return "".join(traceback.format_exception(raised)).strip()
+
+    noted = ValueError("boom: bad things\nsecond line")
+    noted.add_note("while training layer 2")
+    assert error_cause(text_of(noted)) == "ValueError: boom: bad things"
+    cuda = RuntimeError("CUDA error: device-side assert triggered\nFor debugging consider "
+                        "passing CUDA_LAUNCH_BLOCKING=1\nCompile with `TORCH_USE_CUDA_DSA` to "
+                        "enable device-side assertions.")
+    assert error_cause(text_of(cuda)) == "RuntimeError: CUDA error: device-side assert triggered"
+    assert error_cause(text_of(SystemExit(3))) == "SystemExit: 3"
 
 
 def test_one_line_per_new_cause_and_a_reminder_for_repeats():

@@ -153,3 +153,49 @@ def test_import_a_study_optuna_made(tmp_path):
     strategy.bind(problem)
     strategy.tell(reader.results())
     assert problem.space.params["n"].contains(strategy.ask(1)[0]["n"])
+
+
+def test_a_define_by_run_study_imports_once_and_a_distopt_search_goes_on(ray_local, tmp_path,
+                                                                        caplog):
+    """A parameter suggested in some trials only is null in the others and the search learns
+    from the rest (it failed with Int.to_unit(None) once Ray had started); a step is said to be
+    dropped; importing into a store that holds a study is refused (it overwrote the trials)."""
+    import warnings
+
+    from loop_objectives import quick
+
+    from distopt.interop.optuna import import_study
+
+    url = f"sqlite:///{tmp_path / 'dbr.db'}"
+    native = optuna.create_study(storage=url, study_name="dbr", directions=["minimize"] * 2,
+                                 sampler=optuna.samplers.RandomSampler(seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        native.set_metric_names(["f1", "f2"])
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_int("n", 2, 8, step=2)
+        if trial.suggest_categorical("kind", ["a", "b"]) == "a":
+            trial.suggest_int("depth", 1, 3)  # conditional: only where kind is "a"
+        return x, 1.0 - x
+
+    for kind in ("a", "b", "a", "b"):
+        native.enqueue_trial({"kind": kind})
+    native.optimize(objective, n_trials=6)
+    with pytest.warns(RuntimeWarning) as warned:
+        reader = import_study(url, "dbr", tmp_path / "s")
+    said = " ".join(str(w.message) for w in warned)
+    assert "step=2" in said and "['depth'] are absent from some trials" in said
+    depth = reader.trials()["config/depth"].to_pylist()
+    assert None in depth and any(d is not None for d in depth)
+    with pytest.raises(distopt.ConfigError, match=r"^store: .* already holds a study; import "
+                                                  r"into a new folder$"):
+        import_study(url, "dbr", tmp_path / "s")
+    assert reader.trials().num_rows == 6  # untouched
+    study = distopt.Study(reader.problem.space.to_dict(), reader.problem.objectives,
+                          store=tmp_path / "s", strategy="random", seed=0)
+    caplog.set_level("WARNING", logger="distopt")
+    after = study.optimize(quick, budget=9, workers=1)
+    assert after.trials()["status"].to_pylist() == ["COMPLETE"] * 9
+    assert f"{depth.count(None)} stored trials lack a parameter of the space" in caplog.text

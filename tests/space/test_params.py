@@ -232,6 +232,8 @@ def test_arrow_types(param, arrow_type):
     (lambda: Float(0, 1, log=True), "Float.low"),
     (lambda: Float(-1, 1, log=True), "Float.low"),
     (lambda: Float(0, 1, off="none"), "Float.off"),
+    (lambda: Float(1e-3, 1, log="false"), "Float.log"),   # bool("false") was True
+    (lambda: Int(1, 8, log=None), "Int.log"),
     (lambda: Int(0.5, 3), "Int.low"),
     (lambda: Int(0, 3.0), "Int.high"),
     (lambda: Int(3, 3), "Int"),
@@ -250,3 +252,17 @@ def test_bad_params_name_the_field(make, field):
     assert message.startswith(f"{field}: ")
     assert "\n" not in message
     assert isinstance(info.value, ValueError) and isinstance(info.value, distopt.DistoptError)
+
+
+def test_numpy_bounds_and_choices_are_python_values():
+    """``Float(np.float32(0), 1)`` was refused as "not a finite number"; numpy choices were
+    recorded as text ("1") while the store held ints, so the study could not be resumed."""
+    import json
+
+    assert Float(np.float32(0.0), np.float32(1.0), off=np.float32(-1.0)) == Float(0.0, 1.0,
+                                                                                   off=-1.0)
+    param = Categorical(list(np.arange(1, 4)))
+    assert param.choices == [1, 2, 3] and all(type(c) is int for c in param.choices)
+    assert param.arrow_type == "int64" and param.contains(2) and param.contains(np.int64(2))
+    again = json.loads(json.dumps(param.to_dict()))  # as the store records it
+    assert Categorical(again["choices"]) == param

@@ -137,6 +137,7 @@ def test_validate_names_the_parameter(space):
     ({"type": "int", "low": 0.5, "high": 3}, "space.lr.low"),
     ({"type": "categorical"}, "space.lr.choices"),
     ({"type": "categorical", "choices": []}, "space.lr.choices"),
+    ({"optimizer": "adam", "beta": 0.9}, "space.lr.type"),   # a dict constant
 ])
 def test_bad_spec_names_the_field(spec, field):
     with pytest.raises(distopt.ConfigError) as info:
@@ -144,6 +145,19 @@ def test_bad_spec_names_the_field(spec, field):
     message = str(info.value)
     assert message.startswith(f"{field}: "), message
     assert "\n" not in message
+
+
+def test_a_list_or_a_tune_distribution_says_what_to_write_instead():
+    with pytest.raises(distopt.ConfigError, match=r"^space\.lr: is a list \(\[16, 32\]\), not "
+                                                  r"a constant \(one str, int, float or bool\); "
+                                                  r"to search among these values, use \{type: "
+                                                  r"categorical"):
+        Space({"lr": [16, 32]})
+    tune = pytest.importorskip("ray.tune")
+    with pytest.raises(distopt.ConfigError, match=r"^space\.lr: is a Ray Tune Float, not a distopt "
+                                                  r"parameter; use distopt\.Float\(low, high, "
+                                                  r"log=\.\.\.\)"):
+        Space({"lr": tune.loguniform(1e-4, 1e-1)})
 
 
 @pytest.mark.parametrize("params", [
