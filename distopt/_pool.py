@@ -127,9 +127,10 @@ class WorkerPool:
                     short = [f"{_amount(free.get(name, 0.0))} {name} now"]
         if fits < self.n_workers:
             asked = " + ".join(f"{_amount(v)} {k}" for k, v in needs.items() if v)
-            log.warning("distopt: %d workers x %s asked, %s: %d run%s, %d wait for capacity",
+            waiting = self.n_workers - max(fits, 0)
+            log.warning("distopt: %d workers x %s asked, %s: %d run%s, %d wait%s for capacity",
                         self.n_workers, asked, short[0] if short else "", max(fits, 0),
-                        "s" if fits == 1 else "", self.n_workers - max(fits, 0))
+                        "s" if fits == 1 else "", waiting, "s" if waiting == 1 else "")
         return max(0, fits)
 
     def replace(self, slot: Slot) -> None:

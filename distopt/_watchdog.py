@@ -166,7 +166,9 @@ def _local_raylet(node: Any) -> Any:
     """The raylet of this machine that a driver joining a cluster talks to, if it runs here.
 
     When it dies (the head node going down, when the driver runs on it), Ray's core ends the
-    driver about 14 s later, sooner than the GCS pings would tell.
+    driver about 14 s later, sooner than the GCS pings would tell. A raylet that exits after
+    its graceful drain (``ray stop``) takes the driver with it within milliseconds, before any
+    poll: that case ends with no line (README says so; the store resumes).
     """
     import psutil
 

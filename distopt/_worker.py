@@ -120,11 +120,9 @@ class TrialWorker:
         install_cohort(Cohort(members))
         start = time.time()
         try:
+            # a wrong number of results, or not a list, raises here: every member fails once
             results: Any = self._objective.batch([config for _, config, _ in trials])
             shared = None
-            if len(results) != len(trials):
-                shared = (f"batched objective returned {len(results)} results for "
-                          f"{len(trials)} configs; return one per config, in order")
         except (Exception, SystemExit) as exc:  # as in run_one
             if is_device_fault(exc):
                 raise

@@ -21,12 +21,15 @@ its last reported metrics while the others go on. A plain (unbatched) objective 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import importlib
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._checks import check_int
 from ._context import TrialContext, current_cohort, install_cohort, record_row
+from ._errors import field_error
 
 Result = Mapping[str, Any] | BaseException
 
@@ -74,13 +77,34 @@ class BatchedObjective:
         """
         configs = [dict(c) for c in configs]
         if current_cohort() is not None:
-            return list(self.fn(configs))
+            return self._results(self.fn(configs), len(configs))
         install_cohort(Cohort([TrialContext(trial_id=-1 - i) for i in range(len(configs))],
                               local=True))
         try:
-            return list(self.fn(configs))
+            return self._results(self.fn(configs), len(configs))
         finally:
             install_cohort(None)
+
+    def _results(self, returned: Any, n: int) -> list[Result]:
+        """``returned`` as a list of ``n`` results, else an error saying what to return (the
+        whole call fails: no member's result can be told from another's)."""
+        if isinstance(returned, (Mapping, str, bytes)) or not isinstance(returned, Iterable):
+            raise TypeError(f"batched objective {self.__name__} returned "
+                            f"{type(returned).__name__}; return a list with one dict of metrics "
+                            f"(or an exception) per config, in order")
+        results = list(returned)
+        if len(results) != n:
+            raise ValueError(f"batched objective {self.__name__} returned {len(results)} results "
+                             f"for {n} configs; return one per config, in order")
+        return results
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By reference when its module gives it by name, as cloudpickle ships a plain function:
+        # the decorator took the function's name, so cloudpickle could not find ``fn`` by it and
+        # shipped it by value, with every module global it uses (a lock in one was refused).
+        if _importable_as(self, self.__module__, self.__qualname__):
+            return _import_objective, (self.__module__, self.__qualname__)
+        return BatchedObjective, (self.fn, self.spec)
 
     def __call__(self, config: Mapping[str, Any]) -> Mapping[str, Any]:
         result = self.batch([config])
@@ -94,6 +118,28 @@ class BatchedObjective:
         return f"batched({self.__module__}:{self.__qualname__}, {self.spec})"
 
 
+def _lookup(module: str, qualname: str) -> Any:
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _importable_as(obj: Any, module: str | None, qualname: str | None) -> bool:
+    """Whether ``module:qualname`` names ``obj`` in an imported module (not ``__main__``, whose
+    objects a worker cannot import)."""
+    if not module or not qualname or module == "__main__" or module not in sys.modules:
+        return False
+    try:
+        return _lookup(module, qualname) is obj
+    except AttributeError:
+        return False
+
+
+def _import_objective(module: str, qualname: str) -> BatchedObjective:
+    return _lookup(module, qualname)
+
+
 def batched(fn: Callable[..., Any] | None = None, *, max_size: int | None = None,
             memory_per_member: int | None = None) -> Any:
     """Mark ``fn(configs: list[dict]) -> list[dict | Exception]`` as a cohort objective.
@@ -102,6 +148,11 @@ def batched(fn: Callable[..., Any] | None = None, *, max_size: int | None = None
     :func:`cohort` gives the members' handles for ``report`` and stop requests.
     """
     check_int("batched.max_size", max_size, 1, allow_none=True)
+    if memory_per_member is not None and (isinstance(memory_per_member, bool)
+                                          or not isinstance(memory_per_member, int)):
+        raise field_error("batched.memory_per_member", f"must be a whole number of bytes; got "
+                                                       f"{memory_per_member!r}",
+                          "e.g. 40 << 20 for 40 MiB")
     check_int("batched.memory_per_member", memory_per_member, 1, allow_none=True)
     spec = BatchSpec(max_size, memory_per_member)
     if fn is None:

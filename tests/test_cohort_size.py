@@ -24,6 +24,15 @@ def test_the_memory_figure_is_capped_by_max_size_only():
     assert BatchSpec().size_for(free, 16) == 16
 
 
+@pytest.mark.parametrize("memory", ["40MB", 4e7, True])
+def test_memory_per_member_is_a_whole_number_of_bytes(memory):
+    with pytest.raises(ConfigError, match=r"^batched\.memory_per_member: must be a whole number "
+                                          r"of bytes; got .*; e\.g\. 40 << 20 for 40 MiB$"):
+        distopt.batched(memory_per_member=memory)
+    with pytest.raises(ConfigError, match=r"^batched\.memory_per_member: must be an int >= 1"):
+        distopt.batched(memory_per_member=0)
+
+
 def test_a_cohort_size_above_max_size_is_refused_before_anything_is_written(tmp_path):
     @distopt.batched(max_size=4)
     def objective(configs):

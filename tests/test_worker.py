@@ -291,3 +291,52 @@ def test_a_dead_worker_s_cause_is_short():
     assert cause(RuntimeError(ray_text)) == ("the worker process died (SYSTEM_ERROR: Worker "
                                              "unexpectedly exits with a connection error code 2)")
     assert cause(RuntimeError("Traceback ...\nValueError: bad")) == "ValueError: bad"
+
+
+@pytest.mark.parametrize("returned, cause", [
+    (lambda configs: [{"f1": 0.0, "f2": 0.0}] * (len(configs) - 1),
+     "ValueError: batched objective wrong returned 2 results for 3 configs; return one per "
+     "config, in order"),
+    (lambda configs: {"f1": 0.0, "f2": 0.0},  # the plain objective's habit
+     "TypeError: batched objective wrong returned dict; return a list with one dict of metrics "
+     "(or an exception) per config, in order"),
+    (lambda configs: None, "TypeError: batched objective wrong returned NoneType"),
+])
+def test_a_batched_objective_returning_the_wrong_thing_fails_each_member_once(returned, cause):
+    """It surfaced as "worker died 3 times" (a ValueError of zip() out of the worker, taken
+    for its death, retried with halved cohorts) or as "'NoneType' object is not iterable"."""
+    from distopt._summary import error_cause
+
+    def wrong(configs):
+        return returned(configs)
+
+    rows = make_worker(distopt.batched(wrong)).run([(i, {"x": 0.5}, 1) for i in range(3)])
+    assert [r["status"] for r in rows] == ["FAILED"] * 3
+    assert all(error_cause(r["error"]).startswith(cause) for r in rows), rows[0]["error"]
+
+
+def test_a_batched_objective_ships_by_reference_like_a_function(tmp_path):
+    """The decorator takes the function's name, so cloudpickle shipped it by value with the
+    module globals it uses: a module-level lock was refused; now it ships as ``module:name``
+    (and a worker's traceback shows the user's file, not <dynamic-code>)."""
+    import cloudpickle
+
+    from distopt._codepath import ShippedObjective
+
+    (tmp_path / "locked_batched.py").write_text(
+        "import threading\nimport distopt\nLOCK = threading.Lock()\n\n"
+        "@distopt.batched(max_size=4)\ndef objective(configs):\n    with LOCK:\n"
+        "        return [{'y': c['x']} for c in configs]\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import locked_batched
+
+        shipped = ShippedObjective(locked_batched.objective, [])
+        assert len(shipped.payload) < 300  # a reference, not the function and its globals
+        assert shipped.load() is locked_batched.objective
+        local = distopt.batched(lambda configs: [{"y": 1.0} for _ in configs], max_size=2)
+        again = cloudpickle.loads(cloudpickle.dumps(local))  # not importable: by value
+        assert again.spec == local.spec and again.batch([{"x": 0}]) == [{"y": 1.0}]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("locked_batched", None)
