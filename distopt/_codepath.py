@@ -6,7 +6,8 @@ has its own bin folder there instead, so the folders are appended (after install
 they never shadow one). Workers of the embedded Ray inherit ``PYTHONPATH``; workers of a cluster
 do not (Ray adds only the driver's working directory to them), so the objective travels with
 the folders as a :class:`ShippedObjective` and each worker adds those that exist on its node
-before unpickling it.
+before unpickling it. Both also export the folders in ``PYTHONPATH``: processes the objective
+starts itself (a ``spawn`` DataLoader's workers, ``multiprocessing``) import its module too.
 """
 
 from __future__ import annotations
@@ -29,15 +30,20 @@ def add_code_folders(folders: Iterable[Path]) -> None:
         if text not in _added:
             _added.append(text)
     _extend_sys_path(_added)
-    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    extra = [p for p in _added if p not in current]
-    if extra:
-        os.environ["PYTHONPATH"] = os.pathsep.join(current + extra)
+    _export(_added)
 
 
 def code_folders() -> list[str]:
     """The folders added so far."""
     return list(_added)
+
+
+def _export(folders: Iterable[str]) -> None:
+    """Append ``folders`` to ``PYTHONPATH``, for the processes started from here on."""
+    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    extra = [p for p in folders if p not in current]
+    if extra:
+        os.environ["PYTHONPATH"] = os.pathsep.join(current + extra)
 
 
 def _extend_sys_path(folders: Iterable[str]) -> None:
@@ -74,4 +80,5 @@ class ShippedObjective:
         import cloudpickle
 
         _extend_sys_path(self.folders)
+        _export(f for f in self.folders if os.path.isdir(f))
         return cloudpickle.loads(self.payload)

@@ -268,11 +268,13 @@ def test_a_shipped_objective_loads_where_its_folder_is_not_on_the_path(tmp_path)
         sys.path.remove(str(folder))
         sys.modules.pop("objmod_shipped", None)
     root = Path(distopt.__file__).resolve().parents[1]
-    code = ("import pickle, sys; shipped = pickle.load(open(sys.argv[1], 'rb'));"
-            "print(shipped.load()({'x': 21}))")
-    for folders, expected in (([str(folder)], "{'y': 42}"), ([], "ModuleNotFoundError")):
+    # the objective's own subprocesses (a spawn DataLoader's workers) find its module too
+    code = ("import os, pickle, sys; shipped = pickle.load(open(sys.argv[1], 'rb'));"
+            "print(shipped.load()({'x': 21}), sys.argv[2] in os.environ['PYTHONPATH'])")
+    for folders, expected in (([str(folder)], "{'y': 42} True"), ([], "ModuleNotFoundError")):
         path = tmp_path / f"shipped{len(folders)}.pkl"
-        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+        done = subprocess.run([sys.executable, "-c", code, str(path), str(folder)],
+                              capture_output=True,
                               text=True, cwd=tmp_path, env={"PYTHONPATH": str(root)}, timeout=120)
         assert expected in done.stdout + done.stderr
 
