@@ -15,12 +15,45 @@ from ._checks import preview
 from ._errors import StoreError, field_error
 
 
+def check_objective_configs(objective: Any, space: Any) -> None:
+    """Refuse, in one line naming the space's key, a space some of whose configurations the
+    objective refuses, when the objective says which it can run: a ``check_config(config)``
+    method that raises on a configuration it cannot train (a typo in a key, a value out of its
+    range) without training. Probed: the space's lowest, highest and middle configurations, and
+    the middle with each categorical choice in turn. Without the check every trial would fail
+    with the same error, after the store was written."""
+    check = getattr(objective, "check_config", None)
+    if not callable(check):
+        return
+    for config in _probes(space):
+        try:
+            check(dict(config))
+        except Exception as error:  # noqa: BLE001 - whatever the objective refuses, said once
+            text = (str(error).splitlines() or [type(error).__name__])[0]
+            key, sep, rest = text.partition(": ")
+            if sep and key in config:
+                raise field_error(f"space.{key}", f"{rest} (the objective's own check)",
+                                  "fix the study's space") from None
+            raise field_error("space", f"the objective refuses {preview(config)}: {text}",
+                              "fix the study's space") from None
+
+
+def _probes(space: Any) -> list[dict[str, Any]]:
+    middle = space.decode([[0.5] * space.dim])[0]
+    probes = space.decode([[0.0] * space.dim, [1.0] * space.dim]) + [middle]
+    for name, param in space.params.items():
+        for choice in getattr(param, "choices", ()):
+            probes.append({**middle, name: choice})
+    return probes
+
+
 def check_store_path(path: str | os.PathLike[str]) -> None:
     """Raise a one-line ConfigError (field ``store``) when ``path`` cannot be a store folder.
 
     Refused: a file where the folder should be, a path under a file, a folder that holds other
     files and no study (the store would be written in among them, the working directory say), a
-    folder (or the nearest existing parent of a new one) that this process cannot write.
+    store's tables without its ``study.json``, a folder (or the nearest existing parent of a new
+    one) that this process cannot write.
     """
     from .store import METADATA_FILE  # lazy: the store's writer imports this module
     from .store._writer import STORE_NAMES
@@ -43,6 +76,13 @@ def check_store_path(path: str | os.PathLike[str]) -> None:
             raise field_error("store", f"{path} holds other files ({', '.join(others[:3])}"
                               f"{', ...' if len(others) > 3 else ''}) and no study",
                               "give a new or empty folder, e.g. runs/my-study")
+        if not (path / METADATA_FILE).exists() and any(
+                (path / table).is_dir() and any((path / table).iterdir())
+                for table in ("trials", "curves", "dispatched")):
+            # its rows would be taken for this study's, whatever study wrote them
+            raise field_error("store", f"{path} holds trial data but no {METADATA_FILE} (the "
+                              f"definition of the study that wrote it)",
+                              f"restore {METADATA_FILE}, or give a new folder")
         if not os.access(path, os.W_OK | os.X_OK):
             raise field_error("store", f"{path} is not writable by this user",
                               "choose a folder you can write, or fix its permissions")

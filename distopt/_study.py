@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -12,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ._budget import Budget, useful_workers
-from ._checks import check_int, check_ref_point, did_you_mean
+from ._checks import check_int, check_ref_point, did_you_mean, preview
 from ._codepath import ShippedObjective, code_folders
 from ._errors import field_error
 from ._front import USER
-from ._preflight import check_store_path
+from ._preflight import check_objective_configs, check_store_path
 from ._problem import Problem
 from .space import Space
 from .store import (
+    DAMAGED,
     METADATA_FILE,
     StoreReader,
     StoreWriter,
@@ -169,6 +171,7 @@ class Study:
                                        cohort_size=cohort_size,
                                        max_consecutive_failures=max_consecutive_failures)
         _check_cohort_size(objective, cohort_size)
+        check_objective_configs(objective, self.problem.space)
         from .schedulers import make_scheduler
 
         scheduler = make_scheduler(scheduler)
@@ -266,6 +269,13 @@ class Study:
                                         {"problem": self.problem.to_dict()})
         if refusal is not None:
             raise refusal
+        before, now = reader.metadata.get("objective"), self.objective_spec
+        if before is not None and now is not None and before != now:
+            # allowed (a fixed bug, a faster version), but said: the rows share one front
+            logging.getLogger("distopt").warning(
+                "distopt: store %s was written by objective %s and this run's is %s: their "
+                "trials share one front (a new store keeps them apart)", self.store_path,
+                _shown_spec(before), _shown_spec(now))
         return reader.results()
 
     def _unstored(self, stored: list[Any]) -> list[dict[str, Any]]:
@@ -308,7 +318,8 @@ def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int,
                                          configs_from_table(table), strict=True):
         latest[trial_id] = (config, attempt)
         max_id = max(max_id, trial_id)
-    if "dispatched" in reader.damaged:
+    # damaged now, or set aside by the writer this resume opened before reading (or an earlier)
+    if "dispatched" in reader.damaged or (reader.path / DAMAGED / "dispatched").is_dir():
         untraced = sorted(set(reader.curves(all_attempts=True)["trial_id"].to_pylist())
                           - finished - set(latest))
         if untraced:
@@ -319,6 +330,13 @@ def _in_flight(reader: StoreReader, results: list[Any]) -> tuple[list[tuple[int,
                           stacklevel=2)
     again = [(t, c, a) for t, (c, a) in sorted(latest.items()) if t not in finished]
     return again, max_id
+
+
+def _shown_spec(spec: Any) -> str:
+    """An objective's recorded spec (``module:function`` or a factory call) in a few words."""
+    if isinstance(spec, Mapping):
+        return f"{spec.get('call')}({preview(spec.get('with') or {})})"
+    return str(spec)
 
 
 def _id_ranges(ids: list[int]) -> str:

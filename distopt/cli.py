@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -413,13 +414,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"run": _run, "resume": _resume, "show": _show, "plot": _plot,
                 "dashboard": _dashboard}
     try:
-        return handlers[args.command](args)
+        with _plain_warnings():
+            return handlers[args.command](args)
     except DistoptError as error:
         print(f"distopt: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `distopt show STORE | head` closed the pipe: not an error
         sys.stderr.close()
         return 0
+
+
+@contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """Warnings as one line each, ``RuntimeWarning: store runs/s: ...``: a command-line user
+    needs neither the file and line that warned nor its source line echoed under it."""
+    import warnings
+
+    def one_line(message: Warning | str, category: type[Warning], *args: Any,
+                 **kwargs: Any) -> str:
+        return f"{category.__name__}: {message}\n"
+
+    before, warnings.formatwarning = warnings.formatwarning, one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = before
 
 
 def _set_verbosity(args: argparse.Namespace) -> None:

@@ -435,7 +435,7 @@ def symmetry_strengths(store: Store, alphas: Mapping[str, float] | None = None):
     rng = np.random.default_rng(0)
     span = max(levels[g] for g in groups) - min(levels[g] for g in groups) or 1.0
     for colour, group in zip(colours, groups, strict=True):
-        lam = _column(front, CONFIG_PREFIX + f"lam.{group}")
+        lam = strengths_in_use(front, group)
         x = levels[group] + rng.uniform(-0.015, 0.015, len(lam)) * span
         ax.scatter(x, lam, color=colour, s=26, alpha=0.8,
                    label=f"{group} (alpha={levels[group]:g})",
@@ -457,8 +457,22 @@ def symmetry_strengths(store: Store, alphas: Mapping[str, float] | None = None):
     return fig
 
 
+def strengths_in_use(trials: pa.Table, group: str) -> np.ndarray:
+    """The strength of ``group`` that trained each trial: the objective's ``lam_used.<group>``
+    metric where it reports one (auto mode sets its strengths itself and ignores the
+    ``lam.<group>`` parameter), else the parameter; trials in jacobian mode, which weigh no
+    strength, are left out."""
+    lam = _column(trials, CONFIG_PREFIX + f"lam.{group}")
+    if f"lam_used.{group}" in trials.column_names:
+        used = _column(trials, f"lam_used.{group}")
+        lam = np.where(np.isnan(used), lam, used)
+    if CONFIG_PREFIX + "mode" in trials.column_names:
+        lam = lam[[m != "jacobian" for m in trials[CONFIG_PREFIX + "mode"].to_pylist()]]
+    return lam
+
+
 def _linthresh(front: pa.Table, groups: Sequence[str]) -> float:
-    values = np.concatenate([_column(front, CONFIG_PREFIX + f"lam.{g}") for g in groups])
+    values = np.concatenate([strengths_in_use(front, g) for g in groups])
     positive = values[np.isfinite(values) & (values > 0)]
     return float(positive.min()) if len(positive) else 1e-3
 

@@ -42,7 +42,13 @@ from distopt.trial import is_device_fault
 from .groups import Group
 from .models import MLP, count_parameters
 from .regularisers import EPS, equivariance_terms
-from .runner import RegressionData, SampleStream, build_trial_model, finite_metrics
+from .runner import (
+    RegressionData,
+    SampleStream,
+    build_trial_model,
+    finite_metrics,
+    used_strengths,
+)
 from .settings import TrainSettings
 from .training import plan_losses, warmup_epochs
 
@@ -365,7 +371,10 @@ class CohortTrainer:
             metrics = {"test_mse": float(test[k]), "val_mse": float(val[k]),
                        **{f"equiv_err.{name}": float(errors[k, j])
                           for j, name in enumerate(self.groups)},
-                       "params_m": self.params_m, "train_seconds": train_seconds}
+                       "params_m": self.params_m, "train_seconds": train_seconds,
+                       **used_strengths(self.settings[k].mode, {
+                           g: float(self.weights[k, row]) for g, row in
+                           zip(self.member_groups[k], self.own_rows[k], strict=True)})}
             try:
                 results.append(finite_metrics(metrics))
             except FloatingPointError as exc:

@@ -25,7 +25,9 @@ al., "Residual Pathway Priors for Soft Equivariance Constraints", NeurIPS 2021),
 (optionally frame-averaged; or, with ``model: residual``, a frame-averaged MLP plus a free MLP
 pathway, the soft model of Residual Pathway Priors) with one equivariance regulariser per candidate
 group and returns
-``test_mse``, ``val_mse``, ``equiv_err.<group>``, ``params_m`` and ``train_seconds``.
+``test_mse``, ``val_mse``, ``equiv_err.<group>``, ``params_m`` and ``train_seconds`` (in a cohort:
+the whole call's), and in ``mode: auto``, which sets its strengths after the warm-up and ignores
+the ``lam.<group>`` parameters, the strengths it set as ``lam_used.<group>``.
 """
 
 from __future__ import annotations
@@ -233,6 +235,20 @@ class MixedSymmetryTask:
     def defaults(self) -> TrainSettings:
         return SIZES[self.size]["settings"]
 
+    def check_config(self, config: Mapping[str, Any]) -> TrainSettings:
+        """The settings of ``config``, or the ValueError naming its bad key (no training: a
+        study calls this on its space before anything is written)."""
+        from .hypergrad import split_hypergrad_config
+
+        config, _ = split_hypergrad_config(config)
+        return parse_settings(
+            config,
+            groups=self.candidates,
+            defaults=self.defaults(),
+            allow_penalty=False,
+            models=MODELS,
+        )
+
     def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
         """Train under ``config`` (keys: ``lam.<candidate>`` and training settings, see
         :func:`objectives.settings.parse_settings`) and return the trial metrics.
@@ -240,14 +256,8 @@ class MixedSymmetryTask:
         :mod:`objectives.hypergrad`)."""
         from .hypergrad import run_with_hypergradients, split_hypergrad_config
 
+        settings = self.check_config(config)
         config, hypergrad = split_hypergrad_config(config)
-        settings = parse_settings(
-            config,
-            groups=self.candidates,
-            defaults=self.defaults(),
-            allow_penalty=False,
-            models=MODELS,
-        )
         if hypergrad is not None:
             return run_with_hypergradients(
                 self.data(), self.groups(), settings, self.network, hypergrad,

@@ -199,17 +199,22 @@ class MotionTask:
             ]
         return RegressionData(*splits)
 
-    def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
-        """Train under ``config`` (``lam.<candidate>`` and training settings) and return the
-        metrics:
-        ``test_mse`` (future positions), ``val_mse``, ``equiv_err.<group>``, ``params_m``,
-        ``train_seconds``."""
-        settings = parse_settings(
+    def check_config(self, config: Mapping[str, Any]) -> TrainSettings:
+        """The settings of ``config``, or the ValueError naming its bad key (no training: a
+        study calls this on its space before anything is written)."""
+        return parse_settings(
             config,
             groups=self.candidates,
             defaults=SIZES[self.size]["settings"],
             allow_penalty=False,
         )
+
+    def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
+        """Train under ``config`` (``lam.<candidate>`` and training settings) and return the
+        metrics:
+        ``test_mse`` (future positions), ``val_mse``, ``equiv_err.<group>``, ``params_m``,
+        ``train_seconds``."""
+        settings = self.check_config(config)
 
         def build(s: TrainSettings) -> MotionModel:
             return MotionModel(

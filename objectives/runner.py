@@ -178,8 +178,8 @@ def run_regression(
 
     start = time.perf_counter()
     model.train()
-    fit(model, terms, plan, settings, n_train, generator=generator, on_epoch=on_epoch,
-        device=device)
+    summary = fit(model, terms, plan, settings, n_train, generator=generator, on_epoch=on_epoch,
+                  device=device)
     train_seconds = time.perf_counter() - start
     model.eval()
     errors = equivariance_error(model, list(groups.values()), data.x_test, eval_samples, seed=1)
@@ -189,11 +189,21 @@ def run_regression(
         **{f"equiv_err.{name}": errors[group.name] for name, group in groups.items()},
         "params_m": count_parameters(model) / 1e6,
         "train_seconds": train_seconds,
+        **used_strengths(settings.mode, {g: summary[f"lam.{g}"] for g in plan.groups}),
     }
     metrics = finite_metrics(metrics)
     if on_trained is not None:
         on_trained(model)
     return metrics
+
+
+def used_strengths(mode: str, strengths: Mapping[str, float]) -> dict[str, float]:
+    """``lam_used.<group>`` metrics: the strengths auto mode set after its warm-up (its
+    ``lam.<group>`` parameters are not used), so that the front says which strengths trained it;
+    none in the other modes (weighted uses the parameters, jacobian no strengths at all)."""
+    if mode != "auto":
+        return {}
+    return {f"lam_used.{g}": float(v) for g, v in strengths.items()}
 
 
 def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -11,6 +11,7 @@ import pytest
 
 import distopt
 from distopt import Float, Study
+from distopt.examples import two_bowls
 from distopt.schedulers import Scheduler
 
 SPACE = {"x": Float(0.0, 1.0), "steps": 3, "pause": 0.0, "fail_above": 0.8}
@@ -146,7 +147,7 @@ def test_enqueued_configurations_run_first(ray_local, tmp_path):
     assert [r["config/x"] for r in again.trials().to_pylist()].count(0.5) == 1
 
 
-def test_a_finished_store_has_nothing_to_run(ray_local, tmp_path, capsys):
+def test_a_finished_store_has_nothing_to_run(ray_local, tmp_path, capsys, caplog):
     from loop_objectives import quick
 
     study = Study({"x": Float(0.0, 1.0)}, OBJECTIVES, store=tmp_path / "s", seed=0)
@@ -157,6 +158,12 @@ def test_a_finished_store_has_nothing_to_run(ray_local, tmp_path, capsys):
     assert "nothing to run (3/3 done; raise --budget to continue)" in capsys.readouterr().err
     assert reader.trials().num_rows == 3
     assert (tmp_path / "s" / "trials.parquet").exists()  # published again for every tool
+    caplog.set_level(logging.WARNING, logger="distopt")
+    # another objective on this store: allowed, and said
+    Study({"x": Float(0.0, 1.0)}, OBJECTIVES, store=tmp_path / "s", seed=0).optimize(
+        two_bowls, budget=3, workers=1)
+    assert ("was written by objective loop_objectives:quick and this run's is "
+            "distopt.examples:two_bowls" in caplog.text), caplog.text
 
 
 def test_workers_beyond_capacity_wait_and_the_search_runs(ray_local, tmp_path, caplog):

@@ -91,13 +91,31 @@ def busy_error(folder: Path, holder: str) -> StoreError:
 
 def check_free(folder: Path) -> None:
     """Refuse, before Ray starts, a store another live process writes (``acquire`` would, but
-    only after the seconds Ray takes to start)."""
-    if StoreLock.is_held(folder):
+    only after the seconds Ray takes to start). The LOCK file's text alone is not trusted: a
+    store copied from another machine, or one whose text is garbled, names a holder that is gone;
+    the flock tells."""
+    if StoreLock.is_held(folder) and _flocked(folder / LOCK_FILE):
         try:
             holder = (folder / LOCK_FILE).read_text().strip()
         except OSError:
             holder = ""
         raise busy_error(folder, holder)
+
+
+def _flocked(path: Path) -> bool:
+    """Whether a process holds the flock of ``path`` now (taken and released at once if not;
+    a file this process cannot open counts as held)."""
+    try:
+        handle = open(path, "a+")
+    except OSError:
+        return True
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _flock_retrying(handle: Any, tries: int = 20, pause: float = 0.005) -> None:

@@ -22,6 +22,11 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     """The metadata of the store at ``folder``; a StoreError says what is wrong."""
     path = folder / METADATA_FILE
     if not path.exists():
+        if any((folder / t).is_dir() and any((folder / t).iterdir())
+               for t in ("trials", "curves", "dispatched")):
+            raise StoreError(f"{folder} is not a distopt store as it is: it holds trial data "
+                             f"but no {METADATA_FILE} (the definition of the study that wrote "
+                             f"it); restore that file, or read the parts with pyarrow")
         raise StoreError(f"{folder} is not a distopt store (no {METADATA_FILE}); check the path")
     try:
         data = json.loads(path.read_text())

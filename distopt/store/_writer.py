@@ -75,7 +75,7 @@ class StoreWriter:
             if refusal is not None:
                 raise refusal
             stored["resumed"] = stored.get("resumed", 0) + 1
-            for key in ("strategy", "versions", "run", "objective", "study_file"):
+            for key in ("strategy", "seed", "versions", "run", "objective", "study_file"):
                 if key in metadata:
                     stored[key] = metadata[key]
             metadata = stored

@@ -201,3 +201,17 @@ def test_quiet_drops_rays_raylet_error_lines(capsys):
     out = capsys.readouterr()
     assert "worker died" not in out.out + out.err and "objective says hi" in out.out + out.err
     assert worker.print_to_stdstream is original
+
+
+def test_a_commands_warnings_are_one_line_each():
+    """They carried the warning module's file and line and echoed its source line under them."""
+    import warnings
+
+    from distopt.cli import _plain_warnings
+
+    before = warnings.formatwarning
+    with _plain_warnings():
+        shown = warnings.formatwarning("store runs/s: trials/part-1.parquet: 3 rows lost",
+                                       RuntimeWarning, "/x/_rows.py", 38, "pieces = read()")
+    assert shown == "RuntimeWarning: store runs/s: trials/part-1.parquet: 3 rows lost\n"
+    assert warnings.formatwarning is before  # the library's own users keep Python's format

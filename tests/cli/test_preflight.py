@@ -101,6 +101,16 @@ def test_a_folder_of_other_files_is_not_a_store(tmp_path):
     (cut / "LOCK").write_text("")
     (cut / "trials").mkdir()
     check_store_path(cut)
+    # a store whose study.json is gone: its trials would be taken for whatever study runs next
+    lost = tmp_path / "lost"
+    StoreWriter(lost, metadata(Problem({"x": Float(0, 1)}, {"f": "min"}))).close()
+    (lost / "dispatched").mkdir(exist_ok=True)
+    (lost / "dispatched" / "part-00000000-00000000-0.parquet").write_bytes(b"rows")
+    (lost / "study.json").unlink()
+    with pytest.raises(ConfigError, match=r"^store: .*lost holds trial data but no study\.json "
+                                          r"\(the definition of the study that wrote it\); "
+                                          r"restore study\.json, or give a new folder$"):
+        check_store_path(lost)
     for empty in ("", "  "):
         with pytest.raises(ConfigError, match=r"^store: must be a folder path; got"):
             distopt.Study({"x": Float(0, 1)}, {"f": "min"}, store=empty)

@@ -122,6 +122,11 @@ def test_trained_members_match_their_lone_trials(task, configs):
         lone = task(config)
         for metric in METRICS:
             assert result[metric] == pytest.approx(lone[metric], rel=1e-4), (config, metric)
+        used = sorted(m for m in lone if m.startswith("lam_used."))  # auto mode's strengths
+        assert used == sorted(m for m in result if m.startswith("lam_used."))
+        assert bool(used) == (config.get("mode") == "auto")
+        for metric in used:
+            assert result[metric] == pytest.approx(lone[metric], rel=1e-4), (config, metric)
 
 
 def test_members_of_other_architectures_form_their_own_subcohorts(task, monkeypatch):

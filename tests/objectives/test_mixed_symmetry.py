@@ -74,6 +74,8 @@ def test_objective_returns_finite_metrics_for_every_candidate(variant, mode):
         "params_m",
         "train_seconds",
         *(f"equiv_err.{g}" for g in task.candidates),
+        # auto mode sets its own strengths: the front must say which trained it
+        *(f"lam_used.{g}" for g in task.candidates if mode == "auto"),
     }
     assert set(metrics) == expected
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())

@@ -154,3 +154,21 @@ def test_study_file_errors_name_the_field(tmp_path):
     )
     with pytest.raises(ValueError, match="objective.with"):
         load_study_file(bad)
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"lam.rotaton": {"type": "float", "low": 1.0e-3, "high": 10.0}}, "space.lam.rotaton"),
+    ({"lam.rotation": {"type": "float", "low": -1.0, "high": 1.0}}, "space.lam.rotation"),
+    ({"mode": {"type": "categorical", "choices": ["weighted", "weigthed"]}}, "space.mode"),
+])
+def test_a_space_the_task_cannot_run_is_refused_before_the_store(tmp_path, spec, field):
+    """Every trial failed with the task's ValueError after the store was written, and the
+    advice to resume repeated the bad space (a resume cannot change it)."""
+    task = mixed_symmetry.make_task(alphas={"rotation": 0.0}, candidates=["rotation"])
+    study = distopt.Study({"lr": distopt.Float(1e-3, 1e-2, log=True), **spec},
+                          {"test_mse": "min"}, store=tmp_path / "never")
+    with pytest.raises(distopt.ConfigError) as info:
+        study.optimize(task, budget=2, workers=1)
+    message = str(info.value)
+    assert message.startswith(f"{field}: ") and "fix the study's space" in message, message
+    assert "\n" not in message and not (tmp_path / "never").exists()

@@ -178,6 +178,18 @@ def test_symmetry_strengths_against_true_levels(symmetry_store):
         dplot.symmetry_strengths(symmetry_store, alphas={"translation": 0.0})
 
 
+def test_strengths_in_use_are_auto_modes_own_and_none_for_jacobian():
+    """Auto mode ignores its lam.* parameters (the plot showed them as discovered strengths)."""
+    import pyarrow as pa
+
+    trials = pa.table({"config/lam.rotation": [0.5, 7.0, 3.0, 0.1],
+                       "config/mode": ["weighted", "auto", "jacobian", "weighted"],
+                       "lam_used.rotation": [None, 2.5, None, None]})
+    assert dplot.strengths_in_use(trials, "rotation").tolist() == [0.5, 2.5, 0.1]
+    plain = pa.table({"config/lam.rotation": [0.5, 7.0]})  # another task: its parameters
+    assert dplot.strengths_in_use(plain, "rotation").tolist() == [0.5, 7.0]
+
+
 def test_save_all_and_the_cli(two_objective_store, symmetry_store, tmp_path):
     from distopt import cli
 

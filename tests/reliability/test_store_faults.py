@@ -236,6 +236,13 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path, monkeypatch)
     assert {p.name: p.read_bytes() for p in (path / "trials").iterdir()} == before
     assert sorted(raw_ids(path)) == [0, 1]
     StoreWriter(path, _metadata()).close()  # released: a new writer opens it
+    # a LOCK whose text names a holder that is gone (a store copied from another machine, a
+    # garbled text) held the store for good; the flock is free, so it is not held
+    from distopt.store import check_free
+
+    for text in ('{"host": "another-machine", "pid": 1, "since": "x"}', "garbage"):
+        (path / "LOCK").write_text(text)
+        check_free(path)
 
 
 def test_a_second_distopt_run_is_refused_while_one_writes(tmp_path):

@@ -174,6 +174,15 @@ def test_a_damaged_hand_out_part_keeps_the_ids_of_the_trials_it_held(tmp_path, m
     assert len(messages) == 2 and parts[1].path.name in messages[0]
     assert "trials 15-19 were running when the search stopped" in messages[1]
     writer.close()
+    # as a resume meets it: the writer it opens sets the damaged part aside before the reader
+    # reads (the ids 15-19 were given to new trials then, their curves mixed)
+    StoreWriter(path, _metadata()).close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = distopt.open_store(path)
+        again, max_id = _in_flight(reader, reader.results())
+    assert again == [] and max_id == 19 and reader.damaged == set()
+    assert any("trials 15-19 were running" in str(w.message) for w in caught)
     # an intact store reads no curves for this and warns of nothing
     clean = tmp_path / "clean"
     with StoreWriter(clean, _metadata()) as other:
