@@ -44,9 +44,9 @@ def ray_session(address: str | None, *, workers: int,
             cpus = max(cores, math.ceil(workers * resources.get("cpu", 1)))
             if cpus > cores:  # the user's choice, but one they should know about
                 logging.getLogger("distopt").warning(
-                    "distopt: %d workers x %g CPU asked on a machine with %d cores: they share "
-                    "the cores (lower %s for less contention)", workers,
-                    resources.get("cpu", 1), cores,
+                    "distopt: %d worker%s x %g CPU asked on a machine with %d cores: they "
+                    "share the cores (lower %s for less contention)", workers,
+                    "" if workers == 1 else "s", resources.get("cpu", 1), cores,
                     "--workers" if workers > 1 else "resources_per_trial.cpu")
             with _terminable():
                 ray.init(address="local", num_cpus=cpus, **dashboard_options(), **quiet)

@@ -32,6 +32,7 @@ the ``lam.<group>`` parameters, the strengths it set as ``lam_used.<group>``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -140,6 +141,19 @@ class MixedSymmetryTask:
     n_train: int | None = None
 
     def __post_init__(self) -> None:
+        # Checked here, where a study file's `with:` arrives: a bad value would otherwise fail
+        # every trial with torch's own message (`manual_seed expected a long`, an IndexError).
+        for name, low in (("seed", 0), ("n_points", 2), ("n_train", 1)):
+            value = getattr(self, name)
+            if name == "n_train" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: must be an int >= {low}; got {value!r}")
+        if isinstance(self.noise, bool) or not isinstance(self.noise, (int, float)):
+            raise ValueError(f"noise: must be a number >= 0; got {self.noise!r}")
+        if isinstance(self.candidates, str):
+            raise ValueError(f"candidates: must be a list of group names; got "
+                             f"{self.candidates!r} (write [{self.candidates}])")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant: got {self.variant!r}; allowed: {', '.join(VARIANTS)}")
         if self.size not in SIZES:
@@ -148,8 +162,8 @@ class MixedSymmetryTask:
             if name not in BREAKABLE[self.variant]:
                 breakable = ", ".join(BREAKABLE[self.variant])
                 raise ValueError(f"alphas.{name}: the {self.variant} variant can break {breakable}")
-            if not float(alpha) >= 0:
-                raise ValueError(f"alphas.{name}: must be >= 0; got {alpha!r}")
+            if not 0 <= float(alpha) < math.inf:
+                raise ValueError(f"alphas.{name}: must be a finite number >= 0; got {alpha!r}")
         candidates = tuple(self.candidates) or VARIANTS[self.variant]
         for name in candidates:
             if name not in VARIANTS[self.variant]:
@@ -342,7 +356,8 @@ def make_task(
         seed=seed,
         variant=variant,
         size=size,
-        candidates=tuple(candidates or ()),
+        # a string is one name, not its letters (the dataclass says so)
+        candidates=candidates if isinstance(candidates, str) else tuple(candidates or ()),
         n_points=n_points,
         dim=dim,
         noise=noise,

@@ -146,8 +146,11 @@ class MotionTask:
     def __post_init__(self) -> None:
         if self.system not in SYSTEMS:
             raise ValueError(f"system: got {self.system!r}; allowed: {', '.join(SYSTEMS)}")
-        if not 3 <= self.n_particles <= 5:
-            raise ValueError(f"n_particles: must be 3 to 5; got {self.n_particles}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: must be an int >= 0; got {self.seed!r}")
+        if isinstance(self.n_particles, bool) or not isinstance(self.n_particles, int) \
+                or not 3 <= self.n_particles <= 5:
+            raise ValueError(f"n_particles: must be an int from 3 to 5; got {self.n_particles!r}")
         if self.dim not in (2, 3):
             raise ValueError(f"dim: must be 2 or 3; got {self.dim}")
         if self.t_in < 2 or self.t_out < 1:

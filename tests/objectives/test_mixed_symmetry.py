@@ -145,6 +145,13 @@ def test_bad_task_arguments():
         make_task(alphas={"rotation": -1.0})
     with pytest.raises(ValueError, match="candidates"):
         make_task(candidates=["o2_z"])
+    # each failed every trial with torch's message once the store was written
+    for kwargs, field in [({"seed": "abc"}, "seed"), ({"seed": -1}, "seed"),
+                          ({"n_points": 1}, "n_points"), ({"n_train": -5}, "n_train"),
+                          ({"noise": "a"}, "noise"), ({"candidates": "rotation"}, "candidates"),
+                          ({"alphas": {"rotation": math.inf}}, "alphas.rotation")]:
+        with pytest.raises(ValueError, match=f"^{field}: must be|^candidates: must be a list"):
+            make_task(**kwargs)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
