@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from ._errors import field_error
+from ._errors import ConfigError, field_error
 
 
 @contextmanager
@@ -273,9 +273,22 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
 
     ``ray.init`` retries an unreachable cluster address for a long time before it fails (minutes
     for a host that drops packets), so a mistyped or dead address is checked with one socket
-    connect first. Addresses without an explicit ``host:port`` (``"auto"``, ``"local"``) are left
-    to Ray.
+    connect first. ``"auto"`` is checked at the address Ray resolves it to (``RAY_ADDRESS``, or
+    the cluster ``ray start`` last recorded on this machine, which may be long dead); other
+    addresses without an explicit ``host:port`` are left to Ray.
     """
+    if address == "auto":
+        resolved = _resolve_auto()
+        if resolved is None:
+            return  # Ray says what it cannot find
+        if resolved != address:
+            try:
+                check_reachable(resolved, timeout)
+            except ConfigError as error:
+                raise field_error("address", f"'auto' means {resolved!r} here (RAY_ADDRESS, or "
+                                  f"the cluster 'ray start' last recorded), and "
+                                  f"{str(error).removeprefix('address: ')}") from None
+            return
     target = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit() or not host:
@@ -294,6 +307,19 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
             raise field_error("address", f"{address!r} answers, but not as a Ray cluster (no "
                                          f"gRPC handshake, which Ray's GCS and client server "
                                          f"give at once)", fix)
+
+
+def _resolve_auto() -> str | None:
+    """The ``host:port`` Ray's ``address="auto"`` joins, or None when Ray finds none (its own
+    error then says so)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a Ray without it: leave "auto" to Ray
+        return None
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except Exception:  # noqa: BLE001 - no cluster found, a bad RAY_ADDRESS: Ray's to say
+        return None
 
 
 #: An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the Ray

@@ -253,7 +253,8 @@ class Study:
             if bar is not None:
                 bar.close()
         reader = StoreReader(self.store_path)
-        failure = no_trial_completed_error(reader, budget - plan.stored)
+        failure = no_trial_completed_error(reader, budget - plan.stored,
+                                           before=[r.trial_id for r in stored])
         if failure is not None:
             raise failure
         return reader

@@ -76,6 +76,13 @@ def import_object(spec: str, *, field_name: str = "objective") -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
+        missing = getattr(error, "name", None)
+        if missing and not (module_name == missing or module_name.startswith(missing + ".")):
+            # found, but it imports something that is not there: that is what to install
+            raise field_error(field_name, f"importing module {module_name!r} failed: "
+                                          f"{type(error).__name__}: {error}",
+                              f"install {missing.split('.')[0]}, or fix that import in "
+                              f"{module_name}") from None
         raise field_error(field_name, f"cannot import module {module_name!r} ({error})",
                           "install it, or put it in the working directory or the study "
                           "file's folder") from None

@@ -159,19 +159,26 @@ def report_of(reader_or_rows: Any) -> RunReport:
     return report
 
 
-def no_trial_completed_error(reader_or_rows: Any,
-                             budget: int | None = None) -> DistoptError | None:
+def no_trial_completed_error(reader_or_rows: Any, budget: int | None = None, *,
+                             before: Iterable[int] = ()) -> DistoptError | None:
     """An error naming the first failure's cause when trials ran but none is COMPLETE, else None.
 
     ``reader_or_rows``: a :class:`~distopt.store.StoreReader` or finished-trial rows;
-    ``budget``: the run's, which the resume command it names asks for again.
+    ``budget``: the run's, which the resume command it names asks for again; ``before``: the
+    ids of trials stored before this run, which are not this run's (a resume whose every trial
+    failed exited 0 because the store held earlier COMPLETE ones).
     """
     rows: Iterable[Mapping[str, Any]] = _rows(reader_or_rows)
     rows = list(rows)
-    if not rows or any(Status(r["status"]) == COMPLETE for r in rows):
+    earlier = set(before)
+    ran = [r for r in rows if r["trial_id"] not in earlier]
+    if not ran or any(Status(r["status"]) == COMPLETE for r in ran):
         return None
-    first = min(rows, key=lambda r: r["trial_id"])
+    first = min(ran, key=lambda r: r["trial_id"])
     resume = resume_command(getattr(reader_or_rows, "path", None), len(rows), budget)
-    statuses = status_counts(r["status"] for r in rows)
-    return DistoptError(f"no trial completed ({statuses}); trial {first['trial_id']}: "
-                        f"{_cause_of(first)}; fix the objective, then {resume}")
+    statuses = status_counts(r["status"] for r in ran)
+    which = f"no trial of this run completed ({statuses}; the {len(rows) - len(ran)} " \
+            f"stored before are kept)" if len(ran) < len(rows) else \
+        f"no trial completed ({statuses})"
+    return DistoptError(f"{which}; trial {first['trial_id']}: {_cause_of(first)}; fix the "
+                        f"objective, then {resume}")

@@ -74,7 +74,15 @@ def _measure(node: Node, path: str, sizes: dict[int, tuple[int, int]],
         children = [(f"{path}[{i}]", child) for i, child in enumerate(node.value)]
     elif isinstance(node, MappingNode):
         children = []
+        seen: dict[tuple[str, str], int] = {}
         for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value != "<<":  # "<<": a merge
+                line, name = key_node.start_mark.line + 1, (key_node.tag, key_node.value)
+                if name in seen:  # PyYAML keeps the last silently: a budget given twice
+                    raise field_error(_join(path, key_node) or where,
+                                      f"is given twice (lines {seen[name]} and {line})",
+                                      "keep one")
+                seen[name] = line
             children.append((f"{path}<key>", key_node))
             children.append((_join(path, key_node), value_node))
     else:  # pragma: no cover - PyYAML composes only these three kinds

@@ -197,6 +197,11 @@ def bad_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     cases["bad import"] = (["run", study("import", **{"distopt.examples:two_bowls":
                                                       "distopt.nosuch:two_bowls"})],
                            "objective: cannot import module 'distopt.nosuch'")
+    inner = study("inner", **{"distopt.examples:two_bowls": "inner_mod_zz:objective"})
+    Path(inner).with_name("inner_mod_zz.py").write_text("import nonexistent_pkg_zz\n")
+    cases["import inside"] = (["run", inner], "objective: importing module 'inner_mod_zz' "
+                              "failed: ModuleNotFoundError: No module named 'nonexistent_pkg_zz'"
+                              "; install nonexistent_pkg_zz")
     cases["no attribute"] = (["run", study("attr", **{"distopt.examples:two_bowls":
                                                       "distopt.examples:three_bowls"})],
                              "objective: ")

@@ -302,3 +302,14 @@ def test_a_reference_point_names_exactly_the_objectives(tmp_path):
     for bad in ({"f1": 2.0, "f2": 2.0, "f3": 1.0}, {"f1": 2.0}, [2.0, 2.0, 1.0]):
         with pytest.raises(DistoptError, match="^ref_point"):
             reader.hypervolume(bad)
+
+
+def test_a_resume_whose_every_trial_failed_is_an_error_though_the_store_has_a_front():
+    """It exited 0: the check read the whole store, where earlier trials had completed."""
+    rows = [complete(i) for i in range(4)] + [failed(i) for i in range(4, 8)]
+    assert no_trial_completed_error(rows, 8) is None  # the store as a whole has a front
+    error = no_trial_completed_error(rows, 8, before=range(4))
+    assert error is not None and str(error).startswith(
+        "no trial of this run completed (4 FAILED; the 4 stored before are kept); trial 4: "
+        "ZeroDivisionError: division by zero; fix the objective, then")
+    assert no_trial_completed_error(rows[:6] + [complete(6)], 8, before=range(4)) is None

@@ -31,6 +31,16 @@ def test_a_closed_port_is_an_error_naming_the_address():
     assert message.startswith("address: ") and address in message and "--address" in message
 
 
+def test_auto_is_checked_where_it_points(monkeypatch):
+    """A dead RAY_ADDRESS (or a stale cluster file from an old `ray start`) made `--address
+    auto` wait silently for minutes; it is checked where Ray would go."""
+    port = closed_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # Ray resolves it to this host's IP
+    with pytest.raises(ConfigError, match=rf"^address: 'auto' means '[^']*:{port}' here "
+                                          rf"\(RAY_ADDRESS, .*\), and nothing answers at"):
+        check_reachable("auto", timeout=2.0)
+
+
 def serving(reply: bytes | None):
     """A localhost server that answers each connection with ``reply`` (None: says nothing)."""
     import threading
@@ -79,7 +89,9 @@ def test_a_port_where_something_else_listens_is_refused_fast(reply):
 
 
 @pytest.mark.parametrize("address", ["auto", "local", "localhost"])
-def test_addresses_without_a_port_are_left_to_ray(address):
+def test_addresses_without_a_port_are_left_to_ray(address, monkeypatch):
+    # "auto" when Ray finds no cluster to join (no RAY_ADDRESS, no recorded `ray start`)
+    monkeypatch.setattr("distopt._ray._resolve_auto", lambda: None)
     check_reachable(address, timeout=0.01)  # returns without trying to connect
 
 

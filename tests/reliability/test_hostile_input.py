@@ -118,6 +118,21 @@ def test_ordinary_aliases_and_merge_keys_still_load(tmp_path):
     assert space.to_dict()["z"]["high"] == 2.0 and space.to_dict()["y"] == space.to_dict()["x"]
 
 
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """PyYAML keeps the last silently: a second budget ran, a second space block replaced the
+    first and every trial failed with KeyError."""
+    study = _study(tmp_path)
+    study.write_text(study.read_text() + "budget: 5\n")
+    with pytest.raises(distopt.ConfigError, match=r"^budget: is given twice \(lines 5 and 8\); "
+                                                  r"keep one$"):
+        load_study_file(study)
+    study = _study(tmp_path, space="  x: {type: float, low: 0.0, high: 1.0}\n"
+                                   "  x: {type: float, low: 0.0, high: 2.0}")
+    with pytest.raises(distopt.ConfigError, match=r"^space\.x: is given twice \(lines 3 and 4\)"):
+        load_study_file(study)
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.parametrize("content, says", [
     ("[]", "holds list JSON"),
     ("null", "holds NoneType JSON"),
