@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 #: Environment variable holding the verbosity (an int from -1 to 2).
@@ -65,8 +66,19 @@ def ray_init_options() -> dict[str, object]:
 def ray_env() -> dict[str, str]:
     """Environment variables to set (if unset) before Ray starts: ``RAY_DEDUP_LOGS=1`` folds the
     same line printed by many workers into one (Ray's default, made explicit so that a user's
-    shell setting does not flood a run)."""
-    return {"RAY_DEDUP_LOGS": "1"}
+    shell setting does not flood a run); ``RAY_COLOR_PREFIX=0`` when stderr is not a terminal,
+    so that a log file gets no ANSI colour codes around ``(TrialWorker pid=...)``."""
+    env = {"RAY_DEDUP_LOGS": "1"}
+    if not _is_terminal(sys.stderr):
+        env["RAY_COLOR_PREFIX"] = "0"
+    return env
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 def quiet_ray_import() -> None:

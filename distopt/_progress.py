@@ -7,6 +7,7 @@ handed to a worker but not yet started (queued) are shown apart.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ._logging import quiet_ray_import
@@ -37,6 +38,10 @@ class ProgressBar:
         self._bar: Any = _tqdm_class()(total=budget, initial=stored, unit="trial",
                                        dynamic_ncols=True, smoothing=0.1)
         self._stored = stored
+        # In a terminal or a notebook the bar redraws in place twice a second; in a file (stderr
+        # redirected) each redraw is another line, so it is drawn only when a trial finishes.
+        self._live = sys.stderr.isatty() or "ipykernel" in sys.modules
+        self._shown = stored
 
     def update(self, progress: Any) -> None:
         """Move the bar to a :class:`~distopt._orchestrator.Progress` snapshot.
@@ -52,7 +57,8 @@ class ProgressBar:
         queued = getattr(progress, "queued", 0)
         parts = [f"running={progress.running}"] + ([f"queued={queued}"] if queued else [])
         parts += [f"failed={progress.failed}", f"front={progress.front_size}", f"hv={hv}"]
-        self._bar.set_postfix_str(" ".join(parts), refresh=True)
+        finished, self._shown = progress.finished != self._shown, progress.finished
+        self._bar.set_postfix_str(" ".join(parts), refresh=self._live or finished)
 
     def close(self) -> None:
         """Leave the final state on screen."""

@@ -159,8 +159,11 @@ def _load_yaml(path: Path, field_name: str) -> Any:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise field_error(field_name, f"{path} is not valid YAML{where}",
-                          "fix the syntax there") from None
+        problem = getattr(error, "problem", None)  # PyYAML's reason: "found character '\t' ..."
+        why = f" ({problem})" if problem else ""
+        raise field_error(field_name, f"{path} is not valid YAML{where}{why}",
+                          "fix the syntax there (indent with spaces, not tabs)"
+                          if "'\\t'" in str(problem) else "fix the syntax there") from None
     except (ValueError, RecursionError) as error:  # a bad date or !!int, nesting too deep
         raise field_error(field_name, f"{path} has a value YAML cannot build ({error})",
                           "quote it as a string or fix it") from None
@@ -180,13 +183,15 @@ def study_from_dict(data: Any, *, base: Path | None = None, path: Path | None = 
                     overrides: Mapping[str, Any] | None = None) -> StudyFile:
     """Validate a parsed study file (``base`` resolves relative space paths)."""
     if not isinstance(data, Mapping):
-        raise field_error("study", f"must be a mapping of settings; got {type(data).__name__}",
-                          "see searchspaces/studies/ for examples")
+        got = "nothing (an empty file)" if data is None else type(data).__name__
+        raise field_error("study", f"{path or 'the study'} must be a mapping of settings; got "
+                                   f"{got}", "see searchspaces/studies/ for examples")
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     unknown = set(data) - _TOP_KEYS
     if unknown:
         key = sorted(map(str, unknown))[0]
-        raise field_error(key if key.isprintable() else repr(key), "is not a study setting",
+        raise field_error(key if key.isprintable() else repr(key),
+                          "is not a study setting" + did_you_mean(key, _TOP_KEYS),
                           f"allowed: {', '.join(sorted(_TOP_KEYS))}")
     for key in ("name", "description"):
         if data.get(key) is not None and not isinstance(data[key], str):

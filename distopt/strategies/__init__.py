@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .._checks import check_keywords
+from .._checks import check_keywords, did_you_mean
 from .._errors import field_error
 from .._plugin import split_spec
 from ._base import Strategy
@@ -61,7 +61,8 @@ def strategy_class(name: str) -> type[Strategy]:
     """The class registered under ``name`` (or at the import path ``module:Class``)."""
     entry = REGISTRY.get(name)
     if entry is None and not _IMPORT_PATH.match(name):
-        raise field_error("strategy", f"unknown strategy {name!r}",
+        raise field_error("strategy", f"unknown strategy {name!r}"
+                                      f"{did_you_mean(str(name), REGISTRY)}",
                           f"choose one of {', '.join(REGISTRY)}, or register your own with "
                           f"distopt.strategies.register")
     if isinstance(entry, type):

@@ -133,6 +133,24 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_study_file_slips_say_what_was_meant(tmp_path):
+    study = _study(tmp_path)
+    text = study.read_text()
+    for changed, says in [
+        (text.replace("  x:", "\tx:"), r"is not valid YAML at line 3 \(found character '\\t' "
+                                        r".*\); fix the syntax there \(indent with spaces"),
+        (text.replace("objectives:", "objetives:"), r"^objetives: is not a study setting \(did "
+                                                     r"you mean 'objectives'\?\)"),
+        ("", r"study\.yaml must be a mapping of settings; got nothing \(an empty file\)"),
+        (text + "strategy: baye\n", r"^strategy: unknown strategy 'baye' \(did you mean "
+                                     r"'bayes'\?\)"),
+    ]:
+        study.write_text(changed)
+        with pytest.raises(distopt.ConfigError, match=says):
+            load_study_file(study)
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.parametrize("content, says", [
     ("[]", "holds list JSON"),
     ("null", "holds NoneType JSON"),
