@@ -55,8 +55,10 @@ def check_metrics(returned: Any, required: Sequence[str],
         return {}, (f"objective returned NoneType (nothing); return a dict of the metrics, "
                     f"e.g. {example}; distopt does not read metrics from report() calls")
     if not isinstance(returned, Mapping):
-        return {}, (f"objective returned {type(returned).__name__}; return a dict of metric "
-                    f"name to number, e.g. {example}")
+        factory = (" (a factory's product? name the factory as objective: {call: "
+                   "module:factory} in a study file)") if callable(returned) else ""
+        return {}, (f"objective returned {type(returned).__name__}{factory}; return a dict of "
+                    f"metric name to number, e.g. {example}")
     metrics: dict[str, float] = {}
     problems = []
     for name, value in returned.items():

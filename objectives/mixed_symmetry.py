@@ -378,7 +378,19 @@ def make_cohort_task(
     (``variant``, ``size``, ...); ``max_size`` and ``memory_per_member`` (bytes) are
     :func:`distopt.batched`'s. Called with one config it trains a cohort of one, so it also
     runs where a plain objective is expected."""
-    from distopt import batched
+    import inspect
 
+    from distopt import batched
+    from distopt._checks import did_you_mean
+    from distopt._errors import field_error
+
+    # the options pass through to make_task: a typo is named with every option there is
+    passed = list(inspect.signature(make_task).parameters)
+    for key in options:
+        if key not in passed:
+            allowed = [*passed, "max_size", "memory_per_member"]
+            raise field_error(f"objective.with.{key}", "is not an option"
+                              + did_you_mean(key, allowed), f"the options are "
+                                                            f"{', '.join(allowed)}")
     task = make_task(alphas, seed, **options)
     return batched(max_size=max_size, memory_per_member=memory_per_member)(task.batch)

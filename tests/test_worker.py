@@ -40,6 +40,8 @@ def test_zero_dim_arrays_and_tensors_are_numbers():
     (None, "objective returned NoneType"),
     ([1.0, 2.0], "objective returned list"),
     (0.5, "objective returned float"),
+    (lambda config: {}, "objective returned function (a factory's product? name the factory as "
+                        "objective: {call: module:factory}"),
     ({"f1": 1.0}, "did not return metric(s) ['f2']"),
     ({}, "did not return metric(s) ['f1', 'f2']"),
     ({"f1": math.nan, "f2": 1.0}, "['f1'] are not finite"),

@@ -145,6 +145,11 @@ def test_bad_task_arguments():
         make_task(alphas={"rotation": -1.0})
     with pytest.raises(ValueError, match="candidates"):
         make_task(candidates=["o2_z"])
+    from objectives.mixed_symmetry import make_cohort_task
+
+    with pytest.raises(ValueError, match=r"^objective\.with\.max_sise: is not an option \(did "
+                                         r"you mean 'max_size'\?\)"):
+        make_cohort_task(max_sise=8)  # was make_task()'s TypeError, with no suggestion
     # each failed every trial with torch's message once the store was written
     for kwargs, field in [({"seed": "abc"}, "seed"), ({"seed": -1}, "seed"),
                           ({"n_points": 1}, "n_points"), ({"n_train": -5}, "n_train"),
