@@ -394,9 +394,9 @@ def learning_curves(store: Store, metric: str | None = None, *, log: bool | None
 # -- the mixed-symmetry task ----------------------------------------------------------------------
 
 def breaking_levels(store: Store) -> dict[str, float]:
-    """True breaking level per symmetry of a mixed-symmetry store: the ``alphas`` its objective
-    was built with (``objective: {call: ...make_task, with: {alphas: {...}}}``); candidates with
-    a ``lam.<group>`` parameter that are not named get 0 (exact), as in ``make_task``.
+    """True breaking level per symmetry of a mixed-symmetry store, from the ``alphas`` its
+    objective was built with (``objective: {call: ...make_task, with: {alphas: {...}}}``) by the
+    task's rule (``objectives.mixed_symmetry.true_levels``): a group no term breaks is exact (0).
 
     Empty when the store records no such call (an objective built in Python, or another task's):
     the levels are then unknown, not 0.
@@ -409,7 +409,11 @@ def breaking_levels(store: Store) -> dict[str, float]:
         return {}
     alphas = dict(given.get("alphas") or {})
     groups = [n[4:] for n in reader.problem.space.names if n.startswith("lam.")]
-    return {g: float(alphas.get(g, 0.0)) for g in groups}
+    try:  # the task's own rule (the inertia variant's o3 term breaks o2_x too)
+        from objectives.mixed_symmetry import true_levels
+    except ImportError:
+        return {g: float(alphas.get(g, 0.0)) for g in groups}
+    return true_levels(str(given.get("variant", "points")), alphas, groups)
 
 
 def symmetry_strengths(store: Store, alphas: Mapping[str, float] | None = None):

@@ -57,6 +57,16 @@ BREAKABLE: dict[str, tuple[str, ...]] = {
     "points": ("rotation", "scaling", "permutation"),
     "inertia": ("o3", "permutation"),
 }
+def true_levels(variant: str, alphas: Mapping[str, float],
+                candidates: Sequence[str]) -> dict[str, float]:
+    """How broken each candidate group is in the target: ``alpha`` of every breaking term that
+    breaks it. A term breaks its own group, and in the inertia variant the ``o3`` term (which
+    keeps the O(2) about ``e_z``) breaks ``o2_x`` too; ``o2_z`` and ``so2_z`` stay exact."""
+    breaks = {"o2_x": ("o3",)} if variant == "inertia" else {}
+    return {g: float(sum(float(alphas.get(k, 0.0)) for k in breaks.get(g, (g,))))
+            for g in candidates}
+
+
 #: Split sizes and training defaults: ``small`` trains in seconds on one CPU core.
 SIZES: dict[str, dict[str, Any]] = {
     "small": SMALL_SIZE,

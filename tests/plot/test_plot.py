@@ -178,6 +178,17 @@ def test_symmetry_strengths_against_true_levels(symmetry_store):
         dplot.symmetry_strengths(symmetry_store, alphas={"translation": 0.0})
 
 
+def test_the_inertia_variants_o3_term_breaks_o2_x_too(tmp_path):
+    """o2_x (the wrong axis) was plotted as exact (alpha 0), and rho computed against that."""
+    space = {f"lam.{g}": distopt.Float(1e-3, 10.0, log=True) for g in ("o3", "o2_z", "o2_x")}
+    study = distopt.Study(space, {"test_mse": "min"})
+    study.objective_spec = {"call": "objectives.mixed_symmetry:make_task",
+                            "with": {"variant": "inertia", "alphas": {"o3": 0.5}}}
+    store = write_store(tmp_path / "s", study, [row(0, {g: 1.0 for g in space},
+                                                    {"test_mse": 0.1})])
+    assert dplot.breaking_levels(store) == {"o3": 0.5, "o2_z": 0.0, "o2_x": 0.5}
+
+
 def test_strengths_in_use_are_auto_modes_own_and_none_for_jacobian():
     """Auto mode ignores its lam.* parameters (the plot showed them as discovered strengths)."""
     import pyarrow as pa
