@@ -426,19 +426,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextmanager
 def _plain_warnings() -> Iterator[None]:
-    """Warnings as one line each, ``RuntimeWarning: store runs/s: ...``: a command-line user
-    needs neither the file and line that warned nor its source line echoed under it."""
+    """Warnings as one line each, ``RuntimeWarning: store runs/s: ...``, each shown once: a
+    command-line user needs neither the file and line that warned nor its source line echoed
+    under it, nor the same damage once per reader."""
     import warnings
 
     def one_line(message: Warning | str, category: type[Warning], *args: Any,
                  **kwargs: Any) -> str:
         return f"{category.__name__}: {message}\n"
 
+    shown: set[str] = set()
+    show = warnings.showwarning
+
+    def once(message: Warning | str, category: type[Warning], *args: Any,
+             **kwargs: Any) -> None:
+        # the same damage met by each reader a command opens (resume opens three) is one line
+        if f"{category.__name__}: {message}" not in shown:
+            shown.add(f"{category.__name__}: {message}")
+            show(message, category, *args, **kwargs)
+
     before, warnings.formatwarning = warnings.formatwarning, one_line
+    warnings.showwarning = once
     try:
         yield
     finally:
-        warnings.formatwarning = before
+        warnings.formatwarning, warnings.showwarning = before, show
 
 
 def _set_verbosity(args: argparse.Namespace) -> None:

@@ -56,10 +56,11 @@ def _set_aside(store: Path, path: Path, *, copy: bool = False, suffix: str = "")
     """Move (or copy) ``path`` to ``STORE/damaged/<table>/`` under a name not yet taken."""
     folder = store / DAMAGED / path.parent.name
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / (path.name + suffix)
+    name = path.name.lstrip(".")  # a journal's dot name would hide it from `ls` there
+    target = folder / (name + suffix)
     index = 1
     while target.exists():
-        target = folder / f"{path.name}{suffix}{index}"
+        target = folder / f"{name}{suffix}{index}"
         index += 1
     if copy:
         shutil.copyfile(path, target)

@@ -231,3 +231,12 @@ def test_a_commands_warnings_are_one_line_each():
                                        RuntimeWarning, "/x/_rows.py", 38, "pieces = read()")
     assert shown == "RuntimeWarning: store runs/s: trials/part-1.parquet: 3 rows lost\n"
     assert warnings.formatwarning is before  # the library's own users keep Python's format
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: seen.append(str(message))
+        with _plain_warnings():  # the same damage met by each of resume's three readers
+            for _ in range(3):
+                warnings.warn("store runs/s: part-1 damaged", RuntimeWarning)
+            warnings.warn("store runs/s: part-2 damaged", RuntimeWarning)
+    assert seen == ["store runs/s: part-1 damaged", "store runs/s: part-2 damaged"]

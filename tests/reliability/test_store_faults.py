@@ -126,6 +126,21 @@ def test_a_truncated_tail_at_any_offset_reads_the_complete_rows_and_warns(
                 or "unreadable journal skipped" in messages[0])
 
 
+def test_a_torn_journal_is_set_aside_under_a_name_ls_shows(intact_store, tmp_path):
+    """It kept its dot name (.journal-...torn), hidden from a plain `ls damaged/trials`."""
+    source, content, ends = intact_store
+    path = tmp_path / "store"
+    (path / "trials").mkdir(parents=True)
+    (path / "study.json").write_bytes((source / "study.json").read_bytes())
+    (path / "trials" / ".journal-00000000.arrows").write_bytes(content[:ends[3] + 50])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        StoreWriter(path, _metadata()).close()
+    assert [p.name for p in (path / "damaged" / "trials").iterdir()] == [
+        "journal-00000000.arrows.torn"]
+    assert distopt.open_store(path).trials().num_rows == 3  # the complete rows, published
+
+
 def test_the_next_writer_repairs_a_torn_segment_once_and_keeps_the_original(tmp_path):
     path = _legacy_store(tmp_path / "store", 5)
     segment = path / "trials" / "part-00000.arrow"
