@@ -237,6 +237,6 @@ def test_a_commands_warnings_are_one_line_each():
         warnings.showwarning = lambda message, *args, **kwargs: seen.append(str(message))
         with _plain_warnings():  # the same damage met by each of resume's three readers
             for _ in range(3):
-                warnings.warn("store runs/s: part-1 damaged", RuntimeWarning)
-            warnings.warn("store runs/s: part-2 damaged", RuntimeWarning)
+                warnings.warn("store runs/s: part-1 damaged", RuntimeWarning, stacklevel=1)
+            warnings.warn("store runs/s: part-2 damaged", RuntimeWarning, stacklevel=1)
     assert seen == ["store runs/s: part-1 damaged", "store runs/s: part-2 damaged"]
