@@ -111,7 +111,9 @@ class Space:
         for name, spec in params.items():
             if not isinstance(name, str) or not name or "/" in name:
                 raise field_error("space", f"parameter names must be non-empty strings without "
-                                           f"'/'; got {name!r}")
+                                           f"'/'; got {name!r}",
+                                  "quote it: YAML 1.1 reads on, off, yes and no as booleans"
+                                  if isinstance(name, bool) else None)
             value = param_from_spec(name, spec)
             if isinstance(value, Param):
                 self.params[name] = value

@@ -147,6 +147,13 @@ def test_bad_spec_names_the_field(spec, field):
     assert "\n" not in message
 
 
+def test_a_parameter_named_on_in_yaml_is_told_to_quote_it():
+    import yaml
+
+    with pytest.raises(distopt.ConfigError, match=r"got True; quote it: YAML 1\.1 reads on, "):
+        Space(yaml.safe_load("on: {type: float, low: 0.0, high: 1.0}"))
+
+
 def test_a_list_or_a_tune_distribution_says_what_to_write_instead():
     with pytest.raises(distopt.ConfigError, match=r"^space\.lr: is a list \(\[16, 32\]\), not "
                                                   r"a constant \(one str, int, float or bool\); "
