@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ._errors import DistoptError
-from .trial import COMPLETE, Status, status_counts
+from .trial import Status, status_counts
 
 #: Repeats of one cause between two "(same cause ...)" reminder lines.
 REMIND_EVERY = 10
@@ -161,7 +161,8 @@ def report_of(reader_or_rows: Any) -> RunReport:
 
 def no_trial_completed_error(reader_or_rows: Any, budget: int | None = None, *,
                              before: Iterable[int] = ()) -> DistoptError | None:
-    """An error naming the first failure's cause when trials ran but none is COMPLETE, else None.
+    """An error naming the first failure's cause when every trial that ran failed (FAILED or
+    TIMEOUT; a PRUNED trial has its metrics), else None.
 
     ``reader_or_rows``: a :class:`~distopt.store.StoreReader` or finished-trial rows;
     ``budget``: the run's, which the resume command it names asks for again; ``before``: the
@@ -172,7 +173,8 @@ def no_trial_completed_error(reader_or_rows: Any, budget: int | None = None, *,
     rows = list(rows)
     earlier = set(before)
     ran = [r for r in rows if r["trial_id"] not in earlier]
-    if not ran or any(Status(r["status"]) == COMPLETE for r in ran):
+    # a PRUNED trial was stopped by a scheduler with its metrics: not a failure
+    if not ran or not all(Status(r["status"]).counts_as_failure for r in ran):
         return None
     first = min(ran, key=lambda r: r["trial_id"])
     resume = resume_command(getattr(reader_or_rows, "path", None), len(rows), budget)

@@ -313,3 +313,5 @@ def test_a_resume_whose_every_trial_failed_is_an_error_though_the_store_has_a_fr
         "no trial of this run completed (4 FAILED; the 4 stored before are kept); trial 4: "
         "ZeroDivisionError: division by zero; fix the objective, then")
     assert no_trial_completed_error(rows[:6] + [complete(6)], 8, before=range(4)) is None
+    pruned = trial_row(8, "PRUNED", {"x": 0.8}, {"f1": 0.8, "f2": 0.2})  # stopped early: a result
+    assert no_trial_completed_error(rows[:4] + [pruned], 9, before=range(4)) is None
