@@ -31,6 +31,14 @@ def _tqdm_class() -> Any:
     return tqdm
 
 
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (not merely with ipykernel imported, as a test
+    process that ran a notebook has it)."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
 class ProgressBar:
     """Trials done out of the budget, with running, queued, failed, front size and hypervolume."""
 
@@ -40,7 +48,7 @@ class ProgressBar:
         self._stored = stored
         # In a terminal or a notebook the bar redraws in place twice a second; in a file (stderr
         # redirected) each redraw is another line, so it is drawn only when a trial finishes.
-        self._live = sys.stderr.isatty() or "ipykernel" in sys.modules
+        self._live = sys.stderr.isatty() or _in_notebook()
         self._shown = stored
 
     def update(self, progress: Any) -> None:
