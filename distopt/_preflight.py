@@ -56,6 +56,7 @@ def check_store_path(path: str | os.PathLike[str]) -> None:
     one) that this process cannot write.
     """
     from .store import METADATA_FILE  # lazy: the store's writer imports this module
+    from .store._metadata import holds_rows
     from .store._writer import STORE_NAMES
 
     try:
@@ -76,9 +77,7 @@ def check_store_path(path: str | os.PathLike[str]) -> None:
             raise field_error("store", f"{path} holds other files ({', '.join(others[:3])}"
                               f"{', ...' if len(others) > 3 else ''}) and no study",
                               "give a new or empty folder, e.g. runs/my-study")
-        if not (path / METADATA_FILE).exists() and any(
-                (path / table).is_dir() and any((path / table).iterdir())
-                for table in ("trials", "curves", "dispatched")):
+        if not (path / METADATA_FILE).exists() and holds_rows(path):
             # its rows would be taken for this study's, whatever study wrote them
             raise field_error("store", f"{path} holds trial data but no {METADATA_FILE} (the "
                               f"definition of the study that wrote it)",

@@ -18,12 +18,21 @@ METADATA_FILE = "study.json"
 FORMAT_VERSION = 1
 
 
+#: The table folders of a store, in the order a writer publishes them (a trial after its curve).
+TABLES = ("curves", "dispatched", "trials")
+
+
+def holds_rows(folder: Path) -> bool:
+    """Whether ``folder`` has a table folder with files in it (a store's data, with or without
+    its ``study.json``)."""
+    return any((folder / t).is_dir() and any((folder / t).iterdir()) for t in TABLES)
+
+
 def read_metadata(folder: Path) -> dict[str, Any]:
     """The metadata of the store at ``folder``; a StoreError says what is wrong."""
     path = folder / METADATA_FILE
     if not path.exists():
-        if any((folder / t).is_dir() and any((folder / t).iterdir())
-               for t in ("trials", "curves", "dispatched")):
+        if holds_rows(folder):
             raise StoreError(f"{folder} is not a distopt store as it is: it holds trial data "
                              f"but no {METADATA_FILE} (the definition of the study that wrote "
                              f"it); restore that file, or read the parts with pyarrow")

@@ -16,14 +16,13 @@ from typing import Any
 from .._errors import StoreError
 from .._preflight import different_study_error
 from ._lock import LOCK_FILE, StoreLock
-from ._metadata import METADATA_FILE, read_metadata, write_metadata
+from ._metadata import METADATA_FILE, TABLES, read_metadata, write_metadata
 from ._reader import trial_rows
 from ._recover import recover
 from ._rows import read_rows
 from ._schema import curve_batch, dispatch_batch, empty_table, trial_batch
 from ._table import PUBLISH_INTERVAL, TableWriter, compact, journal_paths
 
-TABLES = ("curves", "dispatched", "trials")  # published in this order: a trial after its curve
 #: Every name a store folder holds, a merge's temporary files aside (``.trials.parquet.tmp``).
 STORE_NAMES = frozenset({METADATA_FILE, LOCK_FILE, *TABLES, *(f"{t}.parquet" for t in TABLES)})
 #: Seconds between fsyncs of the journals (trial rows are fsynced at once if FSYNC_TRIALS).
